@@ -1,0 +1,179 @@
+"""One libvirt domain, behind virtkit's error map (the Guest wrapper, as in Nova's guest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+
+from virtkit.backend.errors import libvirt_errors
+from virtkit.errors import ConnectionLost
+from virtkit.specs import VMState
+
+if TYPE_CHECKING:
+    from virtkit.backend.connection import Connection
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: VMState.NOSTATE,
+    libvirt.VIR_DOMAIN_RUNNING: VMState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: VMState.RUNNING,  # blocked on I/O is still running to a user
+    libvirt.VIR_DOMAIN_PAUSED: VMState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: VMState.SHUTTING_DOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF: VMState.SHUTOFF,
+    libvirt.VIR_DOMAIN_CRASHED: VMState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: VMState.PMSUSPENDED,
+}
+
+UNDEFINE_ALL_METADATA = (
+    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+    | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA", 0)
+)
+
+
+@contextmanager
+def seam(connection: Connection) -> Iterator[None]:
+    """The error map, plus: a lost connection is reopened on the next call."""
+    try:
+        with libvirt_errors():
+            yield
+    except ConnectionLost:
+        connection.mark_dead()
+        raise
+
+
+class Guest:
+    """A libvirt domain. Every method translates libvirt errors into virtkit errors."""
+
+    def __init__(self, connection: Connection, dom: libvirt.virDomain) -> None:
+        self._connection = connection
+        self._dom = dom
+
+    @property
+    def name(self) -> str:
+        with seam(self._connection):
+            return str(self._dom.name())
+
+    @property
+    def uuid(self) -> str:
+        with seam(self._connection):
+            return str(self._dom.UUIDString())
+
+    def state(self) -> tuple[VMState, int]:
+        with seam(self._connection):
+            state, reason = self._dom.state()
+        return _STATES.get(state, VMState.NOSTATE), int(reason)
+
+    def info(self) -> tuple[VMState, int, int, int]:
+        """(state, max memory KiB, current memory KiB, vCPUs)."""
+        with seam(self._connection):
+            state, max_kib, cur_kib, vcpus, _cpu_time = self._dom.info()
+        return _STATES.get(state, VMState.NOSTATE), int(max_kib), int(cur_kib), int(vcpus)
+
+    def is_active(self) -> bool:
+        with seam(self._connection):
+            return bool(self._dom.isActive())
+
+    def is_persistent(self) -> bool:
+        with seam(self._connection):
+            return bool(self._dom.isPersistent())
+
+    def xml(self, *, inactive: bool = False, secure: bool = False) -> str:
+        flags = (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0) | (
+            libvirt.VIR_DOMAIN_XML_SECURE if secure else 0)
+        with seam(self._connection):
+            return str(self._dom.XMLDesc(flags))
+
+    def autostart(self) -> bool:
+        with seam(self._connection):
+            return bool(self._dom.autostart())
+
+    def set_autostart(self, on: bool) -> None:
+        with seam(self._connection):
+            self._dom.setAutostart(1 if on else 0)
+
+    def start(self, *, paused: bool = False) -> None:
+        with seam(self._connection):
+            self._dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
+
+    def shutdown(self) -> None:
+        """Ask the guest to power off (ACPI power button by default)."""
+        with seam(self._connection):
+            self._dom.shutdown()
+
+    def destroy(self) -> None:
+        """Power off at once, like pulling the plug."""
+        with seam(self._connection):
+            self._dom.destroy()
+
+    def reboot(self) -> None:
+        with seam(self._connection):
+            self._dom.reboot(0)
+
+    def reset(self) -> None:
+        with seam(self._connection):
+            self._dom.reset(0)
+
+    def suspend(self) -> None:
+        with seam(self._connection):
+            self._dom.suspend()
+
+    def resume(self) -> None:
+        with seam(self._connection):
+            self._dom.resume()
+
+    def max_vcpus_config(self) -> int:
+        with seam(self._connection):
+            return int(self._dom.vcpusFlags(
+                libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM))
+
+    def max_vcpus_live(self) -> int:
+        with seam(self._connection):
+            return int(self._dom.vcpusFlags(
+                libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_VCPU_MAXIMUM))
+
+    def set_vcpus(self, count: int, *, live: bool = False, config: bool = False,
+                  maximum: bool = False) -> None:
+        flags = _affect(live, config) | (libvirt.VIR_DOMAIN_VCPU_MAXIMUM if maximum else 0)
+        with seam(self._connection):
+            self._dom.setVcpusFlags(count, flags)
+
+    def set_memory(self, kib: int, *, live: bool = False, config: bool = False,
+                   maximum: bool = False) -> None:
+        flags = _affect(live, config) | (libvirt.VIR_DOMAIN_MEM_MAXIMUM if maximum else 0)
+        with seam(self._connection):
+            self._dom.setMemoryFlags(kib, flags)
+
+    def undefine(self) -> None:
+        """Remove the persistent definition with its managed save, snapshot and NVRAM metadata."""
+        with seam(self._connection):
+            try:
+                self._dom.undefineFlags(UNDEFINE_ALL_METADATA)
+            except libvirt.libvirtError as exc:
+                # Drivers without some of the flags (e.g. test://) take the plain call.
+                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT,
+                                                libvirt.VIR_ERR_INVALID_ARG):
+                    raise
+                self._dom.undefine()
+
+    def open_console(self, stream: libvirt.virStream, *, force: bool = False) -> None:
+        flags = libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else 0
+        with seam(self._connection):
+            self._dom.openConsole(None, stream, flags)
+
+    @property
+    def raw(self) -> Any:
+        """The libvirt object, for code inside ``backend`` only."""
+        return self._dom
+
+
+def _affect(live: bool, config: bool) -> int:
+    flags = 0
+    if live:
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    if config:
+        flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    return flags

@@ -1,0 +1,233 @@
+"""Connection-level libvirt operations: host facts, domains, storage, streams."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+
+from virtkit.backend.connection import Connection, Subscriber
+from virtkit.backend.guest import Guest, seam
+from virtkit.errors import NotFound, Unsupported
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    cpu_model: str
+    memory_bytes: int
+    cpus: int
+    mhz: int
+    numa_nodes: int
+    sockets: int
+    cores: int
+    threads: int
+
+
+def _version(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+class Host:
+    """One libvirt host, reached through one :class:`Connection`."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._caps_cache: dict[tuple[Any, ...], str] = {}
+
+    # -- connection-level facts -------------------------------------------------------------
+
+    @property
+    def uri(self) -> str:
+        return self.connection.uri
+
+    @property
+    def is_local(self) -> bool:
+        return self.connection.is_local
+
+    def _conn(self) -> libvirt.virConnect:
+        return self.connection.get()
+
+    def _cached(self, key: tuple[Any, ...], fetch: Any) -> str:
+        full_key = (self.connection.generation, *key)
+        if full_key not in self._caps_cache:
+            with seam(self.connection):
+                self._caps_cache[full_key] = str(fetch())
+        return self._caps_cache[full_key]
+
+    def capabilities_xml(self) -> str:
+        conn = self._conn()
+        return self._cached(("caps",), conn.getCapabilities)
+
+    def domain_capabilities_xml(self, emulator: str | None, arch: str, machine: str | None,
+                                virt_type: str) -> str:
+        conn = self._conn()
+        return self._cached(
+            ("domcaps", emulator, arch, machine, virt_type),
+            lambda: conn.getDomainCapabilities(emulator, arch, machine, virt_type, 0),
+        )
+
+    def hostname(self) -> str:
+        with seam(self.connection):
+            return str(self._conn().getHostname())
+
+    def libvirt_version(self) -> str:
+        with seam(self.connection):
+            return _version(int(self._conn().getLibVersion()))
+
+    def hypervisor(self) -> tuple[str, str]:
+        """(driver type, hypervisor version), e.g. ("QEMU", "7.2.0")."""
+        with seam(self.connection):
+            conn = self._conn()
+            return str(conn.getType()), _version(int(conn.getVersion()))
+
+    def node_info(self) -> NodeInfo:
+        with seam(self.connection):
+            model, mem_mib, cpus, mhz, nodes, sockets, cores, threads = self._conn().getInfo()
+        return NodeInfo(str(model), int(mem_mib) * 1024 * 1024, int(cpus), int(mhz), int(nodes),
+                        int(sockets), int(cores), int(threads))
+
+    def free_memory(self) -> int:
+        with seam(self.connection):
+            return int(self._conn().getFreeMemory())
+
+    def memory_parameters(self) -> dict[str, int]:
+        """Node memory parameters: libvirt reports the host's KSM counters here (``shm_*``)."""
+        with seam(self.connection):
+            try:
+                return {k: int(v) for k, v in self._conn().getMemoryParameters(0).items()}
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                    return {}
+                raise
+
+    def free_pages(self, page_size_kib: int, cells: int) -> int:
+        """Free pages of one size summed over NUMA cells (0 where the driver cannot tell)."""
+        with seam(self.connection):
+            try:
+                per_cell = self._conn().getFreePages([page_size_kib], 0, cells, 0)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT,
+                                            libvirt.VIR_ERR_INVALID_ARG,
+                                            libvirt.VIR_ERR_OPERATION_INVALID):
+                    return 0
+                raise
+        return sum(int(c.get(page_size_kib, 0)) for c in (per_cell or {}).values())
+
+    def subscribe(self, callback: Subscriber) -> Any:
+        return self.connection.subscribe(callback)
+
+    # -- domains ----------------------------------------------------------------------------
+
+    def list_guests(self) -> list[Guest]:
+        with seam(self.connection):
+            conn = self._conn()
+            return [Guest(self.connection, d) for d in conn.listAllDomains(0)]
+
+    def lookup(self, name: str) -> Guest:
+        with seam(self.connection):
+            conn = self._conn()
+            try:
+                return Guest(self.connection, conn.lookupByName(name))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    raise NotFound(f"no VM named {name!r}", code="vm_not_found") from exc
+                raise
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.lookup(name)
+        except NotFound:
+            return False
+        return True
+
+    def define(self, xml: str) -> Guest:
+        with seam(self.connection):
+            conn = self._conn()
+            return Guest(self.connection, conn.defineXML(xml))
+
+    def create_transient(self, xml: str, *, paused: bool = False,
+                         autodestroy: bool = False) -> Guest:
+        flags = (libvirt.VIR_DOMAIN_START_PAUSED if paused else 0) | (
+            libvirt.VIR_DOMAIN_START_AUTODESTROY if autodestroy else 0)
+        with seam(self.connection):
+            conn = self._conn()
+            return Guest(self.connection, conn.createXML(xml, flags))
+
+    def new_stream(self, *, nonblocking: bool = True) -> libvirt.virStream:
+        with seam(self.connection):
+            return self._conn().newStream(libvirt.VIR_STREAM_NONBLOCK if nonblocking else 0)
+
+    # -- storage (what VM creation needs; pools and volumes proper are services/storage) ----
+
+    def pool_xml(self, name: str) -> str | None:
+        """The pool's XML, or None if there is no pool of that name."""
+        with seam(self.connection):
+            try:
+                pool = self._conn().storagePoolLookupByName(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+                    return None
+                raise
+            return str(pool.XMLDesc(0))
+
+    def pool_is_active(self, name: str) -> bool:
+        with seam(self.connection):
+            return bool(self._conn().storagePoolLookupByName(name).isActive())
+
+    def define_pool(self, xml: str, *, build: bool = True, start: bool = True,
+                    autostart: bool = True) -> None:
+        with seam(self.connection):
+            pool = self._conn().storagePoolDefineXML(xml, 0)
+            if build:
+                pool.build(0)
+            if start:
+                pool.create(0)
+            if autostart:
+                pool.setAutostart(1)
+
+    def start_pool(self, name: str) -> None:
+        with seam(self.connection):
+            self._conn().storagePoolLookupByName(name).create(0)
+
+    def create_volume(self, pool_name: str, xml: str) -> str:
+        """Create a volume from XML in a pool; returns its path."""
+        with seam(self.connection):
+            pool = self._conn().storagePoolLookupByName(pool_name)
+            vol = pool.createXML(xml, 0)
+            return str(vol.path())
+
+    def volume_xml_by_path(self, path: str) -> str | None:
+        with seam(self.connection):
+            try:
+                vol = self._conn().storageVolLookupByPath(path)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_VOL,
+                                            libvirt.VIR_ERR_NO_STORAGE_POOL):
+                    return None
+                raise
+            return str(vol.XMLDesc(0))
+
+    def delete_volume_by_path(self, path: str) -> None:
+        with seam(self.connection):
+            try:
+                vol = self._conn().storageVolLookupByPath(path)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_VOL,
+                                            libvirt.VIR_ERR_NO_STORAGE_POOL):
+                    raise NotFound(f"no storage volume at {path}", code="volume_not_found") \
+                        from exc
+                raise
+            vol.delete(0)
+
+    def max_vcpus(self, virt_type: str) -> int:
+        with seam(self.connection):
+            try:
+                return int(self._conn().getMaxVcpus(virt_type))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                    raise Unsupported(f"cannot tell the vCPU limit for {virt_type}") from exc
+                raise

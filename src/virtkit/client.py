@@ -1,0 +1,73 @@
+"""The public entry to virtkit as a library: ``virtkit.Client``.
+
+    >>> import virtkit
+    >>> with virtkit.Client("qemu:///system") as vk:
+    ...     for vm in vk.vms.list():
+    ...         print(vm.name, vm.state)
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from virtkit.backend.capabilities import CapabilityProbe
+from virtkit.backend.connection import Connection, DomainEvent
+from virtkit.backend.host import Host
+from virtkit.services.consoles import ConsoleService
+from virtkit.services.host import HostService
+from virtkit.services.vms import VMService
+from virtkit.settings import Settings
+
+
+class Client:
+    """One libvirt host and the services that act on it. Connects on first use."""
+
+    def __init__(self, uri: str | None = None, *, settings: Settings | None = None,
+                 host: Any = None) -> None:
+        self.settings = settings or Settings()
+        if uri is not None:
+            self.settings = self.settings.model_copy(update={"uri": uri})
+        self.connection = Connection(self.settings.uri)
+        # ``host`` lets tests put a fault-injecting wrapper at the seam.
+        self.host: Host = host if host is not None else Host(self.connection)
+
+    @property
+    def uri(self) -> str:
+        return self.settings.uri
+
+    @cached_property
+    def probe(self) -> CapabilityProbe:
+        s = self.settings
+        return CapabilityProbe(self.host, cache_dir=s.cache_dir, probe_kernel=s.kvm_probe_kernel,
+                               probe_timeout=s.kvm_probe_timeout)
+
+    @cached_property
+    def vms(self) -> VMService:
+        s = self.settings
+        return VMService(self.host, self.probe, storage_pool=s.storage_pool,
+                         storage_pool_path=s.storage_pool_path, console_log_dir=s.console_log_dir)
+
+    @cached_property
+    def hosts(self) -> HostService:
+        return HostService(self.host, self.probe)
+
+    @cached_property
+    def consoles(self) -> ConsoleService:
+        return ConsoleService(self.host)
+
+    def subscribe(self, callback: Any) -> Any:
+        """Receive :class:`DomainEvent` lifecycle events; returns an unsubscribe function."""
+        return self.connection.subscribe(callback)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Client", "DomainEvent"]

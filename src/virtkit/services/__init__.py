@@ -1,0 +1,1 @@
+"""Use cases: each public function or method is one thing a user does."""

@@ -1,0 +1,227 @@
+"""VMSpec + host decisions -> domain XML objects. Pure: no I/O, tested with golden files."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from typing import Literal
+
+from virtkit._version import __version__
+from virtkit.specs import VMSpec
+from virtkit.xml.domain import (
+    CPU,
+    OS,
+    Boot,
+    CharLog,
+    Console,
+    Controller,
+    Disk,
+    Domain,
+    Graphics,
+    Input,
+    MemBalloon,
+    OwnedDisk,
+    Serial,
+    Tag,
+    Video,
+)
+
+CPU_MODES = ("host-passthrough", "host-model", "maximum")
+
+
+@dataclass(frozen=True)
+class ResolvedDisk:
+    """A disk whose source exists (or was just created) and whose format is known."""
+
+    path: str
+    format: str
+    bus: str
+    device: Literal["disk", "cdrom"] = "disk"
+    readonly: bool = False
+    owned: bool = False
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Host-dependent decisions made by the VM service before building the XML."""
+
+    domain_type: str
+    machine: str
+    disks: list[ResolvedDisk] = field(default_factory=list)
+    emulator: str | None = None
+    cpu: str | None = None
+    serial_log: str | None = None
+
+
+def _target_prefix(bus: str) -> str:
+    return {"virtio": "vd", "ide": "hd"}.get(bus, "sd")
+
+
+def _target_names(disks: list[ResolvedDisk]) -> list[str]:
+    counters: dict[str, int] = {}
+    names = []
+    for disk in disks:
+        prefix = _target_prefix(disk.bus)
+        index = counters.get(prefix, 0)
+        counters[prefix] = index + 1
+        names.append(prefix + _disk_letters(index))
+    return names
+
+
+def _disk_letters(index: int) -> str:
+    """0 -> a, 25 -> z, 26 -> aa (as libvirt names targets)."""
+    letters = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        letters = string.ascii_lowercase[rem] + letters
+    return letters
+
+
+def _disk(resolved: ResolvedDisk, target: str) -> Disk:
+    disk = Disk()
+    disk.type = "block" if resolved.path.startswith("/dev/") else "file"
+    disk.device = resolved.device
+    disk.driver_name = "qemu"
+    disk.driver_type = resolved.format
+    if resolved.device == "disk":
+        disk.driver_discard = "unmap"
+    if disk.type == "block":
+        disk.source_dev = resolved.path
+    else:
+        disk.source_file = resolved.path
+    disk.target_dev = target
+    disk.target_bus = resolved.bus
+    disk.readonly = resolved.readonly or resolved.device == "cdrom"
+    return disk
+
+
+def _os(spec: VMSpec, plan: BuildPlan) -> OS:
+    os_el = OS()
+    os_el.type = "hvm"
+    os_el.arch = spec.arch
+    os_el.machine = plan.machine
+    if spec.kernel:
+        os_el.kernel = spec.kernel
+        os_el.initrd = spec.initrd
+        os_el.cmdline = spec.cmdline
+    order = spec.boot or (["cdrom", "hd"] if spec.cdrom else ["hd"])
+    if not spec.kernel or spec.boot:
+        for dev in order:
+            boot = Boot()
+            boot.dev = dev
+            os_el.boot.append(boot)
+    return os_el
+
+
+def _cpu(plan: BuildPlan) -> CPU | None:
+    if plan.cpu is None:
+        return None
+    cpu = CPU()
+    if plan.cpu in CPU_MODES:
+        cpu.mode = plan.cpu
+        if plan.cpu == "host-passthrough":
+            cpu.check = "none"
+    else:
+        cpu.mode = "custom"
+        cpu.match = "exact"
+        cpu.check = "partial"
+        cpu.model = plan.cpu
+        cpu.fallback = "forbid"
+    return cpu
+
+
+def _serial(log_file: str | None) -> tuple[Serial, Console]:
+    serial = Serial()
+    serial.type = "pty"
+    serial.target_port = 0
+    if log_file:
+        log = CharLog()
+        log.file = log_file
+        log.append = False
+        serial.log = log
+    console = Console()
+    console.type = "pty"
+    console.target_type = "serial"
+    console.target_port = 0
+    return serial, console
+
+
+def _graphics(spec: VMSpec, dom: Domain) -> None:
+    if spec.graphics == "none":
+        usb = Controller()
+        usb.type = "usb"
+        usb.model = "none"
+        dom.controllers.append(usb)
+        return
+    graphics = Graphics()
+    graphics.type = spec.graphics
+    graphics.autoport = True
+    graphics.listen = spec.graphics_listen
+    dom.graphics.append(graphics)
+    video = Video()
+    video.model = "qxl" if spec.graphics == "spice" else "virtio"
+    dom.videos.append(video)
+    usb = Controller()
+    usb.type = "usb"
+    usb.model = "qemu-xhci"
+    dom.controllers.append(usb)
+    tablet = Input()
+    tablet.type = "tablet"
+    tablet.bus = "usb"
+    dom.inputs.append(tablet)
+
+
+def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
+    """The complete domain definition for a new VM."""
+    dom = Domain()
+    dom.type = plan.domain_type
+    dom.name = spec.name
+    dom.description = spec.description
+    meta = dom.ensure_virtkit_metadata()
+    meta.version = __version__
+    for name in spec.tags:
+        tag = Tag()
+        tag.name = name
+        meta.tags.append(tag)
+    for resolved in plan.disks:
+        if resolved.owned:
+            owned = OwnedDisk()
+            owned.path = resolved.path
+            meta.owned_disks.append(owned)
+    kib = spec.memory // 1024
+    dom.memory_kib = kib
+    dom.memory_unit = "KiB"
+    dom.current_memory_kib = kib
+    dom.current_memory_unit = "KiB"
+    dom.vcpu = spec.vcpus
+    dom.vcpu_placement = "static"
+    dom.os = _os(spec, plan)
+    dom.acpi = True
+    dom.apic = True
+    cpu = _cpu(plan)
+    if cpu is not None:
+        dom.cpu = cpu
+    dom.clock_offset = "utc"
+    dom.on_poweroff = "destroy"
+    dom.on_reboot = "restart"
+    dom.on_crash = "destroy"
+    if plan.emulator:
+        dom.emulator = plan.emulator
+    for resolved, target in zip(plan.disks, _target_names(plan.disks), strict=True):
+        dom.disks.append(_disk(resolved, target))
+    if any(d.bus == "scsi" for d in plan.disks):
+        scsi = Controller()
+        scsi.type = "scsi"
+        scsi.model = "virtio-scsi"
+        scsi.index = 0
+        dom.controllers.append(scsi)
+    _graphics(spec, dom)
+    if spec.serial:
+        serial, console = _serial(plan.serial_log)
+        dom.serials.append(serial)
+        dom.consoles.append(console)
+    balloon = MemBalloon()
+    balloon.model = "virtio"
+    dom.memballoon = balloon
+    return dom

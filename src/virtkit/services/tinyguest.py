@@ -1,0 +1,154 @@
+"""The tiny guest: a host kernel plus a busybox initramfs that boots in seconds, even under TCG.
+
+Used by ``make run`` for the demo VM, by the integration tests and by the benchmarks. The guest
+prints :data:`BOOT_MARKER` on its serial console when booted, runs a shell on the console, and
+powers off cleanly when the ACPI power button is pressed (so graceful shutdown and ACPI reboot
+can be tested for real). Built from Debian's ``linux-image-cloud-amd64`` and ``busybox-static``;
+the initramfs is written in Python (cpio "newc"), so no cpio tool is needed.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import io
+import json
+import lzma
+import os
+import re
+import shutil
+import stat
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from virtkit.errors import NotFound
+
+BOOT_MARKER = "VIRTKIT-TINY-BOOTED"
+POWEROFF_MARKER = "VIRTKIT-TINY-POWEROFF"
+CMDLINE = "console=ttyS0 quiet"
+MODULES = ("kernel/drivers/acpi/button.ko",)
+
+INIT_SCRIPT = f"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in /lib/modules/*.ko; do insmod "$m" 2>/dev/null; done
+hostname tiny
+echo "{BOOT_MARKER} uptime=$(cut -d' ' -f1 /proc/uptime)"
+# The ACPI power button: the kernel counts fixed power-button events here.
+(
+  while sleep 0.2; do
+    read n rest < /sys/firmware/acpi/interrupts/ff_pwr_btn
+    if [ "$n" != 0 ]; then echo "{POWEROFF_MARKER}"; sync; poweroff -f; fi
+  done
+) &
+while true; do setsid cttyhack sh; done
+"""
+
+
+@dataclass(frozen=True)
+class TinyGuest:
+    kernel: str
+    initrd: str
+    cmdline: str = CMDLINE
+    boot_marker: str = BOOT_MARKER
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def find_kernel() -> str:
+    """A Debian cloud kernel from /boot (any kernel if no cloud one is installed)."""
+    kernels = sorted(glob.glob("/boot/vmlinuz-*-cloud-*")) or sorted(glob.glob("/boot/vmlinuz-*"))
+    if not kernels:
+        raise NotFound("no kernel in /boot: install linux-image-cloud-amd64",
+                       code="tiny_guest_kernel_missing")
+    return kernels[-1]
+
+
+def find_busybox() -> str:
+    for path in ("/bin/busybox", "/usr/bin/busybox"):
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                head = f.read(8192)
+            if b"ld-linux" not in head:  # a dynamic binary names its loader near the start
+                return path
+    raise NotFound("no static busybox: install busybox-static", code="tiny_guest_busybox_missing")
+
+
+def _module_bytes(release: str, relative: str) -> bytes | None:
+    base = Path("/lib/modules") / release / relative
+    for candidate, opener in ((base, None), (Path(str(base) + ".xz"), lzma.decompress)):
+        if candidate.exists():
+            data = candidate.read_bytes()
+            return opener(data) if opener else data
+    return None
+
+
+class _Cpio:
+    """A minimal cpio "newc" writer, which is what the kernel unpacks as an initramfs."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.ino = 1
+
+    def add(self, name: str, mode: int, data: bytes = b"") -> None:
+        encoded = name.encode() + b"\0"
+        header = "070701" + "".join(f"{v:08x}" for v in (
+            self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0))
+        self.ino += 1
+        self.buf.write(header.encode() + encoded)
+        self.buf.write(b"\0" * (-(110 + len(encoded)) % 4))
+        self.buf.write(data)
+        self.buf.write(b"\0" * (-len(data) % 4))
+
+    def finish(self) -> bytes:
+        self.add("TRAILER!!!", 0)
+        return self.buf.getvalue()
+
+
+def build_initramfs(busybox: bytes, modules: dict[str, bytes]) -> bytes:
+    archive = _Cpio()
+    for directory in ("bin", "dev", "proc", "sys", "lib", "lib/modules", "tmp"):
+        archive.add(directory, stat.S_IFDIR | 0o755)
+    archive.add("bin/busybox", stat.S_IFREG | 0o755, busybox)
+    archive.add("init", stat.S_IFREG | 0o755, INIT_SCRIPT.encode())
+    for name, data in modules.items():
+        archive.add(f"lib/modules/{name}", stat.S_IFREG | 0o644, data)
+    return gzip.compress(archive.finish(), compresslevel=6, mtime=0)
+
+
+def build_tiny_guest(cache_dir: Path, kernel: str | None = None) -> TinyGuest:
+    """Build (or reuse from ``cache_dir``) the tiny guest's kernel and initramfs."""
+    kernel = kernel or find_kernel()
+    busybox_path = find_busybox()
+    match = re.search(r"vmlinuz-(.+)$", kernel)
+    release = match.group(1) if match else os.uname().release
+    modules = {os.path.basename(m): data for m in MODULES
+               if (data := _module_bytes(release, m)) is not None}
+    kernel_stat = os.stat(kernel)
+    key = hashlib.sha256(json.dumps([
+        kernel, kernel_stat.st_size, kernel_stat.st_mtime, busybox_path,
+        os.stat(busybox_path).st_size, INIT_SCRIPT, sorted(modules),
+    ]).encode()).hexdigest()[:16]
+    target = cache_dir / "tiny-guest" / key
+    guest = TinyGuest(kernel=str(target / "vmlinuz"), initrd=str(target / "initrd.img"))
+    if Path(guest.kernel).exists() and Path(guest.initrd).exists():
+        return guest
+    staging = target.with_name(key + f".tmp{os.getpid()}")
+    staging.mkdir(parents=True, exist_ok=True)
+    # QEMU may run as an unprivileged user (libvirt-qemu): everything must be world-readable.
+    for directory in (cache_dir, cache_dir / "tiny-guest", staging):
+        directory.chmod(0o755)
+    shutil.copyfile(kernel, staging / "vmlinuz")
+    initrd = build_initramfs(Path(busybox_path).read_bytes(), modules)
+    (staging / "initrd.img").write_bytes(initrd)
+    for name in ("vmlinuz", "initrd.img"):
+        (staging / name).chmod(0o644)
+    if target.exists():
+        shutil.rmtree(staging)
+    else:
+        staging.rename(target)
+    return guest

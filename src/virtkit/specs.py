@@ -1,0 +1,383 @@
+"""Pydantic models that cross layers: what a user asks for (specs) and what virtkit reports (views).
+
+Specs validate everything that can be checked without a host: names, sizes, shapes, unknown keys.
+Checks that need the host (memory larger than the host, an unknown machine type, a missing image)
+happen in the services, which know the host.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from virtkit.errors import InvalidInput
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+class VMState(StrEnum):
+    """A VM's state as virtkit reports it (libvirt's states, with user-facing names)."""
+
+    NOSTATE = "nostate"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTTING_DOWN = "shutting-down"
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    PMSUSPENDED = "pmsuspended"
+
+    @property
+    def is_active(self) -> bool:
+        return self not in (VMState.SHUTOFF, VMState.CRASHED, VMState.NOSTATE)
+
+
+NAME_MAX = 64
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+_TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=/-]{0,63}")
+_UNITS = {
+    "": 1, "b": 1,
+    "k": KiB, "kb": KiB, "kib": KiB,
+    "m": MiB, "mb": MiB, "mib": MiB,
+    "g": GiB, "gb": GiB, "gib": GiB,
+    "t": TiB, "tb": TiB, "tib": TiB,
+}
+_SIZE_RE = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+
+
+def validate_name(name: str, what: str = "VM") -> str:
+    """Return ``name`` if it is a usable libvirt object name, else raise :class:`InvalidInput`.
+
+    Names become file names (disk images, logs) and QEMU arguments, so they are kept to a safe set:
+    letters, digits, ``.``, ``_``, ``+``, ``-``, starting with a letter or digit, at most 64 chars.
+    """
+    if not isinstance(name, str) or name == "":
+        raise InvalidInput(f"invalid {what} name: the name is empty", code="invalid_name")
+    if len(name) > NAME_MAX:
+        raise InvalidInput(
+            f"invalid {what} name: {len(name)} characters, at most {NAME_MAX} allowed",
+            code="invalid_name",
+        )
+    if not _NAME_RE.fullmatch(name):
+        raise InvalidInput(
+            f"invalid {what} name {name!r}: use letters, digits, '.', '_', '+' and '-', "
+            "starting with a letter or digit (no spaces, slashes or control characters)",
+            code="invalid_name",
+        )
+    return name
+
+
+def parse_size(value: object, default_unit: str = "b") -> int:
+    """Parse ``512M``, ``1.5G``, ``2GiB``, ``1024`` (in ``default_unit``) into bytes.
+
+    Units are binary (``G`` = GiB), as in qemu-img and libvirt.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int):
+        number, unit = float(value), default_unit
+    elif isinstance(value, float):
+        number, unit = value, default_unit
+    elif isinstance(value, str):
+        match = _SIZE_RE.fullmatch(value)
+        if not match:
+            raise ValueError(f"not a size: {value!r} (examples: 512M, 2G, 10GiB)")
+        number = float(match.group(1))
+        unit = match.group(2) or default_unit
+    else:
+        raise ValueError(f"not a size: {value!r}")
+    factor = _UNITS.get(unit.lower())
+    if factor is None:
+        raise ValueError(f"unknown size unit {unit!r} in {value!r} (use K, M, G or T)")
+    return int(number * factor)
+
+
+def format_size(num_bytes: int) -> str:
+    """``536870912`` -> ``512 MiB``; exact binary units where they fit, one decimal otherwise."""
+    for unit, factor in (("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if abs(num_bytes) >= factor:
+            value = num_bytes / factor
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{num_bytes} B"
+
+
+def _memory(value: object) -> int:
+    return parse_size(value, default_unit="M")
+
+
+def _disk_size(value: object) -> int:
+    return parse_size(value, default_unit="G")
+
+
+MemoryBytes = Annotated[int, BeforeValidator(_memory)]
+DiskBytes = Annotated[int, BeforeValidator(_disk_size)]
+
+GraphicsType = Literal["none", "vnc", "spice"]
+DiskBus = Literal["virtio", "scsi", "sata", "ide"]
+BootDevice = Literal["hd", "cdrom", "network"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=True)
+
+
+class DiskSpec(_Spec):
+    """A disk: an existing image (``path``) or a new blank qcow2 volume (``size``)."""
+
+    path: str | None = Field(None, description="An existing disk image on the host.")
+    size: DiskBytes | None = Field(
+        None, description="Size of a new blank qcow2 volume (e.g. 10G; a bare number is GiB)."
+    )
+    format: Literal["qcow2", "raw"] | None = Field(
+        None, description="Image format; detected from the file when omitted."
+    )
+    bus: DiskBus = "virtio"
+    readonly: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DiskSpec:
+        if (self.path is None) == (self.size is None):
+            raise ValueError("give exactly one of 'path' (an existing image) or 'size' (a new disk)")
+        if self.size is not None and self.size < MiB:
+            raise ValueError("a new disk must be at least 1 MiB")
+        return self
+
+
+class VMSpec(_Spec):
+    """Everything needed to create a VM. The JSON schema is ``virtkit vm spec-schema``."""
+
+    name: str = Field(description="VM name: letters, digits, '.', '_', '+', '-'; at most 64.")
+    vcpus: int = Field(1, description="Number of virtual CPUs.")
+    memory: MemoryBytes = Field(
+        512 * MiB, description="Memory, e.g. 512M or 2G; a bare number is MiB."
+    )
+    disks: list[DiskSpec] = Field(default_factory=list)
+    cdrom: str | None = Field(None, description="An ISO image to attach as a CD-ROM.")
+    cdrom_bus: DiskBus | None = Field(
+        None, description="Bus of the CD-ROM; default sata on q35, ide on i440fx."
+    )
+    kernel: str | None = Field(None, description="Direct kernel boot: kernel on the host.")
+    initrd: str | None = Field(None, description="Direct kernel boot: initrd on the host.")
+    cmdline: str | None = Field(None, description="Direct kernel boot: kernel command line.")
+    boot: list[BootDevice] | None = Field(
+        None, description="Boot order; default cdrom then hd with a cdrom, else hd."
+    )
+    graphics: GraphicsType = "none"
+    graphics_listen: str = Field("127.0.0.1", description="Address VNC/SPICE listens on.")
+    serial: bool = Field(True, description="A serial console (pty), logged to a file.")
+    machine: str | None = Field(None, description="Machine type, e.g. q35, pc; default q35.")
+    arch: str = "x86_64"
+    cpu: str | None = Field(
+        None,
+        description="CPU mode host-passthrough, host-model or maximum, or a CPU model name. "
+        "Default host-passthrough under KVM, QEMU's default model under TCG.",
+    )
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    autostart: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        try:
+            return validate_name(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("vcpus")
+    @classmethod
+    def _vcpus(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"vCPUs must be at least 1, got {value}")
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: int) -> int:
+        if value < 16 * MiB:
+            raise ValueError(f"memory must be at least 16 MiB, got {format_size(value)}")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            if not _TAG_RE.fullmatch(tag):
+                raise ValueError(f"invalid tag {tag!r}: letters, digits and ._:=/- only")
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _boot(self) -> VMSpec:
+        if (self.initrd or self.cmdline) and not self.kernel:
+            raise ValueError("'initrd' and 'cmdline' need 'kernel' (direct kernel boot)")
+        if self.boot and "cdrom" in self.boot and not self.cdrom:
+            raise ValueError("boot from 'cdrom' needs a 'cdrom' image")
+        return self
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "spec"
+
+
+def describe_validation_error(exc: ValidationError, source: str = "VM spec") -> str:
+    """One line naming every problem pydantic found, e.g. ``disks[0].sizee: unknown key``."""
+    problems = []
+    for error in exc.errors():
+        where = _location(tuple(error["loc"]))
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{where}: unknown key")
+        elif error["type"] == "missing":
+            problems.append(f"{where}: required")
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{where}: {message}")
+    return f"invalid {source}: " + "; ".join(problems)
+
+
+def parse_vm_spec(data: Any, source: str = "VM spec") -> VMSpec:
+    """Validate a mapping as a :class:`VMSpec`, raising :class:`InvalidInput` with one clear line."""
+    if not isinstance(data, dict):
+        raise InvalidInput(f"invalid {source}: expected a mapping of keys, got {type(data).__name__}",
+                           code="invalid_spec")
+    try:
+        return VMSpec.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation_error(exc, source), code="invalid_spec") from None
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class SetResult(_View):
+    """What ``vm set`` changed: each line says whether it applies now, at next boot, or both."""
+
+    name: str
+    changes: list[str] = Field(default_factory=list)
+
+
+class DeleteResult(_View):
+    name: str
+    removed: list[str] = Field(default_factory=list, description="Storage removed.")
+    kept: list[str] = Field(default_factory=list, description="Storage kept, with the reason.")
+    was_running: bool = False
+
+
+class DiskView(_View):
+    target: str
+    device: str
+    bus: str | None
+    source: str | None
+    format: str | None
+    readonly: bool
+    owned: bool = Field(description="Created by virtkit for this VM (removed with it).")
+
+
+class GraphicsView(_View):
+    type: str
+    listen: str | None
+    port: int | None
+
+
+class VMSummary(_View):
+    name: str
+    uuid: str
+    state: VMState
+    vcpus: int
+    memory: int = Field(description="Current memory in bytes.")
+    uptime: float | None = Field(None, description="Seconds since the VM started (local hosts).")
+    autostart: bool
+    persistent: bool
+    tags: list[str] = Field(default_factory=list)
+
+
+class VMInfo(VMSummary):
+    state_reason: int = 0
+    domain_type: str
+    machine: str | None
+    arch: str | None
+    max_memory: int
+    max_vcpus: int
+    cpu: str | None
+    description: str | None
+    boot: list[str] = Field(default_factory=list)
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    disks: list[DiskView] = Field(default_factory=list)
+    graphics: list[GraphicsView] = Field(default_factory=list)
+    serial_console: bool = False
+    serial_log: str | None = None
+    console_pty: str | None = None
+    created_by_virtkit: bool = False
+
+
+class KvmStatus(_View):
+    usable: bool
+    reason: str
+    checked_at: float
+    cached: bool
+
+
+class NumaNode(_View):
+    id: int
+    memory: int
+    cpus: int | None
+
+
+class HugePages(_View):
+    size: int = Field(description="Page size in bytes.")
+    total: int
+    free: int
+
+
+class KsmState(_View):
+    run: str | None = Field(None, description="stopped, running or unmerging (local hosts).")
+    pages_shared: int | None = None
+    pages_sharing: int | None = None
+    pages_unshared: int | None = None
+    pages_volatile: int | None = None
+    full_scans: int | None = None
+    pages_to_scan: int | None = None
+    sleep_millisecs: int | None = None
+    merge_across_nodes: int | None = None
+    saved: int | None = Field(None, description="Approximate bytes saved (pages_sharing).")
+
+
+class HostInfo(_View):
+    uri: str
+    hostname: str
+    libvirt_version: str
+    hypervisor: str
+    hypervisor_version: str
+    arch: str | None
+    cpu_model: str | None
+    cpu_vendor: str | None
+    cpus: int
+    sockets: int
+    cores: int
+    threads: int
+    numa_nodes: list[NumaNode]
+    memory_total: int
+    memory_free: int
+    hugepages: list[HugePages]
+    ksm: KsmState
+    kvm: KvmStatus
+    domain_type: str
+    machines: list[str]
+    max_vcpus: int | None

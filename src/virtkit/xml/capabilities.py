@@ -1,0 +1,121 @@
+"""Typed read access to libvirt's host capabilities and domain capabilities XML."""
+
+from __future__ import annotations
+
+from virtkit.xml.base import Children, XMLObject, attr, int_attr, int_text, text
+
+
+class Pages(XMLObject):
+    TAG = "pages"
+    size_kib = int_attr("", "size")
+    count = int_text("")
+
+
+class Cell(XMLObject):
+    TAG = "cell"
+    id = int_attr("", "id")
+    memory_kib = int_text("memory")
+    pages = Children(Pages)
+    cpus = int_attr("cpus", "num")
+
+
+class Machine(XMLObject):
+    TAG = "machine"
+    name = text("")
+    canonical = attr("", "canonical")
+    max_cpus = int_attr("", "maxCpus")
+
+
+class GuestDomain(XMLObject):
+    TAG = "domain"
+    type = attr("", "type")
+    emulator = text("emulator")
+    machines = Children(Machine)
+
+
+class GuestArch(XMLObject):
+    TAG = "arch"
+    name = attr("", "name")
+    emulator = text("emulator")
+    machines = Children(Machine)
+    domains = Children(GuestDomain)
+
+
+class Guest(XMLObject):
+    TAG = "guest"
+    os_type = text("os_type")
+    arch = Children(GuestArch)
+
+
+class Capabilities(XMLObject):
+    TAG = "capabilities"
+    host_uuid = text("host/uuid")
+    host_arch = text("host/cpu/arch")
+    cpu_model = text("host/cpu/model")
+    cpu_vendor = text("host/cpu/vendor")
+    sockets = int_attr("host/cpu/topology", "sockets")
+    cores = int_attr("host/cpu/topology", "cores")
+    threads = int_attr("host/cpu/topology", "threads")
+    cells = Children(Cell, "host/topology/cells/cell")
+    guests = Children(Guest)
+
+    def guest_arch(self, arch: str, os_type: str = "hvm") -> GuestArch | None:
+        for guest in self.guests:
+            if guest.os_type != os_type:
+                continue
+            for candidate in guest.arch:
+                if candidate.name == arch:
+                    return candidate
+        return None
+
+    def domain_types(self, arch: str) -> list[str]:
+        guest = self.guest_arch(arch)
+        return [] if guest is None else [d.type for d in guest.domains if d.type]
+
+    def machine_names(self, arch: str, domain_type: str) -> list[str]:
+        """All machine names (aliases such as ``q35`` and canonical names) for one domain type."""
+        guest = self.guest_arch(arch)
+        if guest is None:
+            return []
+        machines = list(guest.machines)
+        for domain in guest.domains:
+            if domain.type == domain_type:
+                machines.extend(domain.machines)
+        names: list[str] = []
+        for machine in machines:
+            for name in (machine.name, machine.canonical):
+                if name and name not in names:
+                    names.append(name)
+        return names
+
+
+class CPUModel(XMLObject):
+    TAG = "model"
+    name = text("")
+    usable = attr("", "usable")
+
+
+class CPUMode(XMLObject):
+    TAG = "mode"
+    name = attr("", "name")
+    supported = attr("", "supported")
+    models = Children(CPUModel)
+
+
+class DomainCapabilities(XMLObject):
+    TAG = "domainCapabilities"
+    emulator = text("path")
+    domain = text("domain")
+    machine = text("machine")
+    arch = text("arch")
+    max_vcpus = int_attr("vcpu", "max")
+    cpu_modes = Children(CPUMode, "cpu/mode")
+
+    def supported_cpu_modes(self) -> list[str]:
+        return [m.name for m in self.cpu_modes if m.name and m.supported == "yes"]
+
+    def cpu_models(self) -> list[str]:
+        for mode in self.cpu_modes:
+            if mode.name == "custom":
+                return [m.name for m in mode.models if m.name]
+        return []

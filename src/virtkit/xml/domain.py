@@ -1,0 +1,195 @@
+"""Typed classes for libvirt domain XML (https://libvirt.org/formatdomain.html)."""
+
+from __future__ import annotations
+
+from virtkit.xml.base import (
+    VIRTKIT_NS,
+    Child,
+    Children,
+    Flag,
+    XMLObject,
+    attr,
+    bool_attr,
+    int_attr,
+    int_text,
+    text,
+)
+
+VK = "{" + VIRTKIT_NS + "}"
+
+
+class Boot(XMLObject):
+    TAG = "boot"
+    dev = attr("", "dev")
+
+
+class OS(XMLObject):
+    TAG = "os"
+    type = text("type")
+    arch = attr("type", "arch")
+    machine = attr("type", "machine")
+    kernel = text("kernel")
+    initrd = text("initrd")
+    cmdline = text("cmdline")
+    boot = Children(Boot)
+
+
+class CPU(XMLObject):
+    TAG = "cpu"
+    mode = attr("", "mode")
+    match = attr("", "match")
+    check = attr("", "check")
+    model = text("model")
+    fallback = attr("model", "fallback")
+
+
+class Disk(XMLObject):
+    TAG = "disk"
+    type = attr("", "type")
+    device = attr("", "device")
+    driver_name = attr("driver", "name")
+    driver_type = attr("driver", "type")
+    driver_cache = attr("driver", "cache")
+    driver_discard = attr("driver", "discard")
+    source_file = attr("source", "file")
+    source_dev = attr("source", "dev")
+    source_pool = attr("source", "pool")
+    source_volume = attr("source", "volume")
+    target_dev = attr("target", "dev")
+    target_bus = attr("target", "bus")
+    readonly = Flag("readonly")
+    boot_order = int_attr("boot", "order")
+    serial = text("serial")
+
+    @property
+    def source(self) -> str | None:
+        return self.source_file or self.source_dev or self.source_volume
+
+
+class Controller(XMLObject):
+    TAG = "controller"
+    type = attr("", "type")
+    model = attr("", "model")
+    index = int_attr("", "index")
+
+
+class CharLog(XMLObject):
+    TAG = "log"
+    file = attr("", "file")
+    append = bool_attr("", "append")
+
+
+class Serial(XMLObject):
+    TAG = "serial"
+    type = attr("", "type")
+    source_path = attr("source", "path")
+    target_port = int_attr("target", "port")
+    log = Child(CharLog)
+
+
+class Console(XMLObject):
+    TAG = "console"
+    type = attr("", "type")
+    source_path = attr("source", "path")
+    target_type = attr("target", "type")
+    target_port = int_attr("target", "port")
+
+
+class Graphics(XMLObject):
+    TAG = "graphics"
+    type = attr("", "type")
+    autoport = bool_attr("", "autoport")
+    port = int_attr("", "port")
+    tls_port = int_attr("", "tlsPort")
+    listen = attr("", "listen")
+    passwd = attr("", "passwd")
+
+
+class Video(XMLObject):
+    TAG = "video"
+    model = attr("model", "type")
+
+
+class Input(XMLObject):
+    TAG = "input"
+    type = attr("", "type")
+    bus = attr("", "bus")
+
+
+class MemBalloon(XMLObject):
+    TAG = "memballoon"
+    model = attr("", "model")
+
+
+class Tag(XMLObject):
+    TAG = VK + "tag"
+    name = text("")
+
+
+class OwnedDisk(XMLObject):
+    """A disk volume virtkit created for this VM; removed with it by ``delete --remove-storage``."""
+
+    TAG = VK + "owned-disk"
+    path = attr("", "path")
+
+
+class VirtkitMetadata(XMLObject):
+    """virtkit's own element inside ``<metadata>``, in virtkit's XML namespace."""
+
+    TAG = VK + "virtkit"
+    version = attr("", "version")
+    tags = Children(Tag, VK + "tags/" + VK + "tag")
+    owned_disks = Children(OwnedDisk, VK + "storage/" + VK + "owned-disk")
+
+
+class Domain(XMLObject):
+    TAG = "domain"
+    type = attr("", "type")
+    id = int_attr("", "id")
+    name = text("name")
+    uuid = text("uuid")
+    title = text("title")
+    description = text("description")
+    memory_kib = int_text("memory")
+    memory_unit = attr("memory", "unit")
+    current_memory_kib = int_text("currentMemory")
+    current_memory_unit = attr("currentMemory", "unit")
+    vcpu = int_text("vcpu")
+    vcpu_current = int_attr("vcpu", "current")
+    vcpu_placement = attr("vcpu", "placement")
+    os = Child(OS)
+    cpu = Child(CPU)
+    acpi = Flag("features/acpi")
+    apic = Flag("features/apic")
+    nosharepages = Flag("memoryBacking/nosharepages")
+    clock_offset = attr("clock", "offset")
+    on_poweroff = text("on_poweroff")
+    on_reboot = text("on_reboot")
+    on_crash = text("on_crash")
+    emulator = text("devices/emulator")
+    disks = Children(Disk, "devices/disk")
+    controllers = Children(Controller, "devices/controller")
+    serials = Children(Serial, "devices/serial")
+    consoles = Children(Console, "devices/console")
+    graphics = Children(Graphics, "devices/graphics")
+    videos = Children(Video, "devices/video")
+    inputs = Children(Input, "devices/input")
+    memballoon = Child(MemBalloon, "devices/memballoon")
+    virtkit = Child(VirtkitMetadata, "metadata/" + VirtkitMetadata.TAG)
+
+    def ensure_virtkit_metadata(self) -> VirtkitMetadata:
+        meta = self.virtkit
+        if meta is None:
+            meta = VirtkitMetadata()
+            self.virtkit = meta
+        return meta
+
+    @property
+    def tag_names(self) -> list[str]:
+        meta = self.virtkit
+        return [] if meta is None else [t.name for t in meta.tags if t.name]
+
+    @property
+    def owned_disk_paths(self) -> list[str]:
+        meta = self.virtkit
+        return [] if meta is None else [d.path for d in meta.owned_disks if d.path]

@@ -100,7 +100,8 @@ class CapabilityProbe:
             domain_type = "kvm"
         elif "qemu" in types:
             domain_type = "qemu"
-            if self.host.uri not in _warned:
+            # Warn once: when the verdict is made, not on every later command that reads it.
+            if not verdict.cached and self.host.uri not in _warned:
                 _warned.add(self.host.uri)
                 log.warning("KVM is not usable on %s: %s. VMs run under TCG (software emulation), "
                             "which is many times slower.", self.host.uri, verdict.reason)

@@ -90,9 +90,19 @@ class Host:
         return NodeInfo(str(model), int(mem_mib) * 1024 * 1024, int(cpus), int(mhz), int(nodes),
                         int(sockets), int(cores), int(threads))
 
-    def free_memory(self) -> int:
+    def memory(self) -> tuple[int, int]:
+        """(total, free) host memory in bytes, as the host's /proc/meminfo counts it.
+
+        Node info sums NUMA cells, which under-counts on hosts with hot-plugged memory, so the
+        all-cells memory stats come first; drivers without them fall back to node info.
+        """
         with seam(self.connection):
-            return int(self._conn().getFreeMemory())
+            conn = self._conn()
+            try:
+                stats = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
+                return int(stats["total"]) * 1024, int(stats["free"]) * 1024
+            except (libvirt.libvirtError, KeyError):
+                return int(conn.getInfo()[1]) * 1024 * 1024, int(conn.getFreeMemory())
 
     def memory_parameters(self) -> dict[str, int]:
         """Node memory parameters: libvirt reports the host's KSM counters here (``shm_*``)."""

@@ -138,7 +138,7 @@ def _serial(log_file: str | None) -> tuple[Serial, Console]:
     if log_file:
         log = CharLog()
         log.file = log_file
-        log.append = False
+        log.append = "off"
         serial.log = log
     console = Console()
     console.type = "pty"

@@ -37,6 +37,7 @@ class HostService:
         arch = caps.host_arch or "x86_64"
         facts = self.probe.facts(arch, refresh=refresh_kvm)
         node = self.host.node_info()
+        memory_total, memory_free = self.host.memory()
         driver, hv_version = self.host.hypervisor()
         cells = list(caps.cells)
         hugepages: dict[int, int] = {}
@@ -58,7 +59,7 @@ class HostService:
             threads=node.threads,
             numa_nodes=[NumaNode(id=c.id or 0, memory=(c.memory_kib or 0) * 1024, cpus=c.cpus)
                         for c in cells],
-            memory_total=node.memory_bytes, memory_free=self.host.free_memory(),
+            memory_total=memory_total, memory_free=memory_free,
             hugepages=[HugePages(size=size * 1024, total=total,
                                  free=self.host.free_pages(size, max(1, len(cells))))
                        for size, total in sorted(hugepages.items())],

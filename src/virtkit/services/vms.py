@@ -140,7 +140,7 @@ class VMService:
             raise InvalidInput(f"unknown machine type {machine!r} for {facts.domain_type} on "
                                f"{spec.arch} (this host has: {shown}, and versioned names)",
                                code="unknown_machine")
-        total = self.host.node_info().memory_bytes
+        total, _free = self.host.memory()
         if spec.memory > total:
             raise InvalidInput(f"memory {format_size(spec.memory)} is more than the host has "
                                f"({format_size(total)})", code="memory_too_large")
@@ -351,7 +351,7 @@ class VMService:
         if memory < 16 * MiB:
             raise InvalidInput(f"memory must be at least 16 MiB, got {format_size(memory)}",
                                code="invalid_memory")
-        total = self.host.node_info().memory_bytes
+        total, _free = self.host.memory()
         if memory > total:
             raise InvalidInput(f"memory {format_size(memory)} is more than the host has "
                                f"({format_size(total)})", code="memory_too_large")

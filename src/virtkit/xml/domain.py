@@ -76,7 +76,7 @@ class Controller(XMLObject):
 class CharLog(XMLObject):
     TAG = "log"
     file = attr("", "file")
-    append = bool_attr("", "append")
+    append = attr("", "append")  # "on" or "off"
 
 
 class Serial(XMLObject):

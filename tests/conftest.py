@@ -72,6 +72,8 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     )
     daemon.start()
     try:
+        with Client(settings=settings) as client:
+            client.probe.facts()  # the KVM verdict once, cached for every test after
         yield Bed(daemon, guest, settings)
     finally:
         daemon.cleanup()

@@ -1,7 +1,8 @@
-"""Shared fixtures. Integration fixtures start a private libvirtd (see tests/testbed/libvirtd.py)."""
+"""Shared fixtures. Integration fixtures start a private libvirtd (tests/testbed/libvirtd.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -47,12 +48,16 @@ class Bed:
     def env(self) -> dict[str, str]:
         """Environment for running the virtkit CLI against the private daemon."""
         s = self.settings
-        return {**os.environ, "VIRTKIT_URI": self.uri, "VIRTKIT_CACHE_DIR": str(s.cache_dir),
-                "VIRTKIT_STORAGE_POOL": s.storage_pool,
-                "VIRTKIT_STORAGE_POOL_PATH": str(s.storage_pool_path),
-                "VIRTKIT_CONSOLE_LOG_DIR": str(s.console_log_dir),
-                "VIRTKIT_KVM_PROBE_TIMEOUT": str(s.kvm_probe_timeout),
-                "VIRTKIT_CONFIG": "/nonexistent"}
+        return {
+            **os.environ,
+            "VIRTKIT_URI": self.uri,
+            "VIRTKIT_CACHE_DIR": str(s.cache_dir),
+            "VIRTKIT_STORAGE_POOL": s.storage_pool,
+            "VIRTKIT_STORAGE_POOL_PATH": str(s.storage_pool_path),
+            "VIRTKIT_CONSOLE_LOG_DIR": str(s.console_log_dir),
+            "VIRTKIT_KVM_PROBE_TIMEOUT": str(s.kvm_probe_timeout),
+            "VIRTKIT_CONFIG": "/nonexistent",
+        }
 
     def client(self) -> Client:
         return Client(settings=self.settings)
@@ -66,9 +71,13 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     for sub in ("images", "logs"):
         (shared / sub).mkdir(parents=True, exist_ok=True)
     settings = Settings(
-        uri=daemon.uri, cache_dir=shared / "cache", storage_pool="vktest-pool",
-        storage_pool_path=shared / "images", console_log_dir=shared / "logs",
-        kvm_probe_timeout=8.0, shutdown_timeout=30.0,
+        uri=daemon.uri,
+        cache_dir=shared / "cache",
+        storage_pool="vktest-pool",
+        storage_pool_path=shared / "images",
+        console_log_dir=shared / "logs",
+        kvm_probe_timeout=8.0,
+        shutdown_timeout=30.0,
     )
     daemon.start()
     try:
@@ -91,19 +100,21 @@ def vm_name(bed: Bed) -> Iterator[str]:
     """A fresh VM name with the test prefix; whatever the test made under it is removed after."""
     name = PREFIX + secrets.token_hex(3)
     yield name
-    with bed.client() as client:
-        try:
-            client.vms.delete(name, force=True, remove_storage=True)
-        except NotFound:
-            pass
+    with bed.client() as client, contextlib.suppress(NotFound):
+        client.vms.delete(name, force=True, remove_storage=True)
     for leftover in bed.pool_dir.glob(f"{name}-*"):
         leftover.unlink()
 
 
 def tiny_spec(bed: Bed, name: str, **extra: object) -> dict[str, object]:
-    spec: dict[str, object] = {"name": name, "memory": "128M", "vcpus": 1,
-                               "kernel": bed.guest.kernel, "initrd": bed.guest.initrd,
-                               "cmdline": bed.guest.cmdline}
+    spec: dict[str, object] = {
+        "name": name,
+        "memory": "128M",
+        "vcpus": 1,
+        "kernel": bed.guest.kernel,
+        "initrd": bed.guest.initrd,
+        "cmdline": bed.guest.cmdline,
+    }
     spec.update(extra)
     return spec
 
@@ -113,19 +124,29 @@ def console_log(bed: Bed, name: str) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def wait_for_text(bed: Bed, name: str, text: str = BOOT_MARKER, count: int = 1,
-                  timeout: float = 60.0) -> float:
+def wait_for_text(
+    bed: Bed, name: str, text: str = BOOT_MARKER, count: int = 1, timeout: float = 60.0
+) -> float:
     """Wait until ``text`` appears ``count`` times on the VM's console log; returns seconds."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if console_log(bed, name).count(text) >= count:
             return time.monotonic() - start
         time.sleep(0.05)
-    raise AssertionError(f"{text!r} x{count} not seen on {name}'s console within {timeout} s; "
-                         f"log:\n{console_log(bed, name)[-2000:]}")
+    raise AssertionError(
+        f"{text!r} x{count} not seen on {name}'s console within {timeout} s; "
+        f"log:\n{console_log(bed, name)[-2000:]}"
+    )
 
 
-def run_cli(bed: Bed, *args: str, input: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([VIRTKIT, *args], env=bed.env(), capture_output=True, text=True,
-                          input=input, timeout=timeout)
+def run_cli(
+    bed: Bed, *args: str, input: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [VIRTKIT, *args],
+        env=bed.env(),
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=timeout,
+    )

@@ -1,9 +1,9 @@
 """The public entry to virtkit as a library: ``virtkit.Client``.
 
-    >>> import virtkit
-    >>> with virtkit.Client("qemu:///system") as vk:
-    ...     for vm in vk.vms.list():
-    ...         print(vm.name, vm.state)
+>>> import virtkit
+>>> with virtkit.Client("qemu:///system") as vk:
+...     for vm in vk.vms.list():
+...         print(vm.name, vm.state)
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from virtkit.settings import Settings
 class Client:
     """One libvirt host and the services that act on it. Connects on first use."""
 
-    def __init__(self, uri: str | None = None, *, settings: Settings | None = None,
-                 host: Any = None) -> None:
+    def __init__(
+        self, uri: str | None = None, *, settings: Settings | None = None, host: Any = None
+    ) -> None:
         self.settings = settings or Settings()
         if uri is not None:
             self.settings = self.settings.model_copy(update={"uri": uri})
@@ -39,14 +40,23 @@ class Client:
     @cached_property
     def probe(self) -> CapabilityProbe:
         s = self.settings
-        return CapabilityProbe(self.host, cache_dir=s.cache_dir, probe_kernel=s.kvm_probe_kernel,
-                               probe_timeout=s.kvm_probe_timeout)
+        return CapabilityProbe(
+            self.host,
+            cache_dir=s.cache_dir,
+            probe_kernel=s.kvm_probe_kernel,
+            probe_timeout=s.kvm_probe_timeout,
+        )
 
     @cached_property
     def vms(self) -> VMService:
         s = self.settings
-        return VMService(self.host, self.probe, storage_pool=s.storage_pool,
-                         storage_pool_path=s.storage_pool_path, console_log_dir=s.console_log_dir)
+        return VMService(
+            self.host,
+            self.probe,
+            storage_pool=s.storage_pool,
+            storage_pool_path=s.storage_pool_path,
+            console_log_dir=s.console_log_dir,
+        )
 
     @cached_property
     def hosts(self) -> HostService:

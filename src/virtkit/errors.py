@@ -37,8 +37,12 @@ class VirtkitError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
     def to_dict(self) -> dict[str, object]:
-        return {"code": self.code, "message": self.message, "hint": self.hint,
-                "expected": self.expected}
+        return {
+            "code": self.code,
+            "message": self.message,
+            "hint": self.hint,
+            "expected": self.expected,
+        }
 
 
 class InvalidInput(VirtkitError):

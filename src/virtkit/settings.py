@@ -34,13 +34,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VIRTKIT_", extra="ignore")
 
     uri: str = Field("qemu:///system", description="libvirt URI of the host to manage.")
-    cache_dir: Path = Field(default_factory=_default_cache_dir,
-                            description="Where virtkit caches verdicts and built images.")
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="Where virtkit caches verdicts and built images.",
+    )
     storage_pool: str = Field("default", description="Pool for new VM disks.")
-    storage_pool_path: Path = Field(Path("/var/lib/libvirt/images"),
-                                    description="Directory of the pool, if virtkit creates it.")
-    console_log_dir: Path = Field(Path("/var/log/libvirt/qemu"),
-                                  description="Where each VM's serial console is logged.")
+    storage_pool_path: Path = Field(
+        Path("/var/lib/libvirt/images"), description="Directory of the pool, if virtkit creates it."
+    )
+    console_log_dir: Path = Field(
+        Path("/var/log/libvirt/qemu"), description="Where each VM's serial console is logged."
+    )
     kvm_probe_timeout: float = Field(15.0, description="Seconds a KVM test boot may take.")
     kvm_probe_kernel: str | None = Field(None, description="Kernel the KVM probe boots.")
     shutdown_timeout: float = Field(60.0, description="Default seconds to wait for shutdown.")

@@ -28,6 +28,7 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 TiB = 1024 * GiB
 
+
 class VMState(StrEnum):
     """A VM's state as virtkit reports it (libvirt's states, with user-facing names)."""
 
@@ -48,11 +49,20 @@ NAME_MAX = 64
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=/-]{0,63}")
 _UNITS = {
-    "": 1, "b": 1,
-    "k": KiB, "kb": KiB, "kib": KiB,
-    "m": MiB, "mb": MiB, "mib": MiB,
-    "g": GiB, "gb": GiB, "gib": GiB,
-    "t": TiB, "tb": TiB, "tib": TiB,
+    "": 1,
+    "b": 1,
+    "k": KiB,
+    "kb": KiB,
+    "kib": KiB,
+    "m": MiB,
+    "mb": MiB,
+    "mib": MiB,
+    "g": GiB,
+    "gb": GiB,
+    "gib": GiB,
+    "t": TiB,
+    "tb": TiB,
+    "tib": TiB,
 }
 _SIZE_RE = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
 
@@ -149,7 +159,9 @@ class DiskSpec(_Spec):
     @model_validator(mode="after")
     def _one_source(self) -> DiskSpec:
         if (self.path is None) == (self.size is None):
-            raise ValueError("give exactly one of 'path' (an existing image) or 'size' (a new disk)")
+            raise ValueError(
+                "give exactly one of 'path' (an existing image) or 'size' (a new disk)"
+            )
         if self.size is not None and self.size < MiB:
             raise ValueError("a new disk must be at least 1 MiB")
         return self
@@ -250,10 +262,12 @@ def describe_validation_error(exc: ValidationError, source: str = "VM spec") -> 
 
 
 def parse_vm_spec(data: Any, source: str = "VM spec") -> VMSpec:
-    """Validate a mapping as a :class:`VMSpec`, raising :class:`InvalidInput` with one clear line."""
+    """Validate a mapping as a :class:`VMSpec`; raise :class:`InvalidInput` with one clear line."""
     if not isinstance(data, dict):
-        raise InvalidInput(f"invalid {source}: expected a mapping of keys, got {type(data).__name__}",
-                           code="invalid_spec")
+        raise InvalidInput(
+            f"invalid {source}: expected a mapping of keys, got {type(data).__name__}",
+            code="invalid_spec",
+        )
     try:
         return VMSpec.model_validate(data)
     except ValidationError as exc:

@@ -54,33 +54,63 @@ BAD_NAMES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "word"), BAD_NAMES, ids=["dotdot", "empty", "long", "space",
-                                                          "control"])
+@pytest.mark.parametrize(
+    ("name", "word"), BAD_NAMES, ids=["dotdot", "empty", "long", "space", "control"]
+)
 def test_invalid_names(bed: Bed, untouched: None, name: str, word: str) -> None:
     g = bed.guest
     result = run_cli(bed, "vm", "create", name, "--kernel", g.kernel, "--memory", "128M")
     assert_one_line_error(result, "name", word)
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    (["--memory", "0"], ["memory", "at least 16 MiB"]),
-    (["--memory", "-5G"], ["memory"]),
-    (["--memory", "100T"], ["memory", "more than the host"]),
-    (["--memory", "12 parsecs"], ["memory", "unit"]),
-    (["--vcpus", "0"], ["vCPUs", "at least 1"]),
-    (["--vcpus", "100000"], ["vCPUs", "allows"]),
-    (["--machine", "pc-nonsense-1.0"], ["unknown machine type", "pc-nonsense-1.0"]),
-    (["--disk", "/nonexistent/disk.qcow2"], ["/nonexistent/disk.qcow2", "does not exist"]),
-    (["--cdrom", "/nonexistent.iso"], ["/nonexistent.iso", "does not exist"]),
-    (["--disk", "/tmp"], ["/tmp", "not a regular file"]),
-    (["--cpu", "no-such-cpu-model"], ["unknown CPU model"]),
-], ids=["mem0", "memneg", "memhuge", "memunit", "vcpu0", "vcpuhuge", "machine", "missing-disk",
-        "missing-iso", "dir-as-disk", "cpu-model"])
-def test_invalid_create_flags(bed: Bed, vm_name: str, untouched: None, args: list[str],
-                              words: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--memory", "0"], ["memory", "at least 16 MiB"]),
+        (["--memory", "-5G"], ["memory"]),
+        (["--memory", "100T"], ["memory", "more than the host"]),
+        (["--memory", "12 parsecs"], ["memory", "unit"]),
+        (["--vcpus", "0"], ["vCPUs", "at least 1"]),
+        (["--vcpus", "100000"], ["vCPUs", "allows"]),
+        (["--machine", "pc-nonsense-1.0"], ["unknown machine type", "pc-nonsense-1.0"]),
+        (["--disk", "/nonexistent/disk.qcow2"], ["/nonexistent/disk.qcow2", "does not exist"]),
+        (["--cdrom", "/nonexistent.iso"], ["/nonexistent.iso", "does not exist"]),
+        (["--disk", "/tmp"], ["/tmp", "not a regular file"]),
+        (["--cpu", "no-such-cpu-model"], ["unknown CPU model"]),
+    ],
+    ids=[
+        "mem0",
+        "memneg",
+        "memhuge",
+        "memunit",
+        "vcpu0",
+        "vcpuhuge",
+        "machine",
+        "missing-disk",
+        "missing-iso",
+        "dir-as-disk",
+        "cpu-model",
+    ],
+)
+def test_invalid_create_flags(
+    bed: Bed, vm_name: str, untouched: None, args: list[str], words: list[str]
+) -> None:
     g = bed.guest
-    result = run_cli(bed, "vm", "create", vm_name, "--kernel", g.kernel, "--initrd", g.initrd,
-                     "--memory", "128M", "--disk", "16M", *args)
+    result = run_cli(
+        bed,
+        "vm",
+        "create",
+        vm_name,
+        "--kernel",
+        g.kernel,
+        "--initrd",
+        g.initrd,
+        "--memory",
+        "128M",
+        "--disk",
+        "16M",
+        *args,
+    )
     assert_one_line_error(result, *words)
 
 
@@ -96,16 +126,21 @@ def test_unreadable_image(bed: Bed, vm_name: str, untouched: None, tmp_path: Pat
     assert_one_line_error(result, str(dangling))
 
 
-@pytest.mark.parametrize(("text", "words"), [
-    ("name: [unclosed\n", ["not valid YAML", "line"]),
-    ("name: x\nsurprise: 1\n", ["surprise", "unknown key"]),
-    ("name: x\ndisks:\n  - sizee: 1G\n", ["disks[0].sizee", "unknown key"]),
-    ("- just\n- a list\n", ["mapping"]),
-    ("name: x\nmemory: lots\n", ["memory", "not a size"]),
-    ("name: x\ndisks:\n  - size: 1G\n    path: /x\n", ["exactly one of"]),
-], ids=["yaml", "unknown-key", "nested-unknown", "not-mapping", "bad-memory", "disk-both"])
-def test_malformed_spec_files(bed: Bed, untouched: None, tmp_path: Path, text: str,
-                              words: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("name: [unclosed\n", ["not valid YAML", "line"]),
+        ("name: x\nsurprise: 1\n", ["surprise", "unknown key"]),
+        ("name: x\ndisks:\n  - sizee: 1G\n", ["disks[0].sizee", "unknown key"]),
+        ("- just\n- a list\n", ["mapping"]),
+        ("name: x\nmemory: lots\n", ["memory", "not a size"]),
+        ("name: x\ndisks:\n  - size: 1G\n    path: /x\n", ["exactly one of"]),
+    ],
+    ids=["yaml", "unknown-key", "nested-unknown", "not-mapping", "bad-memory", "disk-both"],
+)
+def test_malformed_spec_files(
+    bed: Bed, untouched: None, tmp_path: Path, text: str, words: list[str]
+) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(text)
     assert_one_line_error(run_cli(bed, "vm", "create", "-f", str(spec)), *words)
@@ -114,8 +149,10 @@ def test_malformed_spec_files(bed: Bed, untouched: None, tmp_path: Path, text: s
 def test_spec_file_creates_and_flags_override(bed: Bed, vm_name: str, tmp_path: Path) -> None:
     g = bed.guest
     spec = tmp_path / "spec.yaml"
-    spec.write_text(f"name: {vm_name}\nvcpus: 1\nmemory: 128M\nkernel: {g.kernel}\n"
-                    f"initrd: {g.initrd}\ncmdline: console=ttyS0\ntags: [from-file]\n")
+    spec.write_text(
+        f"name: {vm_name}\nvcpus: 1\nmemory: 128M\nkernel: {g.kernel}\n"
+        f"initrd: {g.initrd}\ncmdline: console=ttyS0\ntags: [from-file]\n"
+    )
     result = run_cli(bed, "vm", "create", "-f", str(spec), "--memory", "144M", "--json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
@@ -131,13 +168,16 @@ def test_name_taken(bed: Bed, vm_name: str, vk: Client) -> None:
     assert _pool_files(bed) == files
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    (["vm", "start", "vktest-nope"], ["no VM named 'vktest-nope'"]),
-    (["vm", "shutdown", "vktest-nope"], ["no VM named"]),
-    (["vm", "show", "vktest-nope"], ["no VM named"]),
-    (["vm", "delete", "vktest-nope"], ["no VM named"]),
-    (["vm", "show", "../etc"], ["invalid VM name"]),
-])
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["vm", "start", "vktest-nope"], ["no VM named 'vktest-nope'"]),
+        (["vm", "shutdown", "vktest-nope"], ["no VM named"]),
+        (["vm", "show", "vktest-nope"], ["no VM named"]),
+        (["vm", "delete", "vktest-nope"], ["no VM named"]),
+        (["vm", "show", "../etc"], ["invalid VM name"]),
+    ],
+)
 def test_missing_vm(bed: Bed, args: list[str], words: list[str]) -> None:
     assert_one_line_error(run_cli(bed, *args), *words)
 
@@ -157,20 +197,26 @@ def test_libvirtd_not_reachable(bed: Bed, tmp_path: Path) -> None:
 
 # -- rollback: every step undone, for failures real and injected ----------------------------
 
+
 @pytest.mark.parametrize("fault", ["define", "set_autostart", "start"])
-def test_injected_failure_rolls_back(bed: Bed, vm_name: str, vk: Client, untouched: None,
-                                     fault: str) -> None:
-    faulty = Client(settings=bed.settings, host=FaultyHost(
-        vk.host, {fault: BackendError("No space left on device (injected)")}))
-    spec = parse_vm_spec(tiny_spec(bed, vm_name, autostart=True,
-                                   disks=[{"size": "16M"}, {"size": "16M"}]))
+def test_injected_failure_rolls_back(
+    bed: Bed, vm_name: str, vk: Client, untouched: None, fault: str
+) -> None:
+    faulty = Client(
+        settings=bed.settings,
+        host=FaultyHost(vk.host, {fault: BackendError("No space left on device (injected)")}),
+    )
+    spec = parse_vm_spec(
+        tiny_spec(bed, vm_name, autostart=True, disks=[{"size": "16M"}, {"size": "16M"}])
+    )
     with pytest.raises(BackendError, match="No space left"):
         faulty.vms.create(spec, start=True)
     assert not vk.host.exists(vm_name)
 
 
-def test_second_disk_failure_removes_first(bed: Bed, vm_name: str, vk: Client,
-                                           untouched: None) -> None:
+def test_second_disk_failure_removes_first(
+    bed: Bed, vm_name: str, vk: Client, untouched: None
+) -> None:
     # a volume of the second disk's name already exists: creating it fails for real
     clash = bed.pool_dir / f"{vm_name}-disk1.qcow2"
     s = bed.settings
@@ -186,13 +232,15 @@ def test_second_disk_failure_removes_first(bed: Bed, vm_name: str, vk: Client,
         vk.host.delete_volume_by_path(str(clash))
 
 
-def test_bad_image_fails_at_start_and_rolls_back(bed: Bed, vm_name: str, vk: Client,
-                                                 untouched: None, tmp_path: Path) -> None:
+def test_bad_image_fails_at_start_and_rolls_back(
+    bed: Bed, vm_name: str, vk: Client, untouched: None, tmp_path: Path
+) -> None:
     broken = bed.daemon.shared / f"{vm_name}-broken.qcow2"
     broken.write_bytes(b"QFI\xfb" + b"\xff" * 508)  # a qcow2 magic and a nonsense header
     try:
-        spec = parse_vm_spec(tiny_spec(bed, vm_name, disks=[{"size": "16M"},
-                                                            {"path": str(broken)}]))
+        spec = parse_vm_spec(
+            tiny_spec(bed, vm_name, disks=[{"size": "16M"}, {"path": str(broken)}])
+        )
         with pytest.raises(VirtkitError):
             vk.vms.create(spec, start=True)
         assert not vk.host.exists(vm_name)
@@ -205,8 +253,11 @@ def test_declared_format_mismatch(bed: Bed, vm_name: str, vk: Client, untouched:
     raw.write_bytes(b"\0" * 4096)
     try:
         with pytest.raises(InvalidInput, match="not a qcow2 image"):
-            vk.vms.create(parse_vm_spec(tiny_spec(
-                bed, vm_name, disks=[{"path": str(raw), "format": "qcow2"}])))
+            vk.vms.create(
+                parse_vm_spec(
+                    tiny_spec(bed, vm_name, disks=[{"path": str(raw), "format": "qcow2"}])
+                )
+            )
     finally:
         raw.unlink()
 

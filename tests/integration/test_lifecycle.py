@@ -17,9 +17,28 @@ pytestmark = pytest.mark.integration
 
 def test_full_lifecycle_through_the_cli(bed: Bed, vm_name: str) -> None:
     g = bed.guest
-    created = run_cli(bed, "vm", "create", vm_name, "--memory", "128M", "--kernel", g.kernel,
-                      "--initrd", g.initrd, "--cmdline", g.cmdline, "--disk", "64M",
-                      "--tag", "lifecycle", "--description", "a test VM", "--start", "--json")
+    created = run_cli(
+        bed,
+        "vm",
+        "create",
+        vm_name,
+        "--memory",
+        "128M",
+        "--kernel",
+        g.kernel,
+        "--initrd",
+        g.initrd,
+        "--cmdline",
+        g.cmdline,
+        "--disk",
+        "64M",
+        "--tag",
+        "lifecycle",
+        "--description",
+        "a test VM",
+        "--start",
+        "--json",
+    )
     assert created.returncode == 0, created.stderr
     info = json.loads(created.stdout)
     assert info["state"] == "running"
@@ -81,8 +100,7 @@ def test_full_lifecycle_through_the_cli(bed: Bed, vm_name: str) -> None:
 
 
 def test_delete_with_storage_leaves_no_files(bed: Bed, vm_name: str, vk: Client) -> None:
-    vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name, disks=[{"size": "32M"},
-                                                                {"size": "16M"}])))
+    vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name, disks=[{"size": "32M"}, {"size": "16M"}])))
     before = sorted(p.name for p in bed.pool_dir.glob(f"{vm_name}-*"))
     assert before == [f"{vm_name}-disk0.qcow2", f"{vm_name}-disk1.qcow2"]
     # an attached image that virtkit did not create is never removed
@@ -102,8 +120,9 @@ def test_delete_storage_asks_without_yes(bed: Bed, vm_name: str, vk: Client) -> 
     assert (bed.pool_dir / f"{vm_name}-disk0.qcow2").exists()
 
 
-def test_existing_image_is_attached_not_owned(bed: Bed, vm_name: str, vk: Client,
-                                              tmp_path: object) -> None:
+def test_existing_image_is_attached_not_owned(
+    bed: Bed, vm_name: str, vk: Client, tmp_path: object
+) -> None:
     image = bed.daemon.shared / f"{vm_name}-external.raw"
     image.write_bytes(b"\0" * 1024 * 1024)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -76,10 +77,26 @@ def _kvm_boots_directly(kernel: str, timeout: float) -> bool:
         return False
     log = Path(f"/tmp/vktest-kvm-oracle-{os.getpid()}.log")
     proc = subprocess.Popen(
-        ["qemu-system-x86_64", "-accel", "kvm", "-m", "128", "-nodefaults", "-display", "none",
-         "-no-reboot", "-serial", f"file:{log}", "-kernel", kernel,
-         "-append", "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            "qemu-system-x86_64",
+            "-accel",
+            "kvm",
+            "-m",
+            "128",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+            f"file:{log}",
+            "-kernel",
+            kernel,
+            "-append",
+            "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
@@ -94,8 +111,9 @@ def _kvm_boots_directly(kernel: str, timeout: float) -> bool:
         log.unlink(missing_ok=True)
 
 
-def test_kvm_probe_verdict_matches_a_direct_boot(bed: Bed, vk: Client, tmp_path: Path,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_kvm_probe_verdict_matches_a_direct_boot(
+    bed: Bed, vk: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     probe = CapabilityProbe(vk.host, cache_dir=tmp_path, probe_timeout=8)
     with caplog.at_level(logging.INFO):
         verdict = probe.kvm_verdict(refresh=True)
@@ -117,12 +135,14 @@ def test_kvm_probe_verdict_matches_a_direct_boot(bed: Bed, vk: Client, tmp_path:
 
 def test_tcg_fallback_warns_once_with_reason(bed: Bed, tmp_path: Path) -> None:
     env = {**bed.env(), "VIRTKIT_CACHE_DIR": str(tmp_path)}
-    first = subprocess.run([VIRTKIT, "host", "info", "--json"], env=env, capture_output=True,
-                           text=True, timeout=60)
+    first = subprocess.run(
+        [VIRTKIT, "host", "info", "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert first.returncode == 0, first.stderr
     info = json.loads(first.stdout)
-    second = subprocess.run([VIRTKIT, "host", "info"], env=env, capture_output=True, text=True,
-                            timeout=60)
+    second = subprocess.run(
+        [VIRTKIT, "host", "info"], env=env, capture_output=True, text=True, timeout=60
+    )
     if info["kvm"]["usable"]:
         assert "KVM is not usable" not in first.stderr
     else:
@@ -143,8 +163,7 @@ def test_host_info(bed: Bed) -> None:
     assert info["memory_total"] == meminfo_kib * 1024
     assert len(info["numa_nodes"]) >= 1
     assert info["ksm"]["run"] in ("stopped", "running", "unmerging")
-    assert info["ksm"]["pages_to_scan"] == int(
-        Path("/sys/kernel/mm/ksm/pages_to_scan").read_text())
+    assert info["ksm"]["pages_to_scan"] == int(Path("/sys/kernel/mm/ksm/pages_to_scan").read_text())
     assert "q35" in info["machines"]
     assert info["max_vcpus"] >= 1
     text = run_cli(bed, "host", "info").stdout
@@ -182,10 +201,8 @@ def test_serial_console_in_a_terminal(bed: Bed, vm_name: str, vk: Client) -> Non
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
-        try:
-            os.kill(pid, 9)  # only if our own child is still there
-        except ProcessLookupError:
-            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)  # our own child, if it is still there
         os.close(fd)
 
 

@@ -81,13 +81,24 @@ class PrivateLibvirtd:
     def _prepare(self) -> None:
         for sub in BIND_DIRS:
             (self.base / sub).mkdir(parents=True, exist_ok=True)
-        for sub in ("sock", "shared", "lib/images", "lib/qemu", "run/qemu", "log/qemu",
-                    "cache/qemu"):
+        for sub in (
+            "sock",
+            "shared",
+            "lib/images",
+            "lib/qemu",
+            "run/qemu",
+            "log/qemu",
+            "cache/qemu",
+        ):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         etc = self.base / "etc"
-        (etc / "libvirtd.conf").write_text(LIBVIRTD_CONF.format(
-            sock_dir=self.sock_dir, host_uuid=self.host_uuid,
-            log_file=self.base / "libvirtd-internal.log"))
+        (etc / "libvirtd.conf").write_text(
+            LIBVIRTD_CONF.format(
+                sock_dir=self.sock_dir,
+                host_uuid=self.host_uuid,
+                log_file=self.base / "libvirtd-internal.log",
+            )
+        )
         (etc / "qemu.conf").write_text(QEMU_CONF)
         for conf in ("virtlogd.conf", "virtlockd.conf", "libvirt.conf", "qemu-lockd.conf"):
             source = Path("/etc/libvirt") / conf
@@ -96,21 +107,29 @@ class PrivateLibvirtd:
 
     def start(self, timeout: float = 30.0) -> None:
         binds = " && ".join(
-            f"mount --bind {self.base / sub} {target}" for sub, target in BIND_DIRS.items())
-        script = (f"set -e; {binds}; exec {_find_libvirtd()} "
-                  f"--config {self.base}/etc/libvirtd.conf --pid-file {self.base}/libvirtd.pid")
+            f"mount --bind {self.base / sub} {target}" for sub, target in BIND_DIRS.items()
+        )
+        script = (
+            f"set -e; {binds}; exec {_find_libvirtd()} "
+            f"--config {self.base}/etc/libvirtd.conf --pid-file {self.base}/libvirtd.pid"
+        )
         log = open(self.base / "libvirtd.log", "ab")  # noqa: SIM115 - owned by the child
         # unshare execs sh, which execs libvirtd: the Popen PID is libvirtd's own.
         self.proc = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"private libvirtd exited with {self.proc.returncode}: "
-                                   + (self.base / "libvirtd.log").read_text()[-2000:])
+                raise RuntimeError(
+                    f"private libvirtd exited with {self.proc.returncode}: "
+                    + (self.base / "libvirtd.log").read_text()[-2000:]
+                )
             if (self.sock_dir / "libvirt-sock").exists():
                 try:
                     conn = libvirt.open(self.uri)

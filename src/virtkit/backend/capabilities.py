@@ -66,8 +66,14 @@ def find_local_kernel() -> str | None:
 class CapabilityProbe:
     """Caches host capabilities per connection and the KVM verdict per host on disk."""
 
-    def __init__(self, host: Host, *, cache_dir: Path | None = None,
-                 probe_kernel: str | None = None, probe_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        host: Host,
+        *,
+        cache_dir: Path | None = None,
+        probe_kernel: str | None = None,
+        probe_timeout: float = 15.0,
+    ) -> None:
         self.host = host
         self.cache_dir = cache_dir
         self.probe_kernel = probe_kernel
@@ -77,10 +83,12 @@ class CapabilityProbe:
     def capabilities(self) -> Capabilities:
         return Capabilities.parse(self.host.capabilities_xml())
 
-    def domain_capabilities(self, arch: str, machine: str | None,
-                            virt_type: str) -> DomainCapabilities:
+    def domain_capabilities(
+        self, arch: str, machine: str | None, virt_type: str
+    ) -> DomainCapabilities:
         return DomainCapabilities.parse(
-            self.host.domain_capabilities_xml(None, arch, machine, virt_type))
+            self.host.domain_capabilities_xml(None, arch, machine, virt_type)
+        )
 
     def facts(self, arch: str = "x86_64", *, refresh: bool = False) -> HostFacts:
         self.host.connection.get()  # a reconnect bumps the generation and so refreshes facts
@@ -103,13 +111,23 @@ class CapabilityProbe:
             # Warn once: when the verdict is made, not on every later command that reads it.
             if not verdict.cached and self.host.uri not in _warned:
                 _warned.add(self.host.uri)
-                log.warning("KVM is not usable on %s: %s. VMs run under TCG (software emulation), "
-                            "which is many times slower.", self.host.uri, verdict.reason)
+                log.warning(
+                    "KVM is not usable on %s: %s. VMs run under TCG (software emulation), "
+                    "which is many times slower.",
+                    self.host.uri,
+                    verdict.reason,
+                )
         else:
             raise Unsupported(f"this host offers neither KVM nor TCG for {arch}")
-        return HostFacts(arch=arch, host_uuid=caps.host_uuid or "", domain_types=types,
-                         kvm=verdict, domain_type=domain_type, emulator=guest.emulator,
-                         machines=caps.machine_names(arch, domain_type))
+        return HostFacts(
+            arch=arch,
+            host_uuid=caps.host_uuid or "",
+            domain_types=types,
+            kvm=verdict,
+            domain_type=domain_type,
+            emulator=guest.emulator,
+            machines=caps.machine_names(arch, domain_type),
+        )
 
     # -- the KVM verdict --------------------------------------------------------------------
 
@@ -147,18 +165,27 @@ class CapabilityProbe:
         except OSError as exc:
             log.warning("cannot cache the KVM verdict in %s: %s", path, exc)
 
-    def kvm_verdict(self, caps: Capabilities | None = None, arch: str = "x86_64", *,
-                    refresh: bool = False) -> KvmVerdict:
+    def kvm_verdict(
+        self, caps: Capabilities | None = None, arch: str = "x86_64", *, refresh: bool = False
+    ) -> KvmVerdict:
         caps = caps or self.capabilities()
         if "kvm" not in caps.domain_types(arch):
-            return KvmVerdict(False, "libvirt offers no 'kvm' domain type on this host "
-                              "(no /dev/kvm, or the kvm module is not loaded)", time.time())
+            return KvmVerdict(
+                False,
+                "libvirt offers no 'kvm' domain type on this host "
+                "(no /dev/kvm, or the kvm module is not loaded)",
+                time.time(),
+            )
         key = self._cache_key(caps)
         if not refresh:
             cached = self._load_cache().get(key)
             if cached is not None:
-                return KvmVerdict(bool(cached["usable"]), str(cached["reason"]),
-                                  float(str(cached["checked_at"])), cached=True)
+                return KvmVerdict(
+                    bool(cached["usable"]),
+                    str(cached["reason"]),
+                    float(str(cached["checked_at"])),
+                    cached=True,
+                )
         verdict = self._boot_probe(arch)
         self._save_cache(key, verdict)
         return verdict
@@ -183,23 +210,36 @@ class CapabilityProbe:
     def _boot_probe(self, arch: str) -> KvmVerdict:
         kernel = self._probe_kernel()
         if kernel is None:
-            return KvmVerdict(True, "libvirt offers KVM; not verified by a test boot (no kernel "
-                              "image to boot: set probe_kernel)", time.time())
+            return KvmVerdict(
+                True,
+                "libvirt offers KVM; not verified by a test boot (no kernel "
+                "image to boot: set probe_kernel)",
+                time.time(),
+            )
         name = PROBE_PREFIX + secrets.token_hex(4)
         started = time.monotonic()
-        log.info("probing KVM on %s: booting %s under KVM for up to %.0f s",
-                 self.host.uri, kernel, self.probe_timeout)
+        log.info(
+            "probing KVM on %s: booting %s under KVM for up to %.0f s",
+            self.host.uri,
+            kernel,
+            self.probe_timeout,
+        )
         try:
             seen = self._boot_and_watch(name, kernel, arch)
         except VirtkitError as exc:
             return KvmVerdict(False, f"a KVM guest failed to start: {exc.message}", time.time())
         elapsed = time.monotonic() - started
         if seen:
-            return KvmVerdict(True, f"a test kernel booted under KVM in {elapsed:.1f} s",
-                              time.time())
-        return KvmVerdict(False, f"a test kernel printed nothing within {self.probe_timeout:.0f} s "
-                          "under KVM (libvirt lists KVM but guests hang, as on a nested or PVM "
-                          "kvm module)", time.time())
+            return KvmVerdict(
+                True, f"a test kernel booted under KVM in {elapsed:.1f} s", time.time()
+            )
+        return KvmVerdict(
+            False,
+            f"a test kernel printed nothing within {self.probe_timeout:.0f} s "
+            "under KVM (libvirt lists KVM but guests hang, as on a nested or PVM "
+            "kvm module)",
+            time.time(),
+        )
 
     def _boot_and_watch(self, name: str, kernel: str, arch: str) -> bool:
         dom = Domain()
@@ -247,4 +287,3 @@ def describe_cpu_choice(facts: HostFacts) -> str:
     if facts.domain_type == "kvm":
         return "KVM (hardware virtualization)"
     return "TCG (software emulation; slow)"
-

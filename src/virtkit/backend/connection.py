@@ -1,13 +1,14 @@
 """The libvirt connection: opened lazily, kept alive, reopened after a drop, with events.
 
-One :class:`Connection` per libvirt URI. The first call opens it (under a lock); keepalive makes a dead
-daemon noticeable; the close callback marks the connection dead, and the next call opens a new one.
+One :class:`Connection` per libvirt URI. The first call opens it (under a lock); keepalive makes a
+dead daemon noticeable; the close callback marks the connection dead; the next call opens a new one.
 Nothing here ever exits or kills the process. Lifecycle events arrive on libvirt's event loop
 thread (one per process) and are passed to every subscriber.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import urllib.parse
@@ -52,8 +53,15 @@ def ensure_event_loop() -> None:
 
 
 _EVENT_NAMES = {
-    0: "defined", 1: "undefined", 2: "started", 3: "suspended", 4: "resumed", 5: "stopped",
-    6: "shutdown", 7: "pmsuspended", 8: "crashed",
+    0: "defined",
+    1: "undefined",
+    2: "started",
+    3: "suspended",
+    4: "resumed",
+    5: "stopped",
+    6: "shutdown",
+    7: "pmsuspended",
+    8: "crashed",
 }
 
 
@@ -119,18 +127,18 @@ class Connection:
             raise translate_open_error(exc, self.uri) from exc
         if conn is None:  # old bindings returned None instead of raising
             raise translate_open_error(libvirt.libvirtError("open failed"), self.uri)
-        try:
+        # Local drivers (test://) have neither keepalive nor close callbacks.
+        with contextlib.suppress(libvirt.libvirtError):
             conn.setKeepAlive(*self._keepalive)
-        except libvirt.libvirtError:
-            pass  # local drivers (test://, qemu:///system without remote) have no keepalive
-        try:
+        with contextlib.suppress(libvirt.libvirtError):
             conn.registerCloseCallback(self._on_close, None)
-        except libvirt.libvirtError:
-            pass  # the test driver cannot report a close
         self._callback_ids = []
         try:
-            self._callback_ids.append(conn.domainEventRegisterAny(
-                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None))
+            self._callback_ids.append(
+                conn.domainEventRegisterAny(
+                    None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+                )
+            )
         except libvirt.libvirtError as exc:
             log.debug("no lifecycle events from %s: %s", self.uri, exc)
         log.debug("opened libvirt connection to %s", self.uri)
@@ -142,8 +150,9 @@ class Connection:
 
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
         try:
-            ev = DomainEvent(dom.name(), dom.UUIDString(), _EVENT_NAMES.get(event, str(event)),
-                             detail)
+            ev = DomainEvent(
+                dom.name(), dom.UUIDString(), _EVENT_NAMES.get(event, str(event)), detail
+            )
         except libvirt.libvirtError:
             return
         for subscriber in list(self._subscribers):
@@ -168,19 +177,13 @@ class Connection:
         if conn is None:
             return
         for callback_id in self._callback_ids:
-            try:
+            with contextlib.suppress(libvirt.libvirtError):
                 conn.domainEventDeregisterAny(callback_id)
-            except libvirt.libvirtError:
-                pass
         self._callback_ids = []
-        try:
+        with contextlib.suppress(libvirt.libvirtError):
             conn.unregisterCloseCallback()
-        except libvirt.libvirtError:
-            pass
-        try:
+        with contextlib.suppress(libvirt.libvirtError):
             conn.close()
-        except libvirt.libvirtError:
-            pass
 
     def mark_dead(self) -> None:
         """Force a reconnect on the next call (used after a call failed with ConnectionLost)."""

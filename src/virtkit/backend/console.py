@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import libvirt
@@ -57,13 +58,11 @@ class ConsoleStream:
             if sent == -2:
                 time.sleep(0.01)
                 continue
-            view = view[int(sent):]
+            view = view[int(sent) :]
 
     def _abort(self) -> None:
-        try:
+        with contextlib.suppress(libvirt.libvirtError):
             self._stream.abort()
-        except libvirt.libvirtError:
-            pass
 
     def close(self) -> None:
         if not self.closed:

@@ -33,35 +33,67 @@ def _codes(*names: str) -> frozenset[int]:
 
 
 NOT_FOUND = _codes(
-    "VIR_ERR_NO_DOMAIN", "VIR_ERR_NO_NETWORK", "VIR_ERR_NO_STORAGE_POOL",
-    "VIR_ERR_NO_STORAGE_VOL", "VIR_ERR_NO_DOMAIN_SNAPSHOT", "VIR_ERR_NO_NWFILTER",
-    "VIR_ERR_NO_SECRET", "VIR_ERR_NO_NODE_DEVICE", "VIR_ERR_NO_INTERFACE",
-    "VIR_ERR_NO_DOMAIN_CHECKPOINT", "VIR_ERR_NO_NETWORK_PORT", "VIR_ERR_NO_DOMAIN_METADATA",
-    "VIR_ERR_NO_DOMAIN_BACKUP", "VIR_ERR_NO_NWFILTER_BINDING",
+    "VIR_ERR_NO_DOMAIN",
+    "VIR_ERR_NO_NETWORK",
+    "VIR_ERR_NO_STORAGE_POOL",
+    "VIR_ERR_NO_STORAGE_VOL",
+    "VIR_ERR_NO_DOMAIN_SNAPSHOT",
+    "VIR_ERR_NO_NWFILTER",
+    "VIR_ERR_NO_SECRET",
+    "VIR_ERR_NO_NODE_DEVICE",
+    "VIR_ERR_NO_INTERFACE",
+    "VIR_ERR_NO_DOMAIN_CHECKPOINT",
+    "VIR_ERR_NO_NETWORK_PORT",
+    "VIR_ERR_NO_DOMAIN_METADATA",
+    "VIR_ERR_NO_DOMAIN_BACKUP",
+    "VIR_ERR_NO_NWFILTER_BINDING",
 )
 ALREADY_EXISTS = _codes(
-    "VIR_ERR_DOM_EXIST", "VIR_ERR_STORAGE_VOL_EXIST", "VIR_ERR_NETWORK_EXIST",
+    "VIR_ERR_DOM_EXIST",
+    "VIR_ERR_STORAGE_VOL_EXIST",
+    "VIR_ERR_NETWORK_EXIST",
     "VIR_ERR_STORAGE_POOL_BUILT",
 )
 INVALID_STATE = _codes("VIR_ERR_OPERATION_INVALID", "VIR_ERR_STORAGE_PROBE_FAILED")
 INVALID_INPUT = _codes(
-    "VIR_ERR_XML_ERROR", "VIR_ERR_XML_DETAIL", "VIR_ERR_INVALID_ARG", "VIR_ERR_XML_INVALID_SCHEMA",
-    "VIR_ERR_CONFIG_UNSUPPORTED", "VIR_ERR_INVALID_DOMAIN", "VIR_ERR_INVALID_STORAGE_VOL",
-    "VIR_ERR_INVALID_STORAGE_POOL", "VIR_ERR_INVALID_NETWORK", "VIR_ERR_INVALID_MAC",
+    "VIR_ERR_XML_ERROR",
+    "VIR_ERR_XML_DETAIL",
+    "VIR_ERR_INVALID_ARG",
+    "VIR_ERR_XML_INVALID_SCHEMA",
+    "VIR_ERR_CONFIG_UNSUPPORTED",
+    "VIR_ERR_INVALID_DOMAIN",
+    "VIR_ERR_INVALID_STORAGE_VOL",
+    "VIR_ERR_INVALID_STORAGE_POOL",
+    "VIR_ERR_INVALID_NETWORK",
+    "VIR_ERR_INVALID_MAC",
 )
 UNSUPPORTED = _codes("VIR_ERR_NO_SUPPORT", "VIR_ERR_ARGUMENT_UNSUPPORTED")
-DENIED = _codes("VIR_ERR_OPERATION_DENIED", "VIR_ERR_AUTH_FAILED", "VIR_ERR_AUTH_CANCELLED",
-                "VIR_ERR_ACCESS_DENIED")
+DENIED = _codes(
+    "VIR_ERR_OPERATION_DENIED",
+    "VIR_ERR_AUTH_FAILED",
+    "VIR_ERR_AUTH_CANCELLED",
+    "VIR_ERR_ACCESS_DENIED",
+)
 TIMEOUT = _codes("VIR_ERR_OPERATION_TIMEOUT", "VIR_ERR_AGENT_UNRESPONSIVE")
-CONNECTION = _codes("VIR_ERR_NO_CONNECT", "VIR_ERR_INVALID_CONN", "VIR_ERR_RPC",
-                    "VIR_ERR_AUTH_UNAVAILABLE")
+CONNECTION = _codes(
+    "VIR_ERR_NO_CONNECT", "VIR_ERR_INVALID_CONN", "VIR_ERR_RPC", "VIR_ERR_AUTH_UNAVAILABLE"
+)
 # Errors raised while talking to the daemon: RPC layer, remote driver, sockets.
 TRANSPORT_DOMAINS = _codes("VIR_FROM_RPC", "VIR_FROM_REMOTE", "VIR_FROM_STREAMS")
-_CLOSED_WORDS = ("client socket is closed", "connection closed", "end of file while reading",
-                 "cannot recv data", "cannot write data", "broken pipe", "no connection driver")
+_CLOSED_WORDS = (
+    "client socket is closed",
+    "connection closed",
+    "end of file while reading",
+    "cannot recv data",
+    "cannot write data",
+    "broken pipe",
+    "no connection driver",
+)
 
-START_HINT = ("is libvirtd running? start it with 'virtlogd -d; libvirtd -d', or "
-              "'systemctl start libvirtd' where systemd runs")
+START_HINT = (
+    "is libvirtd running? start it with 'virtlogd -d; libvirtd -d', or "
+    "'systemctl start libvirtd' where systemd runs"
+)
 
 
 def translate(exc: libvirt.libvirtError) -> VirtkitError:
@@ -86,6 +118,13 @@ def translate(exc: libvirt.libvirtError) -> VirtkitError:
     for codes, cls in table:
         if code in codes:
             return cls(message)
+    if (
+        code == libvirt.VIR_ERR_OPERATION_FAILED
+        and " already " in lowered
+        and ("exists" in lowered or "defined" in lowered)
+    ):
+        # libvirt reports a name or UUID collision as a generic "operation failed".
+        return AlreadyExists(message)
     return BackendError(message, code=f"libvirt_{_code_name(code)}")
 
 
@@ -124,5 +163,4 @@ def mapped(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-__all__ = ["START_HINT", "libvirt_errors", "mapped", "translate",
-           "translate_open_error"]
+__all__ = ["START_HINT", "libvirt_errors", "mapped", "translate", "translate_open_error"]

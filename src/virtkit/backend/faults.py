@@ -37,5 +37,5 @@ class _Faulty:
         return call
 
 
-def FaultyHost(host: Any, faults: dict[str, BaseException]) -> Any:  # noqa: N802 - reads as a type
+def FaultyHost(host: Any, faults: dict[str, BaseException]) -> Any:
     return _Faulty(host, faults)

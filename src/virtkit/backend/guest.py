@@ -83,7 +83,8 @@ class Guest:
 
     def xml(self, *, inactive: bool = False, secure: bool = False) -> str:
         flags = (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0) | (
-            libvirt.VIR_DOMAIN_XML_SECURE if secure else 0)
+            libvirt.VIR_DOMAIN_XML_SECURE if secure else 0
+        )
         with seam(self._connection):
             return str(self._dom.XMLDesc(flags))
 
@@ -127,22 +128,30 @@ class Guest:
 
     def max_vcpus_config(self) -> int:
         with seam(self._connection):
-            return int(self._dom.vcpusFlags(
-                libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM))
+            return int(
+                self._dom.vcpusFlags(
+                    libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM
+                )
+            )
 
     def max_vcpus_live(self) -> int:
         with seam(self._connection):
-            return int(self._dom.vcpusFlags(
-                libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_VCPU_MAXIMUM))
+            return int(
+                self._dom.vcpusFlags(
+                    libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_VCPU_MAXIMUM
+                )
+            )
 
-    def set_vcpus(self, count: int, *, live: bool = False, config: bool = False,
-                  maximum: bool = False) -> None:
+    def set_vcpus(
+        self, count: int, *, live: bool = False, config: bool = False, maximum: bool = False
+    ) -> None:
         flags = _affect(live, config) | (libvirt.VIR_DOMAIN_VCPU_MAXIMUM if maximum else 0)
         with seam(self._connection):
             self._dom.setVcpusFlags(count, flags)
 
-    def set_memory(self, kib: int, *, live: bool = False, config: bool = False,
-                   maximum: bool = False) -> None:
+    def set_memory(
+        self, kib: int, *, live: bool = False, config: bool = False, maximum: bool = False
+    ) -> None:
         flags = _affect(live, config) | (libvirt.VIR_DOMAIN_MEM_MAXIMUM if maximum else 0)
         with seam(self._connection):
             self._dom.setMemoryFlags(kib, flags)
@@ -154,8 +163,10 @@ class Guest:
                 self._dom.undefineFlags(UNDEFINE_ALL_METADATA)
             except libvirt.libvirtError as exc:
                 # Drivers without some of the flags (e.g. test://) take the plain call.
-                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT,
-                                                libvirt.VIR_ERR_INVALID_ARG):
+                if exc.get_error_code() not in (
+                    libvirt.VIR_ERR_NO_SUPPORT,
+                    libvirt.VIR_ERR_INVALID_ARG,
+                ):
                     raise
                 self._dom.undefine()
 

@@ -62,8 +62,9 @@ class Host:
         conn = self._conn()
         return self._cached(("caps",), conn.getCapabilities)
 
-    def domain_capabilities_xml(self, emulator: str | None, arch: str, machine: str | None,
-                                virt_type: str) -> str:
+    def domain_capabilities_xml(
+        self, emulator: str | None, arch: str, machine: str | None, virt_type: str
+    ) -> str:
         conn = self._conn()
         return self._cached(
             ("domcaps", emulator, arch, machine, virt_type),
@@ -87,8 +88,16 @@ class Host:
     def node_info(self) -> NodeInfo:
         with seam(self.connection):
             model, mem_mib, cpus, mhz, nodes, sockets, cores, threads = self._conn().getInfo()
-        return NodeInfo(str(model), int(mem_mib) * 1024 * 1024, int(cpus), int(mhz), int(nodes),
-                        int(sockets), int(cores), int(threads))
+        return NodeInfo(
+            str(model),
+            int(mem_mib) * 1024 * 1024,
+            int(cpus),
+            int(mhz),
+            int(nodes),
+            int(sockets),
+            int(cores),
+            int(threads),
+        )
 
     def memory(self) -> tuple[int, int]:
         """(total, free) host memory in bytes, as the host's /proc/meminfo counts it.
@@ -120,9 +129,11 @@ class Host:
             try:
                 per_cell = self._conn().getFreePages([page_size_kib], 0, cells, 0)
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT,
-                                            libvirt.VIR_ERR_INVALID_ARG,
-                                            libvirt.VIR_ERR_OPERATION_INVALID):
+                if exc.get_error_code() in (
+                    libvirt.VIR_ERR_NO_SUPPORT,
+                    libvirt.VIR_ERR_INVALID_ARG,
+                    libvirt.VIR_ERR_OPERATION_INVALID,
+                ):
                     return 0
                 raise
         return sum(int(c.get(page_size_kib, 0)) for c in (per_cell or {}).values())
@@ -159,10 +170,12 @@ class Host:
             conn = self._conn()
             return Guest(self.connection, conn.defineXML(xml))
 
-    def create_transient(self, xml: str, *, paused: bool = False,
-                         autodestroy: bool = False) -> Guest:
+    def create_transient(
+        self, xml: str, *, paused: bool = False, autodestroy: bool = False
+    ) -> Guest:
         flags = (libvirt.VIR_DOMAIN_START_PAUSED if paused else 0) | (
-            libvirt.VIR_DOMAIN_START_AUTODESTROY if autodestroy else 0)
+            libvirt.VIR_DOMAIN_START_AUTODESTROY if autodestroy else 0
+        )
         with seam(self.connection):
             conn = self._conn()
             return Guest(self.connection, conn.createXML(xml, flags))
@@ -188,8 +201,9 @@ class Host:
         with seam(self.connection):
             return bool(self._conn().storagePoolLookupByName(name).isActive())
 
-    def define_pool(self, xml: str, *, build: bool = True, start: bool = True,
-                    autostart: bool = True) -> None:
+    def define_pool(
+        self, xml: str, *, build: bool = True, start: bool = True, autostart: bool = True
+    ) -> None:
         with seam(self.connection):
             pool = self._conn().storagePoolDefineXML(xml, 0)
             if build:
@@ -215,8 +229,10 @@ class Host:
             try:
                 vol = self._conn().storageVolLookupByPath(path)
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_VOL,
-                                            libvirt.VIR_ERR_NO_STORAGE_POOL):
+                if exc.get_error_code() in (
+                    libvirt.VIR_ERR_NO_STORAGE_VOL,
+                    libvirt.VIR_ERR_NO_STORAGE_POOL,
+                ):
                     return None
                 raise
             return str(vol.XMLDesc(0))
@@ -226,10 +242,11 @@ class Host:
             try:
                 vol = self._conn().storageVolLookupByPath(path)
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_VOL,
-                                            libvirt.VIR_ERR_NO_STORAGE_POOL):
-                    raise NotFound(f"no storage volume at {path}", code="volume_not_found") \
-                        from exc
+                if exc.get_error_code() in (
+                    libvirt.VIR_ERR_NO_STORAGE_VOL,
+                    libvirt.VIR_ERR_NO_STORAGE_POOL,
+                ):
+                    raise NotFound(f"no storage volume at {path}", code="volume_not_found") from exc
                 raise
             vol.delete(0)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 
 _PROC = Path("/proc")
@@ -49,5 +48,3 @@ def ksm_run_state() -> str | None:
     except OSError:
         return None
     return {"0": "stopped", "1": "running", "2": "unmerging"}.get(value, value)
-
-

@@ -30,24 +30,48 @@ def info(state: State, as_json: bool, reprobe: bool) -> None:
     kvm = facts.kvm
     checked = time.strftime("%Y-%m-%d %H:%M", time.localtime(kvm.checked_at))
     ksm = facts.ksm
-    render.fields([
-        ("Host", f"{facts.hostname} ({facts.uri})"),
-        ("libvirt", facts.libvirt_version),
-        ("Hypervisor", f"{facts.hypervisor} {facts.hypervisor_version}"),
-        ("CPU", f"{facts.cpu_vendor or ''} {facts.cpu_model or ''} ({facts.arch})".strip()),
-        ("CPUs", f"{facts.cpus} ({facts.sockets} socket x {facts.cores} cores x "
-                 f"{facts.threads} threads)"),
-        ("Memory", f"{render.size(facts.memory_total)} total, "
-                   f"{render.size(facts.memory_free)} free"),
-        ("NUMA nodes", "; ".join(f"node {n.id}: {render.size(n.memory)}, {n.cpus} CPUs"
-                                 for n in facts.numa_nodes) or "-"),
-        ("Hugepages", "; ".join(f"{render.size(h.size)}: {h.total} total, {h.free} free"
-                                for h in facts.hugepages) or "none"),
-        ("KSM", f"{ksm.run or 'unknown'}; {ksm.pages_sharing or 0} pages sharing "
-                f"(~{render.size(ksm.saved)} saved), {ksm.full_scans or 0} full scans"),
-        ("KVM usable", f"{'yes' if kvm.usable else 'NO'}: {kvm.reason} "
-                       f"({'cached, ' if kvm.cached else ''}checked {checked})"),
-        ("New VMs run as", facts.domain_type + ("" if kvm.usable else " (TCG: slow)")),
-        ("Machine types", ", ".join(facts.machines)),
-        ("Max vCPUs", facts.max_vcpus),
-    ])
+    render.fields(
+        [
+            ("Host", f"{facts.hostname} ({facts.uri})"),
+            ("libvirt", facts.libvirt_version),
+            ("Hypervisor", f"{facts.hypervisor} {facts.hypervisor_version}"),
+            ("CPU", f"{facts.cpu_vendor or ''} {facts.cpu_model or ''} ({facts.arch})".strip()),
+            (
+                "CPUs",
+                f"{facts.cpus} ({facts.sockets} socket x {facts.cores} cores x "
+                f"{facts.threads} threads)",
+            ),
+            (
+                "Memory",
+                f"{render.size(facts.memory_total)} total, {render.size(facts.memory_free)} free",
+            ),
+            (
+                "NUMA nodes",
+                "; ".join(
+                    f"node {n.id}: {render.size(n.memory)}, {n.cpus} CPUs" for n in facts.numa_nodes
+                )
+                or "-",
+            ),
+            (
+                "Hugepages",
+                "; ".join(
+                    f"{render.size(h.size)}: {h.total} total, {h.free} free"
+                    for h in facts.hugepages
+                )
+                or "none",
+            ),
+            (
+                "KSM",
+                f"{ksm.run or 'unknown'}; {ksm.pages_sharing or 0} pages sharing "
+                f"(~{render.size(ksm.saved)} saved), {ksm.full_scans or 0} full scans",
+            ),
+            (
+                "KVM usable",
+                f"{'yes' if kvm.usable else 'NO'}: {kvm.reason} "
+                f"({'cached, ' if kvm.cached else ''}checked {checked})",
+            ),
+            ("New VMs run as", facts.domain_type + ("" if kvm.usable else " (TCG: slow)")),
+            ("Machine types", ", ".join(facts.machines)),
+            ("Max vCPUs", facts.max_vcpus),
+        ]
+    )

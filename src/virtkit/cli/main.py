@@ -65,16 +65,22 @@ class State:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="virtkit")
-@click.option("-c", "--connect", "uri", envvar="VIRTKIT_URI",
-              help="libvirt URI (default qemu:///system, or $VIRTKIT_URI).")
+@click.option(
+    "-c",
+    "--connect",
+    "uri",
+    envvar="VIRTKIT_URI",
+    help="libvirt URI (default qemu:///system, or $VIRTKIT_URI).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what virtkit does.")
 @click.option("--debug", is_flag=True, help="Debug logs and tracebacks.")
 @click.option("--log-json", is_flag=True, help="Logs as JSON lines (ECS fields).")
 @click.pass_context
 def cli(ctx: click.Context, uri: str | None, verbose: bool, debug: bool, log_json: bool) -> None:
     """virtkit: manage KVM virtual machines through libvirt."""
-    setup_logging(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
-                  log_json)
+    setup_logging(
+        logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING, log_json
+    )
     ctx.obj = State(uri)
     ctx.call_on_close(lambda: ctx.obj._client.close() if ctx.obj._client else None)
 
@@ -111,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        sys.stderr.write(f"internal error: {type(exc).__name__}: {exc} "
-                         "(run with --debug for the traceback; please report it)\n")
+        sys.stderr.write(
+            f"internal error: {type(exc).__name__}: {exc} "
+            "(run with --debug for the traceback; please report it)\n"
+        )
         sys.exit(3)

@@ -25,27 +25,32 @@ def vm() -> None:
 
 # -- create ----------------------------------------------------------------------------------
 
+
 def _load_spec_file(path: str) -> dict[str, Any]:
     import yaml
 
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise InvalidInput(f"cannot read spec file {path}: {exc.strerror}",
-                           code="invalid_spec") from None
+        raise InvalidInput(
+            f"cannot read spec file {path}: {exc.strerror}", code="invalid_spec"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InvalidInput(f"spec file {path} is not valid YAML{where}: {problem}",
-                           code="invalid_spec") from None
+        raise InvalidInput(
+            f"spec file {path} is not valid YAML{where}: {problem}", code="invalid_spec"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise InvalidInput(f"spec file {path} must be a mapping of keys, not "
-                           f"{type(data).__name__}", code="invalid_spec")
+        raise InvalidInput(
+            f"spec file {path} must be a mapping of keys, not {type(data).__name__}",
+            code="invalid_spec",
+        )
     return data
 
 
@@ -57,20 +62,31 @@ def _parse_disk(value: str) -> dict[str, Any]:
     for part in value.split(","):
         key, sep, item = part.partition("=")
         if not sep:
-            raise InvalidInput(f"--disk {value!r}: expected key=value pairs separated by commas",
-                               code="invalid_spec")
+            raise InvalidInput(
+                f"--disk {value!r}: expected key=value pairs separated by commas",
+                code="invalid_spec",
+            )
         disk[key.strip()] = item.strip()
     return disk
 
 
 @vm.command()
 @click.argument("name", required=False)
-@click.option("-f", "--file", "spec_file", type=click.Path(dir_okay=False),
-              help="A YAML spec (see 'virtkit vm spec-schema'); flags override its keys.")
+@click.option(
+    "-f",
+    "--file",
+    "spec_file",
+    type=click.Path(dir_okay=False),
+    help="A YAML spec (see 'virtkit vm spec-schema'); flags override its keys.",
+)
 @click.option("--vcpus", type=int, help="Virtual CPUs (default 1).")
 @click.option("--memory", help="Memory, e.g. 512M, 2G (default 512M; bare numbers are MiB).")
-@click.option("--disk", "disks", multiple=True,
-              help="A disk: 10G (new qcow2), /path/to/image, or size=10G,bus=virtio. Repeatable.")
+@click.option(
+    "--disk",
+    "disks",
+    multiple=True,
+    help="A disk: 10G (new qcow2), /path/to/image, or size=10G,bus=virtio. Repeatable.",
+)
 @click.option("--cdrom", help="An ISO image to boot from / attach.")
 @click.option("--kernel", help="Direct kernel boot: kernel image on the host.")
 @click.option("--initrd", help="Direct kernel boot: initrd on the host.")
@@ -87,12 +103,29 @@ def _parse_disk(value: str) -> dict[str, Any]:
 @click.option("--print-xml", is_flag=True, help="Print the domain XML instead of creating.")
 @json_option
 @pass_state
-def create(state: State, name: str | None, spec_file: str | None, vcpus: int | None,
-           memory: str | None, disks: tuple[str, ...], cdrom: str | None, kernel: str | None,
-           initrd: str | None, cmdline: str | None, boot: str | None, graphics: str | None,
-           machine: str | None, cpu: str | None, description: str | None, tags: tuple[str, ...],
-           no_serial: bool, autostart: bool | None, start: bool, print_xml: bool,
-           as_json: bool) -> None:
+def create(
+    state: State,
+    name: str | None,
+    spec_file: str | None,
+    vcpus: int | None,
+    memory: str | None,
+    disks: tuple[str, ...],
+    cdrom: str | None,
+    kernel: str | None,
+    initrd: str | None,
+    cmdline: str | None,
+    boot: str | None,
+    graphics: str | None,
+    machine: str | None,
+    cpu: str | None,
+    description: str | None,
+    tags: tuple[str, ...],
+    no_serial: bool,
+    autostart: bool | None,
+    start: bool,
+    print_xml: bool,
+    as_json: bool,
+) -> None:
     """Create a VM from flags and/or a YAML spec file.
 
     \b
@@ -104,9 +137,18 @@ def create(state: State, name: str | None, spec_file: str | None, vcpus: int | N
     data = _load_spec_file(spec_file) if spec_file else {}
     source = f"spec file {spec_file}" if spec_file else "VM spec"
     overrides: dict[str, Any] = {
-        "name": name, "vcpus": vcpus, "memory": memory, "cdrom": cdrom, "kernel": kernel,
-        "initrd": initrd, "cmdline": cmdline, "graphics": graphics, "machine": machine,
-        "cpu": cpu, "description": description, "autostart": autostart,
+        "name": name,
+        "vcpus": vcpus,
+        "memory": memory,
+        "cdrom": cdrom,
+        "kernel": kernel,
+        "initrd": initrd,
+        "cmdline": cmdline,
+        "graphics": graphics,
+        "machine": machine,
+        "cpu": cpu,
+        "description": description,
+        "autostart": autostart,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     if disks:
@@ -118,19 +160,23 @@ def create(state: State, name: str | None, spec_file: str | None, vcpus: int | N
     if no_serial:
         data["serial"] = False
     if "name" not in data:
-        raise InvalidInput("a VM needs a name: give NAME or 'name:' in the spec file",
-                           code="invalid_spec")
+        raise InvalidInput(
+            "a VM needs a name: give NAME or 'name:' in the spec file", code="invalid_spec"
+        )
     spec = parse_vm_spec(data, source)
     if print_xml:
         click.echo(_plan_xml(state, spec), nl=False)
         return
     info = state.client.vms.create(
-        spec, start=start, progress=lambda msg: click.echo(f"... {msg}", err=True))
+        spec, start=start, progress=lambda msg: click.echo(f"... {msg}", err=True)
+    )
     if as_json:
         render.print_json(info)
         return
-    click.echo(f"created VM {info.name}: {info.vcpus} vCPU, {render.size(info.max_memory)}, "
-               f"{info.domain_type}, {info.machine}; {info.state.value}")
+    click.echo(
+        f"created VM {info.name}: {info.vcpus} vCPU, {render.size(info.max_memory)}, "
+        f"{info.domain_type}, {info.machine}; {info.state.value}"
+    )
 
 
 def _plan_xml(state: State, spec: VMSpec) -> str:
@@ -138,12 +184,19 @@ def _plan_xml(state: State, spec: VMSpec) -> str:
     from virtkit.services.domainbuilder import BuildPlan, ResolvedDisk, build_domain
 
     facts = state.client.probe.facts(spec.arch)
-    disks = [ResolvedDisk(d.path or f"<new {d.size} byte volume>", d.format or "qcow2", d.bus)
-             for d in spec.disks]
+    disks = [
+        ResolvedDisk(d.path or f"<new {d.size} byte volume>", d.format or "qcow2", d.bus)
+        for d in spec.disks
+    ]
     if spec.cdrom:
         disks.append(ResolvedDisk(spec.cdrom, "raw", spec.cdrom_bus or "sata", device="cdrom"))
-    plan = BuildPlan(domain_type=facts.domain_type, machine=spec.machine or "q35", disks=disks,
-                     emulator=facts.emulator, cpu=spec.cpu)
+    plan = BuildPlan(
+        domain_type=facts.domain_type,
+        machine=spec.machine or "q35",
+        disks=disks,
+        emulator=facts.emulator,
+        cpu=spec.cpu,
+    )
     return build_domain(spec, plan).to_xml()
 
 
@@ -156,6 +209,7 @@ def spec_schema() -> None:
 
 # -- reading ---------------------------------------------------------------------------------
 
+
 @vm.command("list")
 @json_option
 @pass_state
@@ -167,33 +221,54 @@ def list_(state: State, as_json: bool) -> None:
         return
     render.table(
         ["NAME", "STATE", "VCPUS", "MEMORY", "UPTIME", "AUTOSTART", "TAGS"],
-        [[v.name, v.state.value, str(v.vcpus), render.size(v.memory), render.duration(v.uptime),
-          "yes" if v.autostart else "no", ",".join(v.tags)] for v in vms],
+        [
+            [
+                v.name,
+                v.state.value,
+                str(v.vcpus),
+                render.size(v.memory),
+                render.duration(v.uptime),
+                "yes" if v.autostart else "no",
+                ",".join(v.tags),
+            ]
+            for v in vms
+        ],
     )
 
 
 def _show(info: VMInfo) -> None:
-    render.fields([
-        ("Name", info.name), ("UUID", info.uuid),
-        ("State", info.state.value), ("Uptime", render.duration(info.uptime)),
-        ("Type", info.domain_type), ("Machine", info.machine), ("Arch", info.arch),
-        ("vCPUs", f"{info.vcpus} (max {info.max_vcpus})"),
-        ("Memory", f"{render.size(info.memory)} (max {render.size(info.max_memory)})"),
-        ("CPU", info.cpu or "hypervisor default"),
-        ("Autostart", "yes" if info.autostart else "no"),
-        ("Persistent", "yes" if info.persistent else "no"),
-        ("Boot", ", ".join(info.boot) or ("kernel" if info.kernel else "-")),
-        ("Kernel", info.kernel), ("Initrd", info.initrd), ("Cmdline", info.cmdline),
-        ("Description", info.description), ("Tags", ", ".join(info.tags)),
-        ("Serial console", (info.console_pty or "yes") if info.serial_console else "no"),
-        ("Console log", info.serial_log),
-    ])
+    render.fields(
+        [
+            ("Name", info.name),
+            ("UUID", info.uuid),
+            ("State", info.state.value),
+            ("Uptime", render.duration(info.uptime)),
+            ("Type", info.domain_type),
+            ("Machine", info.machine),
+            ("Arch", info.arch),
+            ("vCPUs", f"{info.vcpus} (max {info.max_vcpus})"),
+            ("Memory", f"{render.size(info.memory)} (max {render.size(info.max_memory)})"),
+            ("CPU", info.cpu or "hypervisor default"),
+            ("Autostart", "yes" if info.autostart else "no"),
+            ("Persistent", "yes" if info.persistent else "no"),
+            ("Boot", ", ".join(info.boot) or ("kernel" if info.kernel else "-")),
+            ("Kernel", info.kernel),
+            ("Initrd", info.initrd),
+            ("Cmdline", info.cmdline),
+            ("Description", info.description),
+            ("Tags", ", ".join(info.tags)),
+            ("Serial console", (info.console_pty or "yes") if info.serial_console else "no"),
+            ("Console log", info.serial_log),
+        ]
+    )
     if info.disks:
         click.echo("Disks:")
         for d in info.disks:
             flags = [f for f, on in (("readonly", d.readonly), ("owned", d.owned)) if on]
-            click.echo(f"  {d.target:6} {d.device:6} {d.bus or '-':7} {d.format or '-':6} "
-                       f"{d.source or '-'}{'  (' + ', '.join(flags) + ')' if flags else ''}")
+            click.echo(
+                f"  {d.target:6} {d.device:6} {d.bus or '-':7} {d.format or '-':6} "
+                f"{d.source or '-'}{'  (' + ', '.join(flags) + ')' if flags else ''}"
+            )
     for g in info.graphics:
         where = f"{g.listen or '*'}:{g.port}" if g.port else f"{g.listen or '*'} (port on start)"
         click.echo(f"Graphics: {g.type} on {where}")
@@ -232,6 +307,7 @@ def console_log(state: State, name: str, tail_bytes: int | None) -> None:
 
 # -- power -----------------------------------------------------------------------------------
 
+
 @vm.command()
 @click.argument("name")
 @click.option("--paused", is_flag=True, help="Start with CPUs paused.")
@@ -244,8 +320,12 @@ def start(state: State, name: str, paused: bool) -> None:
 
 @vm.command()
 @click.argument("name")
-@click.option("--timeout", type=float, default=None,
-              help="Seconds to wait for the guest to power off (default 60).")
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="Seconds to wait for the guest to power off (default 60).",
+)
 @click.option("--force", is_flag=True, help="Power off if the guest has not shut down in time.")
 @pass_state
 def shutdown(state: State, name: str, timeout: float | None, force: bool) -> None:
@@ -255,14 +335,21 @@ def shutdown(state: State, name: str, timeout: float | None, force: bool) -> Non
     if sys.stderr.isatty():
         click.echo(f"shutting down {name} (waiting up to {wait:.0f} s)...", err=True)
     how = client.vms.shutdown(name, timeout=wait, force=force)
-    click.echo(f"{name} shut down" if how == "shutdown"
-               else f"{name} did not shut down in {wait:.0f} s: powered off")
+    click.echo(
+        f"{name} shut down"
+        if how == "shutdown"
+        else f"{name} did not shut down in {wait:.0f} s: powered off"
+    )
 
 
 @vm.command()
 @click.argument("name")
-@click.option("--force", is_flag=True, required=True,
-              help="Required: this cuts the power, as pulling the plug would.")
+@click.option(
+    "--force",
+    is_flag=True,
+    required=True,
+    help="Required: this cuts the power, as pulling the plug would.",
+)
 @pass_state
 def stop(state: State, name: str, force: bool) -> None:
     """Power a VM off at once (--force; unsaved guest data is lost)."""
@@ -286,6 +373,7 @@ _simple("resume", "resume", "resumed", "Resume a paused VM.")
 
 
 # -- changing --------------------------------------------------------------------------------
+
 
 @vm.command("set")
 @click.argument("name")
@@ -322,30 +410,36 @@ def autostart(state: State, name: str, mode: str) -> None:
 @vm.command()
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Power the VM off first if it runs.")
-@click.option("--remove-storage", is_flag=True,
-              help="Also delete the disks virtkit created for this VM.")
+@click.option(
+    "--remove-storage", is_flag=True, help="Also delete the disks virtkit created for this VM."
+)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 @pass_state
-def delete(state: State, name: str, force: bool, remove_storage: bool, yes: bool,
-           as_json: bool) -> None:
+def delete(
+    state: State, name: str, force: bool, remove_storage: bool, yes: bool, as_json: bool
+) -> None:
     """Delete a VM (undefine). Its disks stay unless --remove-storage."""
     vms = state.client.vms
     if remove_storage and not yes:
         doomed = vms.storage_to_remove(name)
         if doomed:
-            click.echo("This permanently deletes:\n" + "\n".join(f"  {p}" for p in doomed),
-                       err=True)
+            click.echo(
+                "This permanently deletes:\n" + "\n".join(f"  {p}" for p in doomed), err=True
+            )
             if not sys.stdin.isatty():
-                raise InvalidInput("refusing to delete storage without confirmation: add --yes",
-                                   code="confirmation_required")
+                raise InvalidInput(
+                    "refusing to delete storage without confirmation: add --yes",
+                    code="confirmation_required",
+                )
             click.confirm("Delete these files?", abort=True, err=True)
     result = vms.delete(name, force=force, remove_storage=remove_storage)
     if as_json:
         render.print_json(result)
         return
-    click.echo(f"deleted VM {name}" + (" (it was running: powered off)" if result.was_running
-                                       else ""))
+    click.echo(
+        f"deleted VM {name}" + (" (it was running: powered off)" if result.was_running else "")
+    )
     for path in result.removed:
         click.echo(f"  removed {path}")
     for line in result.kept:
@@ -361,7 +455,6 @@ def console(state: State, name: str, force: bool) -> None:
     from virtkit.cli.terminal import attach
 
     stream = state.client.consoles.open(name, force=force)
-    click.echo(f"Connected to {name}'s serial console. Escape character is ^] (Ctrl+]).",
-               err=True)
+    click.echo(f"Connected to {name}'s serial console. Escape character is ^] (Ctrl+]).", err=True)
     attach(stream)
     click.echo(f"\nDisconnected from {name}.", err=True)

@@ -20,8 +20,9 @@ class ConsoleService:
         validate_name(name)
         guest = self.host.lookup(name)
         if not guest.is_active():
-            raise InvalidState(f"VM {name!r} is not running: its console is not there",
-                               code="vm_shutoff")
+            raise InvalidState(
+                f"VM {name!r} is not running: its console is not there", code="vm_shutoff"
+            )
         if not list(Domain.parse(guest.xml()).consoles):
             raise Unsupported(f"VM {name!r} has no serial console")
         return ConsoleStream(self.host, guest, force=force)

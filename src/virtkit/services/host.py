@@ -25,10 +25,14 @@ class HostService:
         sharing = get("pages_sharing")
         return KsmState(
             run=ksm_run_state() if self.host.is_local else None,
-            pages_shared=get("pages_shared"), pages_sharing=sharing,
-            pages_unshared=get("pages_unshared"), pages_volatile=get("pages_volatile"),
-            full_scans=get("full_scans"), pages_to_scan=get("pages_to_scan"),
-            sleep_millisecs=get("sleep_millisecs"), merge_across_nodes=get("merge_across_nodes"),
+            pages_shared=get("pages_shared"),
+            pages_sharing=sharing,
+            pages_unshared=get("pages_unshared"),
+            pages_volatile=get("pages_volatile"),
+            full_scans=get("full_scans"),
+            pages_to_scan=get("pages_to_scan"),
+            sleep_millisecs=get("sleep_millisecs"),
+            merge_across_nodes=get("merge_across_nodes"),
             saved=None if sharing is None else sharing * PAGE_SIZE,
         )
 
@@ -45,27 +49,48 @@ class HostService:
             for pages in cell.pages:
                 if pages.size_kib and pages.size_kib > 4:
                     hugepages[pages.size_kib] = hugepages.get(pages.size_kib, 0) + (
-                        pages.count or 0)
+                        pages.count or 0
+                    )
         try:
             max_vcpus: int | None = self.probe.domain_capabilities(
-                arch, "q35" if "q35" in facts.machines else None, facts.domain_type).max_vcpus
+                arch, "q35" if "q35" in facts.machines else None, facts.domain_type
+            ).max_vcpus
         except VirtkitError:
             max_vcpus = None
         return HostInfo(
-            uri=self.host.uri, hostname=self.host.hostname(),
-            libvirt_version=self.host.libvirt_version(), hypervisor=driver,
-            hypervisor_version=hv_version, arch=caps.host_arch, cpu_model=caps.cpu_model,
-            cpu_vendor=caps.cpu_vendor, cpus=node.cpus, sockets=node.sockets, cores=node.cores,
+            uri=self.host.uri,
+            hostname=self.host.hostname(),
+            libvirt_version=self.host.libvirt_version(),
+            hypervisor=driver,
+            hypervisor_version=hv_version,
+            arch=caps.host_arch,
+            cpu_model=caps.cpu_model,
+            cpu_vendor=caps.cpu_vendor,
+            cpus=node.cpus,
+            sockets=node.sockets,
+            cores=node.cores,
             threads=node.threads,
-            numa_nodes=[NumaNode(id=c.id or 0, memory=(c.memory_kib or 0) * 1024, cpus=c.cpus)
-                        for c in cells],
-            memory_total=memory_total, memory_free=memory_free,
-            hugepages=[HugePages(size=size * 1024, total=total,
-                                 free=self.host.free_pages(size, max(1, len(cells))))
-                       for size, total in sorted(hugepages.items())],
+            numa_nodes=[
+                NumaNode(id=c.id or 0, memory=(c.memory_kib or 0) * 1024, cpus=c.cpus)
+                for c in cells
+            ],
+            memory_total=memory_total,
+            memory_free=memory_free,
+            hugepages=[
+                HugePages(
+                    size=size * 1024,
+                    total=total,
+                    free=self.host.free_pages(size, max(1, len(cells))),
+                )
+                for size, total in sorted(hugepages.items())
+            ],
             ksm=self.ksm(),
-            kvm=KvmStatus(usable=facts.kvm.usable, reason=facts.kvm.reason,
-                          checked_at=facts.kvm.checked_at, cached=facts.kvm.cached),
+            kvm=KvmStatus(
+                usable=facts.kvm.usable,
+                reason=facts.kvm.reason,
+                checked_at=facts.kvm.checked_at,
+                cached=facts.kvm.cached,
+            ),
             domain_type=facts.domain_type,
             machines=[m for m in facts.machines if "-" not in m],
             max_vcpus=max_vcpus,

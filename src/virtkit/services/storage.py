@@ -30,17 +30,20 @@ def check_local_file(path: str, what: str) -> None:
     except FileNotFoundError:
         raise InvalidInput(f"{what} {path} does not exist", code="image_not_found") from None
     except OSError as exc:
-        raise InvalidInput(f"{what} {path} cannot be read: {exc.strerror}",
-                           code="image_unreadable") from None
+        raise InvalidInput(
+            f"{what} {path} cannot be read: {exc.strerror}", code="image_unreadable"
+        ) from None
     if not (stat.S_ISREG(info.st_mode) or stat.S_ISBLK(info.st_mode)):
-        raise InvalidInput(f"{what} {path} is not a regular file or block device",
-                           code="image_unreadable")
+        raise InvalidInput(
+            f"{what} {path} is not a regular file or block device", code="image_unreadable"
+        )
     try:
         with open(path, "rb") as f:
             f.read(1)
     except OSError as exc:
-        raise InvalidInput(f"{what} {path} cannot be read: {exc.strerror}",
-                           code="image_unreadable") from None
+        raise InvalidInput(
+            f"{what} {path} cannot be read: {exc.strerror}", code="image_unreadable"
+        ) from None
 
 
 def detect_local_format(path: str) -> str:
@@ -54,13 +57,18 @@ def resolve_image(host: Host, path: str, declared: str | None, what: str) -> str
         check_local_file(path, what)
         detected = detect_local_format(path)
         if declared == "qcow2" and detected != "qcow2":
-            raise InvalidInput(f"{what} {path} is not a qcow2 image (no qcow2 header)",
-                               code="image_format_mismatch")
+            raise InvalidInput(
+                f"{what} {path} is not a qcow2 image (no qcow2 header)",
+                code="image_format_mismatch",
+            )
         return declared or detected
     xml = host.volume_xml_by_path(path)
     if xml is None:
-        raise InvalidInput(f"{what} {path} is not a volume in any storage pool of {host.uri} "
-                           "(remote images must live in a pool)", code="image_not_found")
+        raise InvalidInput(
+            f"{what} {path} is not a volume in any storage pool of {host.uri} "
+            "(remote images must live in a pool)",
+            code="image_not_found",
+        )
     return declared or Volume.parse(xml).format or "raw"
 
 

@@ -64,8 +64,9 @@ def find_kernel() -> str:
     """A Debian cloud kernel from /boot (any kernel if no cloud one is installed)."""
     kernels = sorted(glob.glob("/boot/vmlinuz-*-cloud-*")) or sorted(glob.glob("/boot/vmlinuz-*"))
     if not kernels:
-        raise NotFound("no kernel in /boot: install linux-image-cloud-amd64",
-                       code="tiny_guest_kernel_missing")
+        raise NotFound(
+            "no kernel in /boot: install linux-image-cloud-amd64", code="tiny_guest_kernel_missing"
+        )
     return kernels[-1]
 
 
@@ -97,8 +98,9 @@ class _Cpio:
 
     def add(self, name: str, mode: int, data: bytes = b"") -> None:
         encoded = name.encode() + b"\0"
-        header = "070701" + "".join(f"{v:08x}" for v in (
-            self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0))
+        header = "070701" + "".join(
+            f"{v:08x}" for v in (self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0)
+        )
         self.ino += 1
         self.buf.write(header.encode() + encoded)
         self.buf.write(b"\0" * (-(110 + len(encoded)) % 4))
@@ -127,13 +129,25 @@ def build_tiny_guest(cache_dir: Path, kernel: str | None = None) -> TinyGuest:
     busybox_path = find_busybox()
     match = re.search(r"vmlinuz-(.+)$", kernel)
     release = match.group(1) if match else os.uname().release
-    modules = {os.path.basename(m): data for m in MODULES
-               if (data := _module_bytes(release, m)) is not None}
+    modules = {
+        os.path.basename(m): data
+        for m in MODULES
+        if (data := _module_bytes(release, m)) is not None
+    }
     kernel_stat = os.stat(kernel)
-    key = hashlib.sha256(json.dumps([
-        kernel, kernel_stat.st_size, kernel_stat.st_mtime, busybox_path,
-        os.stat(busybox_path).st_size, INIT_SCRIPT, sorted(modules),
-    ]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                kernel,
+                kernel_stat.st_size,
+                kernel_stat.st_mtime,
+                busybox_path,
+                os.stat(busybox_path).st_size,
+                INIT_SCRIPT,
+                sorted(modules),
+            ]
+        ).encode()
+    ).hexdigest()[:16]
     target = cache_dir / "tiny-guest" / key
     guest = TinyGuest(kernel=str(target / "vmlinuz"), initrd=str(target / "initrd.img"))
     if Path(guest.kernel).exists() and Path(guest.initrd).exists():

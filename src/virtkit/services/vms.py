@@ -3,6 +3,8 @@ autostart, delete. The CLI and (later) the API call these and nothing else."""
 
 from __future__ import annotations
 
+import builtins
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -25,10 +27,10 @@ from virtkit.services import storage
 from virtkit.services.domainbuilder import CPU_MODES, BuildPlan, ResolvedDisk, build_domain
 from virtkit.services.transaction import Transaction
 from virtkit.specs import (
-    MiB,
     DeleteResult,
     DiskView,
     GraphicsView,
+    MiB,
     SetResult,
     VMInfo,
     VMSpec,
@@ -47,9 +49,15 @@ DEFAULT_MACHINE = "q35"
 class VMService:
     """Everything one does to VMs on one host."""
 
-    def __init__(self, host: Host, probe: CapabilityProbe, *, storage_pool: str = "default",
-                 storage_pool_path: Path = Path("/var/lib/libvirt/images"),
-                 console_log_dir: Path | None = Path("/var/log/libvirt/qemu")) -> None:
+    def __init__(
+        self,
+        host: Host,
+        probe: CapabilityProbe,
+        *,
+        storage_pool: str = "default",
+        storage_pool_path: Path = Path("/var/lib/libvirt/images"),
+        console_log_dir: Path | None = Path("/var/log/libvirt/qemu"),
+    ) -> None:
         self.host = host
         self.probe = probe
         self.storage_pool = storage_pool
@@ -68,61 +76,87 @@ class VMService:
         pid = qemu_pid(guest.uuid)
         return None if pid is None else process_uptime(pid)
 
-    def _summary_fields(self, guest: Guest) -> dict[str, object]:
+    def _config(self, guest: Guest) -> Domain:
+        """The persistent definition, where virtkit's metadata (tags, owned disks) lives."""
+        return Domain.parse(guest.xml(inactive=guest.is_persistent()))
+
+    def _summary_fields(self, guest: Guest, config: Domain) -> dict[str, object]:
         state, _max_kib, cur_kib, vcpus = guest.info()
-        dom = Domain.parse(guest.xml())
+        persistent = guest.is_persistent()
         return {
-            "name": guest.name, "uuid": guest.uuid, "state": state, "vcpus": vcpus,
-            "memory": cur_kib * 1024, "uptime": self._uptime(guest, state),
-            "autostart": guest.autostart() if guest.is_persistent() else False,
-            "persistent": guest.is_persistent(), "tags": dom.tag_names,
+            "name": guest.name,
+            "uuid": guest.uuid,
+            "state": state,
+            "vcpus": vcpus,
+            "memory": cur_kib * 1024,
+            "uptime": self._uptime(guest, state),
+            "autostart": guest.autostart() if persistent else False,
+            "persistent": persistent,
+            "tags": config.tag_names,
         }
 
     def list(self) -> list[VMSummary]:
         summaries = []
         for guest in self.host.list_guests():
             try:
-                summaries.append(VMSummary.model_validate(self._summary_fields(guest)))
+                config = self._config(guest)
+                summaries.append(VMSummary.model_validate(self._summary_fields(guest, config)))
             except NotFound:
                 continue  # undefined while we listed
         return sorted(summaries, key=lambda s: s.name)
 
     def get(self, name: str) -> VMInfo:
         guest = self._guest(name)
-        fields = self._summary_fields(guest)
-        state, max_kib, _cur, _vcpus = guest.info()
+        config = self._config(guest)
+        fields = self._summary_fields(guest, config)
+        _state, max_kib, _cur, _vcpus = guest.info()
         _state, reason = guest.state()
         dom = Domain.parse(guest.xml())
-        owned = set(dom.owned_disk_paths)
+        owned = set(config.owned_disk_paths)
         os_el = dom.os
         cpu = dom.cpu
         serial = next(iter(dom.serials), None)
-        return VMInfo.model_validate({
-            **fields,
-            "state_reason": reason,
-            "domain_type": dom.type or "",
-            "machine": os_el.machine if os_el else None,
-            "arch": os_el.arch if os_el else None,
-            "max_memory": max_kib * 1024,
-            "max_vcpus": dom.vcpu or 0,
-            "cpu": (cpu.model or cpu.mode) if cpu else None,
-            "description": dom.description,
-            "boot": [b.dev for b in os_el.boot if b.dev] if os_el else [],
-            "kernel": os_el.kernel if os_el else None,
-            "initrd": os_el.initrd if os_el else None,
-            "cmdline": os_el.cmdline if os_el else None,
-            "disks": [DiskView(target=d.target_dev or "", device=d.device or "disk",
-                               bus=d.target_bus, source=d.source, format=d.driver_type,
-                               readonly=d.readonly, owned=d.source in owned)
-                      for d in dom.disks],
-            "graphics": [GraphicsView(type=g.type or "", listen=g.listen,
-                                      port=g.port if g.port and g.port > 0 else None)
-                         for g in dom.graphics],
-            "serial_console": serial is not None,
-            "serial_log": serial.log.file if serial is not None and serial.log else None,
-            "console_pty": serial.source_path if serial is not None else None,
-            "created_by_virtkit": dom.virtkit is not None,
-        })
+        return VMInfo.model_validate(
+            {
+                **fields,
+                "state_reason": reason,
+                "domain_type": dom.type or "",
+                "machine": os_el.machine if os_el else None,
+                "arch": os_el.arch if os_el else None,
+                "max_memory": max_kib * 1024,
+                "max_vcpus": dom.vcpu or 0,
+                "cpu": (cpu.model or cpu.mode) if cpu else None,
+                "description": dom.description,
+                "boot": [b.dev for b in os_el.boot if b.dev] if os_el else [],
+                "kernel": os_el.kernel if os_el else None,
+                "initrd": os_el.initrd if os_el else None,
+                "cmdline": os_el.cmdline if os_el else None,
+                "disks": [
+                    DiskView(
+                        target=d.target_dev or "",
+                        device=d.device or "disk",
+                        bus=d.target_bus,
+                        source=d.source,
+                        format=d.driver_type,
+                        readonly=d.readonly,
+                        owned=d.source in owned,
+                    )
+                    for d in dom.disks
+                ],
+                "graphics": [
+                    GraphicsView(
+                        type=g.type or "",
+                        listen=g.listen,
+                        port=g.port if g.port and g.port > 0 else None,
+                    )
+                    for g in dom.graphics
+                ],
+                "serial_console": serial is not None,
+                "serial_log": serial.log.file if serial is not None and serial.log else None,
+                "console_pty": serial.source_path if serial is not None else None,
+                "created_by_virtkit": config.virtkit is not None,
+            }
+        )
 
     def xml(self, name: str, *, inactive: bool = False) -> str:
         return self._guest(name).xml(inactive=inactive)
@@ -137,30 +171,42 @@ class VMService:
         machine = spec.machine or DEFAULT_MACHINE
         if machine not in facts.machines:
             shown = ", ".join(m for m in facts.machines if "-" not in m) or "none"
-            raise InvalidInput(f"unknown machine type {machine!r} for {facts.domain_type} on "
-                               f"{spec.arch} (this host has: {shown}, and versioned names)",
-                               code="unknown_machine")
+            raise InvalidInput(
+                f"unknown machine type {machine!r} for {facts.domain_type} on "
+                f"{spec.arch} (this host has: {shown}, and versioned names)",
+                code="unknown_machine",
+            )
         total, _free = self.host.memory()
         if spec.memory > total:
-            raise InvalidInput(f"memory {format_size(spec.memory)} is more than the host has "
-                               f"({format_size(total)})", code="memory_too_large")
+            raise InvalidInput(
+                f"memory {format_size(spec.memory)} is more than the host has "
+                f"({format_size(total)})",
+                code="memory_too_large",
+            )
         domcaps = self.probe.domain_capabilities(spec.arch, machine, facts.domain_type)
         limit = domcaps.max_vcpus or self.host.max_vcpus(facts.domain_type)
         if spec.vcpus > limit:
-            raise InvalidInput(f"{spec.vcpus} vCPUs is more than {machine} under "
-                               f"{facts.domain_type} allows ({limit})", code="too_many_vcpus")
+            raise InvalidInput(
+                f"{spec.vcpus} vCPUs is more than {machine} under "
+                f"{facts.domain_type} allows ({limit})",
+                code="too_many_vcpus",
+            )
         cpu = spec.cpu or ("host-passthrough" if facts.domain_type == "kvm" else None)
         if cpu in CPU_MODES:
             if cpu not in domcaps.supported_cpu_modes():
-                raise Unsupported(f"CPU mode {cpu!r} is not available under "
-                                  f"{facts.domain_type} on this host (available: "
-                                  f"{', '.join(domcaps.supported_cpu_modes())})")
+                raise Unsupported(
+                    f"CPU mode {cpu!r} is not available under "
+                    f"{facts.domain_type} on this host (available: "
+                    f"{', '.join(domcaps.supported_cpu_modes())})"
+                )
         elif cpu is not None and cpu not in domcaps.cpu_models():
-            raise InvalidInput(f"unknown CPU model {cpu!r} (see 'virsh cpu-models "
-                               f"{spec.arch}')", code="unknown_cpu_model")
+            raise InvalidInput(
+                f"unknown CPU model {cpu!r} (see 'virsh cpu-models {spec.arch}')",
+                code="unknown_cpu_model",
+            )
         return machine, cpu
 
-    def _resolve_existing(self, spec: VMSpec, machine: str) -> list[ResolvedDisk]:
+    def _resolve_existing(self, spec: VMSpec, machine: str) -> builtins.list[ResolvedDisk]:
         """Check every file the VM will use, before anything is created."""
         resolved = []
         for disk in spec.disks:
@@ -176,20 +222,23 @@ class VMService:
                 storage.check_local_file(path, what)
         return resolved
 
-    def create(self, spec: VMSpec, *, start: bool = False,
-               progress: Callable[[str], None] | None = None) -> VMInfo:
+    def create(
+        self, spec: VMSpec, *, start: bool = False, progress: Callable[[str], None] | None = None
+    ) -> VMInfo:
         """Create a VM from a validated spec; on any failure nothing of it remains."""
         say = progress or (lambda _msg: None)
         if self.host.exists(spec.name):
-            raise AlreadyExists(f"a VM named {spec.name!r} already exists",
-                                code="vm_exists")
+            raise AlreadyExists(f"a VM named {spec.name!r} already exists", code="vm_exists")
         facts = self.probe.facts(spec.arch)
         machine, cpu = self._check_against_host(spec, facts)
         existing = self._resolve_existing(spec, machine)
-        serial_log = (str(self.console_log_dir / f"{spec.name}-serial0.log")
-                      if spec.serial and self.console_log_dir else None)
+        serial_log = (
+            str(self.console_log_dir / f"{spec.name}-serial0.log")
+            if spec.serial and self.console_log_dir
+            else None
+        )
         with Transaction(f"creating VM {spec.name}") as tx:
-            new_disks: list[ResolvedDisk] = []
+            new_disks: builtins.list[ResolvedDisk] = []
             blank = [d for d in spec.disks if d.size is not None]
             if blank:
                 storage.ensure_pool(self.host, self.storage_pool, self.storage_pool_path)
@@ -198,18 +247,26 @@ class VMService:
                 volume = f"{spec.name}-disk{index}.qcow2"
                 say(f"creating disk {volume} ({format_size(disk.size)})")
                 path = storage.create_blank_disk(self.host, self.storage_pool, volume, disk.size)
-                tx.on_rollback(f"delete volume {path}",
-                               lambda p=path: storage.delete_disk(self.host, p))
-                new_disks.append(ResolvedDisk(path, "qcow2", disk.bus, readonly=disk.readonly,
-                                              owned=True))
+                tx.on_rollback(
+                    f"delete volume {path}", functools.partial(storage.delete_disk, self.host, path)
+                )
+                new_disks.append(
+                    ResolvedDisk(path, "qcow2", disk.bus, readonly=disk.readonly, owned=True)
+                )
             # Keep the user's disk order: new disks take their places among existing ones.
-            ordered: list[ResolvedDisk] = []
+            ordered: builtins.list[ResolvedDisk] = []
             new_iter, old_iter = iter(new_disks), iter(existing)
             for disk in spec.disks:
                 ordered.append(next(new_iter) if disk.size is not None else next(old_iter))
             ordered.extend(old_iter)  # the cdrom
-            plan = BuildPlan(domain_type=facts.domain_type, machine=machine, disks=ordered,
-                             emulator=facts.emulator, cpu=cpu, serial_log=serial_log)
+            plan = BuildPlan(
+                domain_type=facts.domain_type,
+                machine=machine,
+                disks=ordered,
+                emulator=facts.emulator,
+                cpu=cpu,
+                serial_log=serial_log,
+            )
             xml = build_domain(spec, plan).to_xml()
             say(f"defining {spec.name} ({facts.domain_type}, {machine})")
             guest = self.host.define(xml)
@@ -229,8 +286,10 @@ class VMService:
         guest = self._guest(name)
         state = guest.state()[0]
         if state not in allowed:
-            raise InvalidState(f"cannot {action} VM {name!r}: it is {_describe(state)}",
-                               code=f"vm_{state.value.replace('-', '_')}")
+            raise InvalidState(
+                f"cannot {action} VM {name!r}: it is {_describe(state)}",
+                code=f"vm_{state.value.replace('-', '_')}",
+            )
         return guest
 
     def start(self, name: str, *, paused: bool = False) -> None:
@@ -257,20 +316,26 @@ class VMService:
         guest = self._guest(name)
         state = guest.state()[0]
         if state == VMState.PAUSED and not force:
-            raise InvalidState(f"cannot shut down VM {name!r}: it is paused and cannot see the "
-                               "power button (resume it first, or use --force)",
-                               code="vm_paused")
+            raise InvalidState(
+                f"cannot shut down VM {name!r}: it is paused and cannot see the "
+                "power button (resume it first, or use --force)",
+                code="vm_paused",
+            )
         if state not in (VMState.RUNNING, VMState.PAUSED, VMState.SHUTTING_DOWN):
-            raise InvalidState(f"cannot shut down VM {name!r}: it is {_describe(state)}",
-                               code=f"vm_{state.value.replace('-', '_')}")
+            raise InvalidState(
+                f"cannot shut down VM {name!r}: it is {_describe(state)}",
+                code=f"vm_{state.value.replace('-', '_')}",
+            )
         if state != VMState.PAUSED:
             guest.shutdown()
             if self.wait_for_state(name, (VMState.SHUTOFF, VMState.CRASHED), timeout):
                 return "shutdown"
             if not force:
-                raise Timeout(f"VM {name!r} did not shut down within {timeout:.0f} s "
-                              "(the guest may ignore ACPI)",
-                              hint="use --force to power it off after the timeout")
+                raise Timeout(
+                    f"VM {name!r} did not shut down within {timeout:.0f} s "
+                    "(the guest may ignore ACPI)",
+                    hint="use --force to power it off after the timeout",
+                )
         log.warning("VM %s did not shut down within %.0f s; powering it off", name, timeout)
         self.stop(name)
         return "forced"
@@ -278,8 +343,10 @@ class VMService:
     def stop(self, name: str) -> None:
         """Power off at once (like pulling the plug)."""
         guest = self._require(
-            name, (VMState.RUNNING, VMState.PAUSED, VMState.SHUTTING_DOWN, VMState.PMSUSPENDED),
-            "power off")
+            name,
+            (VMState.RUNNING, VMState.PAUSED, VMState.SHUTTING_DOWN, VMState.PMSUSPENDED),
+            "power off",
+        )
         try:
             guest.destroy()
         except InvalidState:
@@ -303,8 +370,9 @@ class VMService:
     def set_autostart(self, name: str, on: bool) -> None:
         guest = self._guest(name)
         if not guest.is_persistent():
-            raise InvalidState(f"VM {name!r} is transient: it has no autostart",
-                               code="vm_transient")
+            raise InvalidState(
+                f"VM {name!r} is transient: it has no autostart", code="vm_transient"
+            )
         guest.set_autostart(on)
 
     def set(self, name: str, *, vcpus: int | None = None, memory: int | None = None) -> SetResult:
@@ -314,7 +382,7 @@ class VMService:
         guest = self._guest(name)
         dom = Domain.parse(guest.xml(inactive=True))
         facts = self.probe.facts((dom.os.arch if dom.os else None) or "x86_64")
-        changes: list[str] = []
+        changes: builtins.list[str] = []
         active = guest.is_active()
         if vcpus is not None:
             changes.append(self._set_vcpus(guest, dom, facts, vcpus, active))
@@ -322,16 +390,20 @@ class VMService:
             changes.append(self._set_memory(guest, memory, active))
         return SetResult(name=name, changes=changes)
 
-    def _set_vcpus(self, guest: Guest, dom: Domain, facts: HostFacts, count: int,
-                   active: bool) -> str:
+    def _set_vcpus(
+        self, guest: Guest, dom: Domain, facts: HostFacts, count: int, active: bool
+    ) -> str:
         if count < 1:
             raise InvalidInput(f"vCPUs must be at least 1, got {count}", code="invalid_vcpus")
         machine = dom.os.machine if dom.os else None
         limit = self.probe.domain_capabilities(
-            (dom.os.arch if dom.os else None) or "x86_64", machine, facts.domain_type).max_vcpus
+            (dom.os.arch if dom.os else None) or "x86_64", machine, facts.domain_type
+        ).max_vcpus
         if limit and count > limit:
-            raise InvalidInput(f"{count} vCPUs is more than this VM's machine allows ({limit})",
-                               code="too_many_vcpus")
+            raise InvalidInput(
+                f"{count} vCPUs is more than this VM's machine allows ({limit})",
+                code="too_many_vcpus",
+            )
         if count > guest.max_vcpus_config():
             guest.set_vcpus(count, config=True, maximum=True)
         guest.set_vcpus(count, config=True)
@@ -344,17 +416,22 @@ class VMService:
             except VirtkitError as exc:
                 log.info("live vCPU change refused: %s", exc)
                 return f"vCPUs: {count} from the next start (not live: {exc.message})"
-        return (f"vCPUs: {count} from the next start (the running VM was started with at most "
-                f"{guest.max_vcpus_live()})")
+        return (
+            f"vCPUs: {count} from the next start (the running VM was started with at most "
+            f"{guest.max_vcpus_live()})"
+        )
 
     def _set_memory(self, guest: Guest, memory: int, active: bool) -> str:
         if memory < 16 * MiB:
-            raise InvalidInput(f"memory must be at least 16 MiB, got {format_size(memory)}",
-                               code="invalid_memory")
+            raise InvalidInput(
+                f"memory must be at least 16 MiB, got {format_size(memory)}", code="invalid_memory"
+            )
         total, _free = self.host.memory()
         if memory > total:
-            raise InvalidInput(f"memory {format_size(memory)} is more than the host has "
-                               f"({format_size(total)})", code="memory_too_large")
+            raise InvalidInput(
+                f"memory {format_size(memory)} is more than the host has ({format_size(total)})",
+                code="memory_too_large",
+            )
         kib = memory // 1024
         shown = format_size(memory)
         _state, max_kib_live, _cur, _v = guest.info()
@@ -370,28 +447,34 @@ class VMService:
                 return f"memory: {shown} now (balloon) and from the next start"
             except VirtkitError as exc:
                 return f"memory: {shown} from the next start (not live: {exc.message})"
-        return (f"memory: {shown} from the next start (more than the "
-                f"{format_size(max_kib_live * 1024)} the running VM was started with)")
+        return (
+            f"memory: {shown} from the next start (more than the "
+            f"{format_size(max_kib_live * 1024)} the running VM was started with)"
+        )
 
     # -- deleting ---------------------------------------------------------------------------
 
-    def delete(self, name: str, *, force: bool = False,
-               remove_storage: bool = False) -> DeleteResult:
+    def delete(
+        self, name: str, *, force: bool = False, remove_storage: bool = False
+    ) -> DeleteResult:
         """Undefine a VM. Running VMs only with ``force``; its own disks only with
         ``remove_storage`` (disks virtkit created for it; attached images are never removed)."""
         guest = self._guest(name)
         state = guest.state()[0]
         dom = Domain.parse(guest.xml(inactive=True))
         if state.is_active and not force:
-            raise InvalidState(f"VM {name!r} is {_describe(state)}: stop it first, or delete "
-                               "with --force to power it off", code="vm_running")
+            raise InvalidState(
+                f"VM {name!r} is {_describe(state)}: stop it first, or delete "
+                "with --force to power it off",
+                code="vm_running",
+            )
         if state.is_active:
             guest.destroy()
         if guest.is_persistent():
             guest.undefine()
         owned = set(dom.owned_disk_paths)
-        removed: list[str] = []
-        kept: list[str] = []
+        removed: builtins.list[str] = []
+        kept: builtins.list[str] = []
         for disk in dom.disks:
             source = disk.source
             if not source:
@@ -408,7 +491,7 @@ class VMService:
         log.info("deleted VM %s; removed %s", name, removed or "no storage")
         return DeleteResult(name=name, removed=removed, kept=kept, was_running=state.is_active)
 
-    def storage_to_remove(self, name: str) -> list[str]:
+    def storage_to_remove(self, name: str) -> builtins.list[str]:
         """What ``delete --remove-storage`` would remove, for a confirmation prompt."""
         dom = Domain.parse(self._guest(name).xml(inactive=True))
         return dom.owned_disk_paths
@@ -416,7 +499,11 @@ class VMService:
 
 def _describe(state: VMState) -> str:
     return {
-        VMState.SHUTOFF: "shut off", VMState.RUNNING: "running", VMState.PAUSED: "paused",
-        VMState.SHUTTING_DOWN: "shutting down", VMState.CRASHED: "crashed",
-        VMState.PMSUSPENDED: "suspended by the guest", VMState.NOSTATE: "in no known state",
+        VMState.SHUTOFF: "shut off",
+        VMState.RUNNING: "running",
+        VMState.PAUSED: "paused",
+        VMState.SHUTTING_DOWN: "shutting down",
+        VMState.CRASHED: "crashed",
+        VMState.PMSUSPENDED: "suspended by the guest",
+        VMState.NOSTATE: "in no known state",
     }[state]

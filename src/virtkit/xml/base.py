@@ -1,9 +1,10 @@
 """Declarative XML binding: one small class per element, parsed and serialised by one declaration.
 
 An :class:`XMLObject` wraps an ``ElementTree`` element. Its properties are descriptors that read and
-write the element in place, so anything the class does not declare (unknown elements, attributes,
-other namespaces) is carried through a parse -> change -> serialise round trip untouched. This is the
-idea of virt-manager's ``virtinst/xmlbuilder.py``, reduced to what virtkit needs and fully typed.
+write the element in place, so anything the class does not declare (unknown elements,
+attributes, other namespaces) is carried through a parse -> change -> serialise round trip
+untouched. This is the idea of virt-manager's ``virtinst/xmlbuilder.py``, reduced to what
+virtkit needs and fully typed.
 
 Paths are ``/``-separated tag names relative to the object's element (``"os/type"``); ``""`` is the
 element itself. Setting a value creates missing elements on the way; setting ``None`` removes it.
@@ -19,7 +20,14 @@ T = TypeVar("T")
 X = TypeVar("X", bound="XMLObject")
 
 VIRTKIT_NS = "https://virtkit.dev/xmlns/virtkit/1"
-ET.register_namespace("vk", VIRTKIT_NS)
+# Keep the customary prefixes when XML from libvirt is written back (any prefix is valid XML).
+for _prefix, _uri in {
+    "vk": VIRTKIT_NS,
+    "qemu": "http://libvirt.org/schemas/domain/qemu/1.0",
+    "libosinfo": "http://libosinfo.org/xmlns/libvirt/domain/1.0",
+    "lxc": "http://libvirt.org/schemas/domain/lxc/1.0",
+}.items():
+    ET.register_namespace(_prefix, _uri)
 
 
 class XMLParseError(ValueError):
@@ -127,7 +135,7 @@ class _Value(Generic[T]):
     def __get__(self, obj: None, objtype: type[Any]) -> Self: ...
     @overload
     def __get__(self, obj: XMLObject, objtype: type[Any]) -> T | None: ...
-    def __get__(self, obj: XMLObject | None, objtype: type[Any]) -> T | None | Self:
+    def __get__(self, obj: XMLObject | None, objtype: type[Any]) -> T | Self | None:
         if obj is None:
             return self
         raw = self._read(obj)
@@ -224,7 +232,7 @@ class Child(Generic[X]):
     def __get__(self, obj: None, objtype: type[Any]) -> Self: ...
     @overload
     def __get__(self, obj: XMLObject, objtype: type[Any]) -> X | None: ...
-    def __get__(self, obj: XMLObject | None, objtype: type[Any]) -> X | None | Self:
+    def __get__(self, obj: XMLObject | None, objtype: type[Any]) -> X | Self | None:
         if obj is None:
             return self
         node = _find(obj.node, self.path)

@@ -1,0 +1,115 @@
+"""VM service logic on libvirt's test driver (a fresh per-test node file, no QEMU)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from virtkit import Client, Settings, VMState
+from virtkit.errors import InvalidInput, InvalidState, NotFound
+from virtkit.xml.domain import Domain, OwnedDisk
+
+NODE = """<node>
+  <domain type='test'>
+    <name>alpha</name>
+    <memory unit='MiB'>256</memory>
+    <vcpu>2</vcpu>
+    <os><type>hvm</type></os>
+    <devices>
+      <disk type='file' device='disk'>
+        <source file='/images/alpha.qcow2'/><target dev='vda' bus='virtio'/>
+      </disk>
+    </devices>
+  </domain>
+  <domain type='test'>
+    <name>beta</name>
+    <memory unit='MiB'>128</memory>
+    <os><type>hvm</type></os>
+  </domain>
+</node>"""
+
+
+@pytest.fixture
+def vk(tmp_path: Path) -> Iterator[Client]:
+    node = tmp_path / "node.xml"
+    node.write_text(NODE)
+    client = Client(settings=Settings(uri=f"test://{node}", cache_dir=tmp_path / "cache"))
+    yield client
+    client.close()
+
+
+def test_list_is_sorted_with_state_and_sizes(vk: Client) -> None:
+    vms = vk.vms.list()
+    assert [v.name for v in vms] == ["alpha", "beta"]
+    assert vms[0].state == VMState.RUNNING and vms[0].vcpus == 2
+    assert vms[0].memory == 256 * 1024 * 1024
+    assert vms[0].uptime is None  # no QEMU process to measure on the test driver
+
+
+def test_show_details(vk: Client) -> None:
+    info = vk.vms.get("alpha")
+    assert info.disks[0].source == "/images/alpha.qcow2" and not info.disks[0].owned
+    assert info.persistent and not info.created_by_virtkit
+
+
+def test_power_cycle_and_state_errors(vk: Client) -> None:
+    vms = vk.vms
+    with pytest.raises(InvalidState, match="cannot start VM 'alpha': it is running"):
+        vms.start("alpha")
+    with pytest.raises(InvalidState, match="cannot resume VM 'alpha': it is running"):
+        vms.resume("alpha")
+    vms.pause("alpha")
+    assert vms.state("alpha") == VMState.PAUSED
+    with pytest.raises(InvalidState, match="paused and cannot see the power button"):
+        vms.shutdown("alpha", timeout=1)
+    vms.resume("alpha")
+    vms.stop("alpha")
+    assert vms.state("alpha") == VMState.SHUTOFF
+    with pytest.raises(InvalidState, match="cannot power off VM 'alpha': it is shut off"):
+        vms.stop("alpha")
+    with pytest.raises(InvalidState, match="cannot shut down VM 'alpha': it is shut off"):
+        vms.shutdown("alpha")
+    vms.start("alpha")
+    assert vms.shutdown("alpha", timeout=5) == "shutdown"
+
+
+def test_missing_and_invalid_names(vk: Client) -> None:
+    with pytest.raises(NotFound, match="no VM named 'ghost'"):
+        vk.vms.get("ghost")
+    with pytest.raises(InvalidInput, match="invalid VM name"):
+        vk.vms.start("../alpha")
+
+
+def test_delete_refuses_running_then_forces(vk: Client) -> None:
+    with pytest.raises(InvalidState, match="stop it first"):
+        vk.vms.delete("alpha")
+    result = vk.vms.delete("alpha", force=True, remove_storage=True)
+    assert result.was_running and result.removed == []
+    assert result.kept == ["/images/alpha.qcow2 (not created by virtkit for this VM)"]
+    with pytest.raises(NotFound):
+        vk.vms.get("alpha")
+
+
+def test_only_owned_disks_are_named_for_removal(vk: Client) -> None:
+    guest = vk.host.lookup("alpha")
+    dom = Domain.parse(guest.xml(inactive=True))
+    owned = OwnedDisk()
+    owned.path = "/images/alpha.qcow2"
+    dom.ensure_virtkit_metadata().owned_disks.append(owned)
+    vk.host.define(dom.to_xml())
+    assert vk.vms.storage_to_remove("alpha") == ["/images/alpha.qcow2"]
+    assert vk.vms.get("alpha").disks[0].owned
+
+
+def test_autostart_round_trip(vk: Client) -> None:
+    vk.vms.set_autostart("beta", True)
+    assert vk.vms.get("beta").autostart
+    vk.vms.set_autostart("beta", False)
+    assert not vk.vms.get("beta").autostart
+
+
+def test_set_needs_something(vk: Client) -> None:
+    with pytest.raises(InvalidInput, match="nothing to change"):
+        vk.vms.set("beta")

@@ -53,9 +53,17 @@ class HostFacts:
     machines: list[str] = field(default_factory=list)
 
 
+# Where kernels are: the host's own, and Debian's cloud kernel unpacked by scripts/install-deps.sh.
+KERNEL_DIRS = ("/boot", "/var/cache/virtkit/kernel/boot")
+
+
 def find_local_kernel() -> str | None:
-    """The newest kernel image in /boot, preferring Debian's small cloud kernel."""
-    candidates = sorted(glob.glob("/boot/vmlinuz-*"), key=os.path.getmtime, reverse=True)
+    """The newest readable kernel image on this host, preferring Debian's small cloud kernel."""
+    candidates = sorted(
+        (p for d in KERNEL_DIRS for p in glob.glob(f"{d}/vmlinuz-*")),
+        key=os.path.getmtime,
+        reverse=True,
+    )
     cloud = [c for c in candidates if "cloud" in c]
     for path in cloud + candidates:
         if os.access(path, os.R_OK):

@@ -9,7 +9,6 @@ the initramfs is written in Python (cpio "newc"), so no cpio tool is needed.
 
 from __future__ import annotations
 
-import glob
 import gzip
 import hashlib
 import io
@@ -22,6 +21,7 @@ import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from virtkit.backend.capabilities import find_local_kernel
 from virtkit.errors import NotFound
 
 BOOT_MARKER = "VIRTKIT-TINY-BOOTED"
@@ -61,13 +61,15 @@ class TinyGuest:
 
 
 def find_kernel() -> str:
-    """A Debian cloud kernel from /boot (any kernel if no cloud one is installed)."""
-    kernels = sorted(glob.glob("/boot/vmlinuz-*-cloud-*")) or sorted(glob.glob("/boot/vmlinuz-*"))
-    if not kernels:
+    """Debian's cloud kernel from /boot or virtkit's cache (any kernel if there is none)."""
+    kernel = find_local_kernel()
+    if kernel is None:
         raise NotFound(
-            "no kernel in /boot: install linux-image-cloud-amd64", code="tiny_guest_kernel_missing"
+            "no kernel found for the tiny guest: run scripts/install-deps.sh "
+            "(it unpacks linux-image-cloud-amd64 into /var/cache/virtkit/kernel)",
+            code="tiny_guest_kernel_missing",
         )
-    return kernels[-1]
+    return kernel
 
 
 def find_busybox() -> str:
@@ -80,8 +82,9 @@ def find_busybox() -> str:
     raise NotFound("no static busybox: install busybox-static", code="tiny_guest_busybox_missing")
 
 
-def _module_bytes(release: str, relative: str) -> bytes | None:
-    base = Path("/lib/modules") / release / relative
+def _module_bytes(kernel: str, release: str, relative: str) -> bytes | None:
+    # /boot/vmlinuz-R has its modules in /lib/modules/R; an unpacked package, beside its boot/.
+    base = Path(kernel).resolve().parent.parent / "lib" / "modules" / release / relative
     for candidate, opener in ((base, None), (Path(str(base) + ".xz"), lzma.decompress)):
         if candidate.exists():
             data = candidate.read_bytes()
@@ -132,7 +135,7 @@ def build_tiny_guest(cache_dir: Path, kernel: str | None = None) -> TinyGuest:
     modules = {
         os.path.basename(m): data
         for m in MODULES
-        if (data := _module_bytes(release, m)) is not None
+        if (data := _module_bytes(kernel, release, m)) is not None
     }
     kernel_stat = os.stat(kernel)
     key = hashlib.sha256(

@@ -1,0 +1,42 @@
+#!/bin/sh
+# Create (once) and boot the demo VM, then show it. Safe to re-run.
+set -eu
+VIRTKIT=${VIRTKIT:-.venv/bin/virtkit}
+NAME=virtkit-demo
+
+$VIRTKIT host info
+echo
+guest=$($VIRTKIT dev tiny-guest)
+field() { printf '%s' "$guest" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+if ! $VIRTKIT vm show "$NAME" >/dev/null 2>&1; then
+    $VIRTKIT vm create "$NAME" --memory 128M --vcpus 1 \
+        --kernel "$(field kernel)" --initrd "$(field initrd)" --cmdline "$(field cmdline)" \
+        --tag demo --description "virtkit's demo VM: a kernel and a busybox initramfs"
+fi
+state=$($VIRTKIT vm show "$NAME" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['state'])")
+case "$state" in
+    running) ;;
+    paused) $VIRTKIT vm resume "$NAME" ;;
+    *) $VIRTKIT vm start "$NAME" ;;
+esac
+
+marker=$(field boot_marker)
+i=0
+until $VIRTKIT vm console-log "$NAME" | grep -q "$marker"; do
+    i=$((i + 1))
+    if [ $i -gt 600 ]; then echo "the demo VM did not print its boot marker within 60 s" >&2; exit 1; fi
+    sleep 0.1
+done
+
+echo
+$VIRTKIT vm list
+echo
+echo "--- console output of $NAME ---"
+$VIRTKIT vm console-log "$NAME"
+echo
+echo "---"
+echo "virtkit is ready. Try:"
+echo "  $VIRTKIT vm console $NAME      (Ctrl+] leaves)"
+echo "  $VIRTKIT vm shutdown $NAME"
+echo "  $VIRTKIT vm delete $NAME --force"

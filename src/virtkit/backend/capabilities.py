@@ -23,7 +23,7 @@ from virtkit.backend.console import ConsoleStream
 from virtkit.backend.host import Host
 from virtkit.errors import Unsupported, VirtkitError
 from virtkit.xml.capabilities import Capabilities, DomainCapabilities
-from virtkit.xml.domain import OS, Console, Domain, Serial
+from virtkit.xml.domain import OS, Domain, serial_console
 
 log = logging.getLogger(__name__)
 
@@ -263,12 +263,8 @@ class CapabilityProbe:
         os_el.cmdline = "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1"
         dom.os = os_el
         dom.on_poweroff = dom.on_reboot = dom.on_crash = "destroy"
-        serial = Serial()
-        serial.type = "pty"
+        serial, console = serial_console()
         dom.serials.append(serial)
-        console = Console()
-        console.type = "pty"
-        console.target_type = "serial"
         dom.consoles.append(console)
         # Paused first, so the console is attached before the kernel prints anything;
         # autodestroy, so the probe guest dies with this connection whatever happens here.

@@ -224,30 +224,28 @@ class Host:
             vol = pool.createXML(xml, 0)
             return str(vol.path())
 
+    def _volume_by_path(self, path: str) -> libvirt.virStorageVol | None:
+        """The volume at ``path``, or None if no pool holds it (call inside ``seam``)."""
+        try:
+            return self._conn().storageVolLookupByPath(path)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (
+                libvirt.VIR_ERR_NO_STORAGE_VOL,
+                libvirt.VIR_ERR_NO_STORAGE_POOL,
+            ):
+                return None
+            raise
+
     def volume_xml_by_path(self, path: str) -> str | None:
         with seam(self.connection):
-            try:
-                vol = self._conn().storageVolLookupByPath(path)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() in (
-                    libvirt.VIR_ERR_NO_STORAGE_VOL,
-                    libvirt.VIR_ERR_NO_STORAGE_POOL,
-                ):
-                    return None
-                raise
-            return str(vol.XMLDesc(0))
+            vol = self._volume_by_path(path)
+            return None if vol is None else str(vol.XMLDesc(0))
 
     def delete_volume_by_path(self, path: str) -> None:
         with seam(self.connection):
-            try:
-                vol = self._conn().storageVolLookupByPath(path)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() in (
-                    libvirt.VIR_ERR_NO_STORAGE_VOL,
-                    libvirt.VIR_ERR_NO_STORAGE_POOL,
-                ):
-                    raise NotFound(f"no storage volume at {path}", code="volume_not_found") from exc
-                raise
+            vol = self._volume_by_path(path)
+            if vol is None:
+                raise NotFound(f"no storage volume at {path}", code="volume_not_found")
             vol.delete(0)
 
     def max_vcpus(self, virt_type: str) -> int:

@@ -12,8 +12,6 @@ from virtkit.xml.domain import (
     CPU,
     OS,
     Boot,
-    CharLog,
-    Console,
     Controller,
     Disk,
     Domain,
@@ -21,9 +19,9 @@ from virtkit.xml.domain import (
     Input,
     MemBalloon,
     OwnedDisk,
-    Serial,
     Tag,
     Video,
+    serial_console,
 )
 
 CPU_MODES = ("host-passthrough", "host-model", "maximum")
@@ -131,22 +129,6 @@ def _cpu(plan: BuildPlan) -> CPU | None:
     return cpu
 
 
-def _serial(log_file: str | None) -> tuple[Serial, Console]:
-    serial = Serial()
-    serial.type = "pty"
-    serial.target_port = 0
-    if log_file:
-        log = CharLog()
-        log.file = log_file
-        log.append = "off"
-        serial.log = log
-    console = Console()
-    console.type = "pty"
-    console.target_type = "serial"
-    console.target_port = 0
-    return serial, console
-
-
 def _graphics(spec: VMSpec, dom: Domain) -> None:
     if spec.graphics == "none":
         usb = Controller()
@@ -218,7 +200,7 @@ def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
         dom.controllers.append(scsi)
     _graphics(spec, dom)
     if spec.serial:
-        serial, console = _serial(plan.serial_log)
+        serial, console = serial_console(plan.serial_log)
         dom.serials.append(serial)
         dom.consoles.append(console)
     balloon = MemBalloon()

@@ -193,3 +193,20 @@ class Domain(XMLObject):
     def owned_disk_paths(self) -> list[str]:
         meta = self.virtkit
         return [] if meta is None else [d.path for d in meta.owned_disks if d.path]
+
+
+def serial_console(log_file: str | None = None) -> tuple[Serial, Console]:
+    """A pty serial port (optionally logged to a file) and the console bound to it."""
+    serial = Serial()
+    serial.type = "pty"
+    serial.target_port = 0
+    if log_file:
+        log = CharLog()
+        log.file = log_file
+        log.append = "off"
+        serial.log = log
+    console = Console()
+    console.type = "pty"
+    console.target_type = "serial"
+    console.target_port = 0
+    return serial, console

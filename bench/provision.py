@@ -29,6 +29,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 PREFIX = "vkbench-"
 METHODS = ("virtkit", "virsh", "virt-install")
@@ -88,22 +89,8 @@ class Bench:
 
     def virtkit_create_args(self, name: str) -> list[str]:
         g = self.guest
-        return [
-            self.virtkit,
-            "-c",
-            self.uri,
-            "vm",
-            "create",
-            name,
-            "--memory",
-            "128M",
-            "--kernel",
-            g.kernel,
-            "--initrd",
-            g.initrd,
-            "--cmdline",
-            g.cmdline,
-        ]
+        argv = [self.virtkit, "-c", self.uri, "vm", "create", name, "--memory", "128M"]
+        return [*argv, "--kernel", g.kernel, "--initrd", g.initrd, "--cmdline", g.cmdline]
 
     def _template_xml(self) -> str:
         """The XML of a domain virtkit created (``--print-xml`` leaves out the console log)."""
@@ -153,35 +140,12 @@ class Bench:
                 ["virsh", "-q", "-c", self.uri, "define", str(xml_file)],
                 ["virsh", "-q", "-c", self.uri, "start", name],
             ]
-        return [
-            [
-                "virt-install",
-                "--connect",
-                self.uri,
-                "--name",
-                name,
-                "--memory",
-                "128",
-                "--vcpus",
-                "1",
-                "--import",
-                "--disk",
-                "none",
-                "--network",
-                "none",
-                "--boot",
-                f"kernel={g.kernel},initrd={g.initrd},kernel_args={g.cmdline}",
-                "--graphics",
-                "none",
-                "--serial",
-                f"pty,log.file={serial_log(name)}",
-                "--noautoconsole",
-                "--osinfo",
-                "detect=off,name=linux2022",
-                "--virt-type",
-                "qemu",
-            ]
-        ]
+        argv = ["virt-install", "--connect", self.uri, "--name", name, "--virt-type", "qemu"]
+        argv += ["--memory", "128", "--vcpus", "1", "--import", "--disk", "none"]
+        argv += ["--boot", f"kernel={g.kernel},initrd={g.initrd},kernel_args={g.cmdline}"]
+        argv += ["--network", "none", "--graphics", "none", "--noautoconsole"]
+        argv += ["--serial", f"pty,log.file={serial_log(name)}"]
+        return [[*argv, "--osinfo", "detect=off,name=linux2022"]]
 
     def wait_marker(self, path: Path) -> None:
         deadline = time.monotonic() + MARKER_TIMEOUT
@@ -212,7 +176,7 @@ class Bench:
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
-def summarize(results: dict[str, list[Run]]) -> dict[str, object]:
+def summarize(results: dict[str, list[Run]]) -> dict[str, Any]:
     stats: dict[str, dict[str, float]] = {}
     for method, runs in results.items():
         boots = [r.boot for r in runs]
@@ -239,26 +203,20 @@ def summarize(results: dict[str, list[Run]]) -> dict[str, object]:
     }
 
 
-def print_table(summary: dict[str, object], runs: int) -> None:
-    stats = summary["stats"]
-    assert isinstance(stats, dict)
+def print_table(summary: dict[str, Any], runs: int) -> None:
     print(f"\nseconds from command start to boot marker, {runs} runs each")
     print(f"{'method':<14}{'median':>8}{'min':>8}{'max':>8}{'cmd med':>9}")
-    for method, s in stats.items():
-        print(
-            f"{method:<14}{s['median']:8.3f}{s['min']:8.3f}{s['max']:8.3f}"
-            f"{s['command_median']:9.3f}"
-        )
-    met = {True: "met", False: "MISSED"}
-    print(
-        f"\nvirtkit / virsh        {summary['ratio_virtkit_virsh']:.3f}  "
-        f"(target <= {TARGET_VS_VIRSH:.2f}: {met[bool(summary['target_virsh_met'])]})"
-    )
-    print(
-        f"virtkit / virt-install {summary['ratio_virtkit_virt_install']:.3f}  "
-        f"(target <  {TARGET_VS_VIRT_INSTALL:.2f}: "
-        f"{met[bool(summary['target_virt_install_met'])]})"
-    )
+    for method, s in summary["stats"].items():
+        cells = (s["median"], s["min"], s["max"])
+        print(f"{method:<14}" + "".join(f"{c:8.3f}" for c in cells) + f"{s['command_median']:9.3f}")
+    print()
+    verdict = {True: "met", False: "MISSED"}
+    for label, key, target in (
+        ("virtkit / virsh       ", "virsh", f"<= {TARGET_VS_VIRSH:.2f}"),
+        ("virtkit / virt-install", "virt_install", f"<  {TARGET_VS_VIRT_INSTALL:.2f}"),
+    ):
+        ratio, met = summary[f"ratio_virtkit_{key}"], summary[f"target_{key}_met"]
+        print(f"{label} {ratio:.3f}  (target {target}: {verdict[met]})")
 
 
 def main() -> None:
@@ -269,30 +227,29 @@ def main() -> None:
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    bench = Bench(args.uri)
     results: dict[str, list[Run]] = {m: [] for m in METHODS}
+    bench: Bench | None = None
     try:
-        for rnd in range(args.runs + 1):  # round 0 is the warm-up
+        bench = Bench(args.uri)
+        for rnd in range(args.runs + 1):  # round 0 is the warm-up, not counted
             for method in METHODS:
-                name = f"{PREFIX}{method.replace('-', '')}-{rnd}"
-                result = bench.measure(method, name)
-                label = "warm-up" if rnd == 0 else f"round {rnd}"
-                print(
-                    f"{label:>8} {method:<13}{result.boot:7.3f} s  (command "
-                    f"{result.command:.3f} s)",
-                    file=sys.stderr,
-                    flush=True,
+                result = bench.measure(method, f"{PREFIX}{method.replace('-', '')}-{rnd}")
+                label = f"round {rnd}" if rnd else "warm-up"
+                line = (
+                    f"{label:>8} {method:<13}{result.boot:7.3f} s (command {result.command:.3f} s)"
                 )
+                print(line, file=sys.stderr, flush=True)
                 if rnd:
                     results[method].append(result)
     except KeyboardInterrupt:
-        sys.exit("interrupted (domains cleaned up)")
+        print("interrupted (domains cleaned up)", file=sys.stderr)
+        sys.exit(130)
     finally:
-        bench.close()
+        if bench is not None:
+            bench.close()
     summary = summarize(results)
     if args.json:
-        json.dump(summary, sys.stdout, indent=2)
-        print()
+        print(json.dumps(summary, indent=2))
     else:
         print_table(summary, args.runs)
 

@@ -26,6 +26,7 @@ class Client:
     def __init__(
         self, uri: str | None = None, *, settings: Settings | None = None, host: Any = None
     ) -> None:
+        # A library reads no environment: pass Settings.load() to get the CLI's configuration.
         self.settings = settings or Settings()
         if uri is not None:
             self.settings = self.settings.model_copy(update={"uri": uri})

@@ -1,37 +1,35 @@
 """virtkit's one settings object: environment ``VIRTKIT_*`` and an optional TOML file.
 
-Entry points (CLI, API) read it and pass it down; core code never reads the environment.
+Entry points (CLI, API) call :meth:`Settings.load` and pass the result down; core code never reads
+the environment. (A plain loader rather than pydantic-settings: it keeps the CLI's start-up fast.)
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from virtkit.errors import InvalidInput
+
+ENV_PREFIX = "VIRTKIT_"
+DEFAULT_CONFIG = Path("/etc/virtkit/virtkit.toml")
 
 
 def _default_cache_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/cache/virtkit")
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "virtkit"
+    return Path.home() / ".cache" / "virtkit"
 
 
-def _config_file() -> Path:
-    return Path(os.environ.get("VIRTKIT_CONFIG", "/etc/virtkit/virtkit.toml"))
-
-
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """All of virtkit's configuration (see docs/configuration.md)."""
 
-    model_config = SettingsConfigDict(env_prefix="VIRTKIT_", extra="ignore")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     uri: str = Field("qemu:///system", description="libvirt URI of the host to manage.")
     cache_dir: Path = Field(
@@ -50,16 +48,28 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(60.0, description="Default seconds to wait for shutdown.")
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[Any] = [init_settings, env_settings]
-        path = _config_file()
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then the TOML file, then ``VIRTKIT_*`` variables, then ``overrides``."""
+        env = os.environ if environ is None else environ
+        path = Path(env.get(ENV_PREFIX + "CONFIG", DEFAULT_CONFIG))
+        values: dict[str, Any] = {}
         if path.is_file():
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
-        return tuple(sources)
+            try:
+                values.update(tomllib.loads(path.read_text()))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise InvalidInput(
+                    f"cannot read config file {path}: {exc}", code="invalid_config"
+                ) from None
+        for name in cls.model_fields:
+            if (ENV_PREFIX + name.upper()) in env:
+                values[name] = env[ENV_PREFIX + name.upper()]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise InvalidInput(
+                f"invalid settings ({path} or VIRTKIT_*): {problems}", code="invalid_config"
+            ) from None

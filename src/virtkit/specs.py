@@ -140,7 +140,7 @@ BootDevice = Literal["hd", "cdrom", "network"]
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
 
 
 class DiskSpec(_Spec):
@@ -275,7 +275,7 @@ def parse_vm_spec(data: Any, source: str = "VM spec") -> VMSpec:
 
 
 class _View(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 class SetResult(_View):

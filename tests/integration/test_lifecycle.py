@@ -103,11 +103,15 @@ def test_delete_with_storage_leaves_no_files(bed: Bed, vm_name: str, vk: Client)
     vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name, disks=[{"size": "32M"}, {"size": "16M"}])))
     before = sorted(p.name for p in bed.pool_dir.glob(f"{vm_name}-*"))
     assert before == [f"{vm_name}-disk0.qcow2", f"{vm_name}-disk1.qcow2"]
-    # an attached image that virtkit did not create is never removed
-    result = run_cli(bed, "vm", "delete", vm_name, "--remove-storage", "--yes")
+    vk.vms.start(vm_name)
+    wait_for_text(bed, vm_name)
+    log = bed.log_dir / f"{vm_name}-serial0.log"
+    assert log.exists()
+    result = run_cli(bed, "vm", "delete", vm_name, "--force", "--remove-storage", "--yes")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("removed") == 2
+    assert result.stdout.count("removed") == 3  # two disks and the console log
     assert list(bed.pool_dir.glob(f"{vm_name}-*")) == []
+    assert not log.exists()
     assert not vk.host.exists(vm_name)
 
 

@@ -86,3 +86,11 @@ def test_the_check_catches_a_violation(tmp_path: Path) -> None:
     bad.write_text("import libvirt\nfrom virtkit.cli.main import cli\n")
     assert _imports(bad) == ["libvirt", "virtkit.cli.main"]
     assert LAYERS[_layer("virtkit.cli.main")] > LAYERS[_layer("virtkit.services.vms")]
+
+
+def test_public_names_resolve_lazily() -> None:
+    import virtkit
+
+    assert set(virtkit.__all__) == {*virtkit._EXPORTS, "__version__"}
+    for name in virtkit.__all__:
+        assert getattr(virtkit, name) is not None

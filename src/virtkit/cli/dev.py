@@ -24,5 +24,5 @@ def tiny_guest(state: State, kernel: str | None) -> None:
     from virtkit.services.tinyguest import build_tiny_guest
     from virtkit.settings import Settings
 
-    guest = build_tiny_guest(Settings().cache_dir, kernel=kernel)
+    guest = build_tiny_guest(Settings.load().cache_dir, kernel=kernel)
     click.echo(json.dumps(guest.to_dict(), indent=2))

@@ -58,8 +58,9 @@ class State:
     def client(self) -> Any:
         if self._client is None:
             from virtkit.client import Client  # lazy: `virtkit --help` stays fast
+            from virtkit.settings import Settings
 
-            self._client = Client(self.uri)
+            self._client = Client(settings=Settings.load(uri=self.uri))
         return self._client
 
 

@@ -165,7 +165,7 @@ def create(
         )
     spec = parse_vm_spec(data, source)
     if print_xml:
-        click.echo(_plan_xml(state, spec), nl=False)
+        click.echo(state.client.vms.preview_xml(spec), nl=False)
         return
     info = state.client.vms.create(
         spec, start=start, progress=lambda msg: click.echo(f"... {msg}", err=True)
@@ -177,27 +177,6 @@ def create(
         f"created VM {info.name}: {info.vcpus} vCPU, {render.size(info.max_memory)}, "
         f"{info.domain_type}, {info.machine}; {info.state.value}"
     )
-
-
-def _plan_xml(state: State, spec: VMSpec) -> str:
-    """The XML create would define, without creating anything (disks shown as to-be-created)."""
-    from virtkit.services.domainbuilder import BuildPlan, ResolvedDisk, build_domain
-
-    facts = state.client.probe.facts(spec.arch)
-    disks = [
-        ResolvedDisk(d.path or f"<new {d.size} byte volume>", d.format or "qcow2", d.bus)
-        for d in spec.disks
-    ]
-    if spec.cdrom:
-        disks.append(ResolvedDisk(spec.cdrom, "raw", spec.cdrom_bus or "sata", device="cdrom"))
-    plan = BuildPlan(
-        domain_type=facts.domain_type,
-        machine=spec.machine or "q35",
-        disks=disks,
-        emulator=facts.emulator,
-        cpu=spec.cpu,
-    )
-    return build_domain(spec, plan).to_xml()
 
 
 @vm.command("spec-schema")

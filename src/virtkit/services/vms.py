@@ -8,6 +8,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from virtkit.backend.capabilities import CapabilityProbe, HostFacts
@@ -40,10 +41,22 @@ from virtkit.specs import (
     validate_name,
 )
 from virtkit.xml.domain import Domain
+from virtkit.xml.storage import Pool
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MACHINE = "q35"
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What the checks before a create decided."""
+
+    facts: HostFacts
+    machine: str
+    cpu: str | None
+    existing: list[ResolvedDisk]
+    serial_log: str | None
 
 
 class VMService:
@@ -222,11 +235,8 @@ class VMService:
                 storage.check_local_file(path, what)
         return resolved
 
-    def create(
-        self, spec: VMSpec, *, start: bool = False, progress: Callable[[str], None] | None = None
-    ) -> VMInfo:
-        """Create a VM from a validated spec; on any failure nothing of it remains."""
-        say = progress or (lambda _msg: None)
+    def _prepare(self, spec: VMSpec) -> _Prepared:
+        """Every check that can be made before anything is created."""
         if self.host.exists(spec.name):
             raise AlreadyExists(f"a VM named {spec.name!r} already exists", code="vm_exists")
         facts = self.probe.facts(spec.arch)
@@ -237,6 +247,48 @@ class VMService:
             if spec.serial and self.console_log_dir
             else None
         )
+        return _Prepared(facts, machine, cpu, existing, serial_log)
+
+    @staticmethod
+    def _volume_name(spec: VMSpec, index: int) -> str:
+        return f"{spec.name}-disk{index}.qcow2"
+
+    def _plan(
+        self, spec: VMSpec, prepared: _Prepared, new_disks: builtins.list[ResolvedDisk]
+    ) -> BuildPlan:
+        # Keep the user's disk order: new disks take their places among existing ones.
+        ordered: builtins.list[ResolvedDisk] = []
+        new_iter, old_iter = iter(new_disks), iter(prepared.existing)
+        for disk in spec.disks:
+            ordered.append(next(new_iter) if disk.size is not None else next(old_iter))
+        ordered.extend(old_iter)  # the cdrom
+        return BuildPlan(
+            domain_type=prepared.facts.domain_type,
+            machine=prepared.machine,
+            disks=ordered,
+            emulator=prepared.facts.emulator,
+            cpu=prepared.cpu,
+            serial_log=prepared.serial_log,
+        )
+
+    def preview_xml(self, spec: VMSpec) -> str:
+        """The domain XML ``create`` would define, after the same checks; creates nothing."""
+        prepared = self._prepare(spec)
+        pool = self.host.pool_xml(self.storage_pool)
+        pool_dir = (Pool.parse(pool).target_path if pool else None) or str(self.storage_pool_path)
+        blank = [d for d in spec.disks if d.size is not None]
+        new_disks = [
+            ResolvedDisk(f"{pool_dir}/{self._volume_name(spec, i)}", "qcow2", d.bus, owned=True)
+            for i, d in enumerate(blank)
+        ]
+        return build_domain(spec, self._plan(spec, prepared, new_disks)).to_xml()
+
+    def create(
+        self, spec: VMSpec, *, start: bool = False, progress: Callable[[str], None] | None = None
+    ) -> VMInfo:
+        """Create a VM from a validated spec; on any failure nothing of it remains."""
+        say = progress or (lambda _msg: None)
+        prepared = self._prepare(spec)
         with Transaction(f"creating VM {spec.name}") as tx:
             new_disks: builtins.list[ResolvedDisk] = []
             blank = [d for d in spec.disks if d.size is not None]
@@ -244,7 +296,7 @@ class VMService:
                 storage.ensure_pool(self.host, self.storage_pool, self.storage_pool_path)
             for index, disk in enumerate(blank):
                 assert disk.size is not None
-                volume = f"{spec.name}-disk{index}.qcow2"
+                volume = self._volume_name(spec, index)
                 say(f"creating disk {volume} ({format_size(disk.size)})")
                 path = storage.create_blank_disk(self.host, self.storage_pool, volume, disk.size)
                 tx.on_rollback(
@@ -253,22 +305,9 @@ class VMService:
                 new_disks.append(
                     ResolvedDisk(path, "qcow2", disk.bus, readonly=disk.readonly, owned=True)
                 )
-            # Keep the user's disk order: new disks take their places among existing ones.
-            ordered: builtins.list[ResolvedDisk] = []
-            new_iter, old_iter = iter(new_disks), iter(existing)
-            for disk in spec.disks:
-                ordered.append(next(new_iter) if disk.size is not None else next(old_iter))
-            ordered.extend(old_iter)  # the cdrom
-            plan = BuildPlan(
-                domain_type=facts.domain_type,
-                machine=machine,
-                disks=ordered,
-                emulator=facts.emulator,
-                cpu=cpu,
-                serial_log=serial_log,
-            )
-            xml = build_domain(spec, plan).to_xml()
-            say(f"defining {spec.name} ({facts.domain_type}, {machine})")
+            xml = build_domain(spec, self._plan(spec, prepared, new_disks)).to_xml()
+            facts = prepared.facts
+            say(f"defining {spec.name} ({facts.domain_type}, {prepared.machine})")
             guest = self.host.define(xml)
             tx.on_rollback(f"undefine VM {spec.name}", guest.undefine)
             if spec.autostart:
@@ -488,13 +527,29 @@ class VMService:
                 kept.append(f"{source} (kept: no --remove-storage)")
             else:
                 kept.append(f"{source} (not created by virtkit for this VM)")
+        console_log = self._own_console_log(dom)
+        if remove_storage and console_log is not None and console_log.exists():
+            console_log.unlink()
+            removed.append(str(console_log))
         log.info("deleted VM %s; removed %s", name, removed or "no storage")
         return DeleteResult(name=name, removed=removed, kept=kept, was_running=state.is_active)
+
+    def _own_console_log(self, dom: Domain) -> Path | None:
+        """The console log file virtkit named for this VM, if it is on this host."""
+        if not self.host.is_local or self.console_log_dir is None or not dom.name:
+            return None
+        expected = self.console_log_dir / f"{dom.name}-serial0.log"
+        for serial in dom.serials:
+            if serial.log is not None and serial.log.file == str(expected):
+                return expected
+        return None
 
     def storage_to_remove(self, name: str) -> builtins.list[str]:
         """What ``delete --remove-storage`` would remove, for a confirmation prompt."""
         dom = Domain.parse(self._guest(name).xml(inactive=True))
-        return dom.owned_disk_paths
+        console_log = self._own_console_log(dom)
+        extra = [str(console_log)] if console_log is not None and console_log.exists() else []
+        return dom.owned_disk_paths + extra
 
 
 def _describe(state: VMState) -> str:

@@ -140,7 +140,7 @@ def wait_for_text(
 
 
 def run_cli(
-    bed: Bed, *args: str, input: str | None = None, timeout: float = 120
+    bed: Bed, *args: str, input: str | None = None, timeout: float = 120, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [VIRTKIT, *args],
@@ -149,4 +149,5 @@ def run_cli(
         text=True,
         input=input,
         timeout=timeout,
+        cwd=cwd,
     )

@@ -314,6 +314,7 @@ class VMSummary(_View):
     state: VMState
     vcpus: int
     memory: int = Field(description="Current memory in bytes.")
+    max_memory: int = Field(description="Maximum memory in bytes.")
     uptime: float | None = Field(None, description="Seconds since the VM started (local hosts).")
     autostart: bool
     persistent: bool
@@ -325,7 +326,6 @@ class VMInfo(VMSummary):
     domain_type: str
     machine: str | None
     arch: str | None
-    max_memory: int
     max_vcpus: int
     cpu: str | None
     description: str | None

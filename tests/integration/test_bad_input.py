@@ -22,17 +22,20 @@ def _domains(vk: Client) -> set[str]:
     return {g.name for g in vk.host.list_guests()}
 
 
-def _pool_files(bed: Bed) -> set[str]:
-    return {p.name for p in bed.pool_dir.iterdir()} if bed.pool_dir.exists() else set()
+def _files(directory: Path) -> set[str]:
+    return {p.name for p in directory.iterdir()} if directory.exists() else set()
+
+
+def _pools(vk: Client) -> set[str]:
+    return {p.name() for p in vk.connection.get().listAllStoragePools()}
 
 
 @pytest.fixture
 def untouched(bed: Bed, vk: Client) -> Iterator[None]:
-    """Asserts that the test left no domain and no file in the pool behind."""
-    domains, files = _domains(vk), _pool_files(bed)
+    """Asserts that the test left no domain, pool, disk file or console log behind."""
+    before = _domains(vk), _pools(vk), _files(bed.pool_dir), _files(bed.log_dir)
     yield
-    assert _domains(vk) == domains
-    assert _pool_files(bed) == files
+    assert (_domains(vk), _pools(vk), _files(bed.pool_dir), _files(bed.log_dir)) == before
 
 
 def assert_one_line_error(result: object, *words: str) -> None:
@@ -119,11 +122,20 @@ def test_missing_kernel(bed: Bed, vm_name: str, untouched: None) -> None:
     assert_one_line_error(result, "kernel", "/nonexistent/vmlinuz", "does not exist")
 
 
-def test_unreadable_image(bed: Bed, vm_name: str, untouched: None, tmp_path: Path) -> None:
+def test_dangling_link_as_image(bed: Bed, vm_name: str, untouched: None, tmp_path: Path) -> None:
     dangling = tmp_path / "dangling.qcow2"
     dangling.symlink_to(tmp_path / "gone")
     result = run_cli(bed, "vm", "create", vm_name, "--disk", str(dangling))
-    assert_one_line_error(result, str(dangling))
+    assert_one_line_error(result, str(dangling), "does not exist")
+
+
+def test_unreadable_image(bed: Bed, vm_name: str, untouched: None) -> None:
+    # write-only even for root: sysctl files check their mode for every user
+    unreadable = "/proc/sys/vm/drop_caches"
+    result = run_cli(
+        bed, "vm", "create", vm_name, "--kernel", bed.guest.kernel, "--disk", unreadable
+    )
+    assert_one_line_error(result, unreadable, "cannot be read", "Permission denied")
 
 
 @pytest.mark.parametrize(
@@ -162,10 +174,10 @@ def test_spec_file_creates_and_flags_override(bed: Bed, vm_name: str, tmp_path: 
 
 def test_name_taken(bed: Bed, vm_name: str, vk: Client) -> None:
     vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name, disks=[{"size": "16M"}])))
-    files = _pool_files(bed)
+    files = _files(bed.pool_dir)
     result = run_cli(bed, "vm", "create", vm_name, "--kernel", bed.guest.kernel, "--disk", "16M")
     assert_one_line_error(result, vm_name, "already exists")
-    assert _pool_files(bed) == files
+    assert _files(bed.pool_dir) == files
 
 
 @pytest.mark.parametrize(
@@ -233,16 +245,33 @@ def test_second_disk_failure_removes_first(
 
 
 def test_bad_image_fails_at_start_and_rolls_back(
-    bed: Bed, vm_name: str, vk: Client, untouched: None, tmp_path: Path
+    bed: Bed, vm_name: str, vk: Client, untouched: None
 ) -> None:
     broken = bed.daemon.shared / f"{vm_name}-broken.qcow2"
     broken.write_bytes(b"QFI\xfb" + b"\xff" * 508)  # a qcow2 magic and a nonsense header
     try:
+        watched = FaultyHost(vk.host, {})  # no faults: it records the calls
+        client = Client(settings=bed.settings, host=watched)
         spec = parse_vm_spec(
             tiny_spec(bed, vm_name, disks=[{"size": "16M"}, {"path": str(broken)}])
         )
         with pytest.raises(VirtkitError):
-            vk.vms.create(spec, start=True)
+            client.vms.create(spec, start=True)
+        assert "define" in watched.calls and "start" in watched.calls  # QEMU refused it
+        assert not vk.host.exists(vm_name)
+        # through the CLI: QEMU's multi-line complaint arrives as one line
+        result = run_cli(
+            bed,
+            "vm",
+            "create",
+            vm_name,
+            "--kernel",
+            bed.guest.kernel,
+            "--disk",
+            str(broken),
+            "--start",
+        )
+        assert_one_line_error(result)
         assert not vk.host.exists(vm_name)
     finally:
         broken.unlink()
@@ -266,3 +295,32 @@ def test_name_taken_api(bed: Bed, vm_name: str, vk: Client) -> None:
     vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name)))
     with pytest.raises(AlreadyExists):
         vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name)))
+
+
+def test_relative_paths_are_resolved(bed: Bed, vm_name: str, vk: Client) -> None:
+    kernel_dir = Path(bed.guest.kernel).parent
+    result = run_cli(
+        bed,
+        "vm",
+        "create",
+        vm_name,
+        "--kernel",
+        "./vmlinuz",
+        "--initrd",
+        "initrd.img",
+        "--json",
+        cwd=kernel_dir,
+    )
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["kernel"] == bed.guest.kernel and info["initrd"] == bed.guest.initrd
+
+
+def test_refused_set_changes_nothing(bed: Bed, vm_name: str, vk: Client) -> None:
+    vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name)))
+    before = vk.vms.xml(vm_name, inactive=True)
+    with pytest.raises(InvalidInput, match="at least 16 MiB"):
+        vk.vms.set(vm_name, vcpus=2, memory=1024)
+    with pytest.raises(InvalidInput, match="more than machine type"):
+        vk.vms.set(vm_name, vcpus=100000, memory=256 * 1024 * 1024)
+    assert vk.vms.xml(vm_name, inactive=True) == before

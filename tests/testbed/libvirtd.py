@@ -10,6 +10,7 @@ kill and restart it by its PID, and nothing else is ever killed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -155,11 +156,14 @@ class PrivateLibvirtd:
         if self.proc is not None and self.proc.poll() is None:
             try:
                 conn = libvirt.open(self.uri)
-                for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-                    dom.destroy()
-                conn.close()
             except libvirt.libvirtError:
-                pass
+                conn = None
+            if conn is not None:
+                for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                    # one gone meanwhile must not keep the others running
+                    with contextlib.suppress(libvirt.libvirtError):
+                        dom.destroy()
+                conn.close()
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(15)
@@ -173,10 +177,12 @@ class PrivateLibvirtd:
         self.start()
 
     def cleanup(self) -> None:
-        if self.proc is None and any((self.base / "run" / "qemu").glob("*.pid")):
-            self.start()  # killed while guests ran: bring it back so it can stop them
-        self.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
+        try:
+            if self.proc is None and any((self.base / "run" / "qemu").glob("*.pid")):
+                self.start()  # killed while guests ran: bring it back so it can stop them
+            self.stop()
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
 
     def __enter__(self) -> PrivateLibvirtd:
         self.start()

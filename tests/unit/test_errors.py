@@ -18,6 +18,8 @@ from virtkit.errors import (
     InvalidInput,
     InvalidState,
     NotFound,
+    PermissionDenied,
+    Timeout,
     VirtkitError,
 )
 
@@ -95,7 +97,9 @@ def _synthetic(code: int, domain: int, message: str) -> libvirt.libvirtError:
         ),
         ("VIR_ERR_NO_CONNECT", "VIR_FROM_NONE", "no connection", ConnectionLost, False),
         ("VIR_ERR_NO_STORAGE_VOL", "VIR_FROM_STORAGE", "no vol", NotFound, True),
-        ("VIR_ERR_OPERATION_TIMEOUT", "VIR_FROM_QEMU", "timed out", VirtkitError, False),
+        ("VIR_ERR_OPERATION_TIMEOUT", "VIR_FROM_QEMU", "timed out", Timeout, False),
+        ("VIR_ERR_DOM_EXIST", "VIR_FROM_QEMU", "domain exists", AlreadyExists, True),
+        ("VIR_ERR_OPERATION_INVALID", "VIR_FROM_QEMU", "not running", InvalidState, True),
         ("VIR_ERR_INTERNAL_ERROR", "VIR_FROM_QEMU", "qemu died", BackendError, False),
     ],
 )
@@ -118,6 +122,21 @@ def test_host_lookup_names_the_vm(conn: libvirt.virConnect, tmp_path: Path) -> N
     with pytest.raises(NotFound, match="no VM named 'ghost'") as info:
         host.lookup("ghost")
     assert info.value.code == "vm_not_found"
+
+
+def test_permission_denied_says_who_may_connect() -> None:
+    from virtkit.backend.errors import translate_open_error
+
+    err = translate_open_error(
+        _synthetic(
+            libvirt.VIR_ERR_SYSTEM_ERROR,
+            libvirt.VIR_FROM_RPC,
+            "Failed to connect socket to '/run/libvirt/libvirt-sock': Permission denied",
+        ),
+        "qemu:///system",
+    )
+    assert isinstance(err, PermissionDenied) and "libvirt' group" in str(err)
+    assert "libvirtd -d" not in str(err)
 
 
 def test_unreachable_daemon_says_how_to_start_it(tmp_path: Path) -> None:

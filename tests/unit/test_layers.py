@@ -34,15 +34,34 @@ def _layer(module: str) -> str:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
-def _imports(path: Path) -> list[str]:
+def _imports(path: Path, module: str = "virtkit.x") -> list[str]:
+    """Absolute names of everything a module imports (relative imports resolved)."""
     tree = ast.parse(path.read_text())
+    package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.append(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            names.append(".".join([*base, *([node.module] if node.module else [])]))
     return names
+
+
+def _violations(modules: list[tuple[str, Path]]) -> tuple[list[str], list[str]]:
+    """(modules importing libvirt outside backend/, imports pointing up the layers)."""
+    libvirt_users, upward = [], []
+    for module, path in modules:
+        imported = _imports(path, module)
+        layer = _layer(module)
+        if layer != "backend" and any(i == "libvirt" or i.startswith("libvirt.") for i in imported):
+            libvirt_users.append(module)
+        if layer == "__init__":
+            continue
+        for name in imported:
+            if name.startswith("virtkit.") and LAYERS.get(_layer(name), 99) > LAYERS[layer]:
+                upward.append(f"{module} imports {name}")
+    return libvirt_users, upward
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -58,34 +77,23 @@ def test_every_module_is_in_a_known_layer() -> None:
     assert not unknown, f"add these to LAYERS (and docs/architecture.md): {unknown}"
 
 
-def test_only_backend_imports_libvirt() -> None:
-    offenders = [
-        m
-        for m, path in _modules()
-        if _layer(m) != "backend"
-        and any(i == "libvirt" or i.startswith("libvirt.") for i in _imports(path))
-    ]
-    assert offenders == []
+def test_only_backend_imports_libvirt_and_imports_point_down() -> None:
+    libvirt_users, upward = _violations(_modules())
+    assert libvirt_users == []
+    assert upward == []
 
 
-def test_imports_point_down() -> None:
-    violations = []
-    for module, path in _modules():
-        mine = LAYERS[_layer(module)]
-        for imported in _imports(path):
-            if not imported.startswith("virtkit.") or _layer(module) == "__init__":
-                continue
-            theirs = LAYERS.get(_layer(imported), 99)
-            if theirs > mine:
-                violations.append(f"{module} imports {imported}")
-    assert violations == []
-
-
-def test_the_check_catches_a_violation(tmp_path: Path) -> None:
+def test_the_check_catches_violations(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("import libvirt\nfrom virtkit.cli.main import cli\n")
-    assert _imports(bad) == ["libvirt", "virtkit.cli.main"]
-    assert LAYERS[_layer("virtkit.cli.main")] > LAYERS[_layer("virtkit.services.vms")]
+    bad.write_text(
+        "import libvirt\nfrom virtkit.cli.main import cli\nfrom ..client import Client\n"
+    )
+    libvirt_users, upward = _violations([("virtkit.services.bad", bad)])
+    assert libvirt_users == ["virtkit.services.bad"]
+    assert upward == [
+        "virtkit.services.bad imports virtkit.cli.main",
+        "virtkit.services.bad imports virtkit.client",
+    ]
 
 
 def test_public_names_resolve_lazily() -> None:

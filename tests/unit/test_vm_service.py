@@ -113,3 +113,21 @@ def test_autostart_round_trip(vk: Client) -> None:
 def test_set_needs_something(vk: Client) -> None:
     with pytest.raises(InvalidInput, match="nothing to change"):
         vk.vms.set("beta")
+
+
+def test_shutdown_force_on_paused_powers_off_at_once(vk: Client) -> None:
+    vk.vms.pause("alpha")
+    assert vk.vms.shutdown("alpha", timeout=60, force=True) == "forced-paused"
+    assert vk.vms.state("alpha") == VMState.SHUTOFF
+
+
+def test_delete_running_transient_vm(vk: Client) -> None:
+    dom = Domain.parse(vk.host.lookup("beta").xml(inactive=True))
+    dom.name = "transient"
+    dom.uuid = None
+    vk.host.create_transient(dom.to_xml())
+    assert not vk.vms.get("transient").persistent
+    result = vk.vms.delete("transient", force=True)
+    assert result.was_running
+    with pytest.raises(NotFound):
+        vk.vms.get("transient")

@@ -38,6 +38,9 @@ class KvmVerdict:
     reason: str
     checked_at: float
     cached: bool = False
+    # Only a firm verdict (the kernel booted, or it ran and printed nothing) is cached; a probe
+    # that could not run (no kernel, a dropped connection, a busy console) is tried again.
+    firm: bool = True
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ KERNEL_DIRS = ("/boot", "/var/cache/virtkit/kernel/boot")
 def find_local_kernel() -> str | None:
     """The newest readable kernel image on this host, preferring Debian's small cloud kernel."""
     candidates = sorted(
-        (p for d in KERNEL_DIRS for p in glob.glob(f"{d}/vmlinuz-*")),
+        (p for d in KERNEL_DIRS for p in glob.glob(f"{d}/vmlinuz-*") if os.path.isfile(p)),
         key=os.path.getmtime,
         reverse=True,
     )
@@ -164,7 +167,7 @@ class CapabilityProbe:
         if path is None:
             return
         data = self._load_cache()
-        data[key] = {k: v for k, v in asdict(verdict).items() if k != "cached"}
+        data[key] = {k: v for k, v in asdict(verdict).items() if k not in ("cached", "firm")}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
@@ -195,7 +198,8 @@ class CapabilityProbe:
                     cached=True,
                 )
         verdict = self._boot_probe(arch)
-        self._save_cache(key, verdict)
+        if verdict.firm:
+            self._save_cache(key, verdict)
         return verdict
 
     def _probe_kernel(self) -> str | None:
@@ -209,10 +213,16 @@ class CapabilityProbe:
         # Probe with a private copy: libvirt relabels the files a guest boots from.
         copy = self.cache_dir / "kvm-probe" / os.path.basename(source)
         if not copy.exists():
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, copy.with_suffix(".tmp"))
-            os.chmod(copy.with_suffix(".tmp"), 0o644)
-            copy.with_suffix(".tmp").replace(copy)
+            tmp = copy.with_suffix(".tmp")
+            try:
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(copy.parent, 0o755)  # QEMU may run as an unprivileged user
+                shutil.copyfile(source, tmp)
+                os.chmod(tmp, 0o644)
+                tmp.replace(copy)
+            except OSError as exc:
+                log.warning("cannot copy %s for the KVM probe: %s", source, exc)
+                return None
         return str(copy)
 
     def _boot_probe(self, arch: str) -> KvmVerdict:
@@ -221,8 +231,9 @@ class CapabilityProbe:
             return KvmVerdict(
                 True,
                 "libvirt offers KVM; not verified by a test boot (no kernel "
-                "image to boot: set probe_kernel)",
+                "image to boot: set kvm_probe_kernel)",
                 time.time(),
+                firm=False,
             )
         name = PROBE_PREFIX + secrets.token_hex(4)
         started = time.monotonic()
@@ -233,13 +244,22 @@ class CapabilityProbe:
             self.probe_timeout,
         )
         try:
-            seen = self._boot_and_watch(name, kernel, arch)
+            outcome = self._boot_and_watch(name, kernel, arch)
         except VirtkitError as exc:
-            return KvmVerdict(False, f"a KVM guest failed to start: {exc.message}", time.time())
+            return KvmVerdict(
+                False, f"a KVM test guest failed to start: {exc.message}", time.time(), firm=False
+            )
         elapsed = time.monotonic() - started
-        if seen:
+        if outcome == "booted":
             return KvmVerdict(
                 True, f"a test kernel booted under KVM in {elapsed:.1f} s", time.time()
+            )
+        if outcome == "ended":
+            return KvmVerdict(
+                False,
+                "the KVM test guest stopped before its kernel printed anything",
+                time.time(),
+                firm=False,
             )
         return KvmVerdict(
             False,
@@ -249,7 +269,9 @@ class CapabilityProbe:
             time.time(),
         )
 
-    def _boot_and_watch(self, name: str, kernel: str, arch: str) -> bool:
+    def _boot_and_watch(self, name: str, kernel: str, arch: str) -> str:
+        """``booted`` (the marker came), ``silent`` (ran the whole timeout without it) or
+        ``ended`` (the guest or its console went away first)."""
         dom = Domain()
         dom.type = "kvm"
         dom.name = name
@@ -277,17 +299,13 @@ class CapabilityProbe:
                 while time.monotonic() < deadline and not console_stream.closed:
                     seen += console_stream.read(timeout=0.2)
                     if PROBE_MARKER in seen:
-                        return True
-                return PROBE_MARKER in seen
+                        return "booted"
+                if PROBE_MARKER in seen:
+                    return "booted"
+                return "ended" if console_stream.closed else "silent"
         finally:
             try:
                 if guest.is_active():
                     guest.destroy()
             except VirtkitError as exc:
                 log.debug("probe guest %s already gone: %s", name, exc)
-
-
-def describe_cpu_choice(facts: HostFacts) -> str:
-    if facts.domain_type == "kvm":
-        return "KVM (hardware virtualization)"
-    return "TCG (software emulation; slow)"

@@ -135,12 +135,26 @@ def _code_name(code: int | None) -> str:
     return "error"
 
 
+ACCESS_HINT = "run as root, or as a member of the 'libvirt' group"
+
+
 def translate_open_error(exc: libvirt.libvirtError, uri: str) -> VirtkitError:
     """Errors opening a connection: say which URI failed and how to fix the usual causes."""
     message = exc.get_error_message() or str(exc)
-    if exc.get_error_code() in DENIED:
-        return PermissionDenied(f"libvirt at {uri} refused the connection: {message}")
-    return ConnectionFailed(f"cannot connect to libvirt at {uri}: {message}", hint=START_HINT)
+    lowered = message.lower()
+    if (
+        exc.get_error_code() in DENIED
+        or exc.get_error_code() == getattr(libvirt, "VIR_ERR_AUTH_UNAVAILABLE", -1)
+        or "permission denied" in lowered
+    ):
+        return PermissionDenied(
+            f"libvirt at {uri} refused the connection: {message}", hint=ACCESS_HINT
+        )
+    daemon_missing = any(w in lowered for w in ("no such file", "connection refused"))
+    return ConnectionFailed(
+        f"cannot connect to libvirt at {uri}: {message}",
+        hint=START_HINT if daemon_missing else None,
+    )
 
 
 @contextmanager

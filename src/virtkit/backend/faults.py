@@ -13,10 +13,12 @@ from virtkit.backend.guest import Guest
 
 
 class _Faulty:
-    def __init__(self, target: Any, faults: dict[str, BaseException]) -> None:
+    def __init__(
+        self, target: Any, faults: dict[str, BaseException], calls: list[str] | None = None
+    ) -> None:
         self._target = target
         self._faults = faults
-        self.calls: list[str] = []
+        self.calls: list[str] = [] if calls is None else calls  # shared with the guests
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._target, name)
@@ -29,9 +31,9 @@ class _Faulty:
                 raise self._faults[name]
             result = value(*args, **kwargs)
             if isinstance(result, Guest):
-                return _Faulty(result, self._faults)
+                return _Faulty(result, self._faults, self.calls)
             if isinstance(result, list) and result and isinstance(result[0], Guest):
-                return [_Faulty(g, self._faults) for g in result]
+                return [_Faulty(g, self._faults, self.calls) for g in result]
             return result
 
         return call

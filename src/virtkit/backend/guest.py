@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import libvirt
 
@@ -174,11 +174,6 @@ class Guest:
         flags = libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else 0
         with seam(self._connection):
             self._dom.openConsole(None, stream, flags)
-
-    @property
-    def raw(self) -> Any:
-        """The libvirt object, for code inside ``backend`` only."""
-        return self._dom
 
 
 def _affect(live: bool, config: bool) -> int:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 import libvirt
 
-from virtkit.backend.connection import Connection, Subscriber
+from virtkit.backend.connection import Connection
 from virtkit.backend.guest import Guest, seam
 from virtkit.errors import NotFound, Unsupported
 
@@ -37,6 +38,7 @@ class Host:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._caps_cache: dict[tuple[Any, ...], str] = {}
+        self._caps_generation = -1
 
     # -- connection-level facts -------------------------------------------------------------
 
@@ -52,11 +54,14 @@ class Host:
         return self.connection.get()
 
     def _cached(self, key: tuple[Any, ...], fetch: Any) -> str:
-        full_key = (self.connection.generation, *key)
-        if full_key not in self._caps_cache:
+        """Capabilities per connection: a reconnect (new generation) may meet a new daemon."""
+        if self._caps_generation != self.connection.generation:
+            self._caps_cache.clear()
+            self._caps_generation = self.connection.generation
+        if key not in self._caps_cache:
             with seam(self.connection):
-                self._caps_cache[full_key] = str(fetch())
-        return self._caps_cache[full_key]
+                self._caps_cache[key] = str(fetch())
+        return self._caps_cache[key]
 
     def capabilities_xml(self) -> str:
         conn = self._conn()
@@ -138,9 +143,6 @@ class Host:
                 raise
         return sum(int(c.get(page_size_kib, 0)) for c in (per_cell or {}).values())
 
-    def subscribe(self, callback: Subscriber) -> Any:
-        return self.connection.subscribe(callback)
-
     # -- domains ----------------------------------------------------------------------------
 
     def list_guests(self) -> list[Guest]:
@@ -206,12 +208,29 @@ class Host:
     ) -> None:
         with seam(self.connection):
             pool = self._conn().storagePoolDefineXML(xml, 0)
-            if build:
-                pool.build(0)
-            if start:
-                pool.create(0)
-            if autostart:
-                pool.setAutostart(1)
+            try:
+                if build:
+                    pool.build(0)
+                if start:
+                    pool.create(0)
+                if autostart:
+                    pool.setAutostart(1)
+            except libvirt.libvirtError:
+                # Leave no half-made pool behind (the directory build made stays).
+                with contextlib.suppress(libvirt.libvirtError):
+                    if pool.isActive():
+                        pool.destroy()
+                with contextlib.suppress(libvirt.libvirtError):
+                    pool.undefine()
+                raise
+
+    def remove_pool(self, name: str) -> None:
+        """Stop and undefine a pool; its directory and any files in it stay."""
+        with seam(self.connection):
+            pool = self._conn().storagePoolLookupByName(name)
+            if pool.isActive():
+                pool.destroy()
+            pool.undefine()
 
     def start_pool(self, name: str) -> None:
         with seam(self.connection):

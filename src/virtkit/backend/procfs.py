@@ -8,24 +8,27 @@ from pathlib import Path
 _PROC = Path("/proc")
 
 
-def qemu_pid(uuid: str) -> int | None:
-    """The PID of the QEMU process running the domain with this UUID, if it runs here.
+def qemu_pids() -> dict[str, int]:
+    """UUID -> PID of every QEMU process on this host that libvirt started.
 
     libvirt passes ``-uuid <uuid>`` to every QEMU it starts, and /proc is shared by every libvirtd
-    on this machine (including those in private mount namespaces), so this finds the process
-    whatever daemon started it.
+    on this machine (including those in private mount namespaces), so this finds the processes
+    whatever daemon started them. One pass over /proc, however many VMs there are.
     """
-    needle = b"\0-uuid\0" + uuid.encode() + b"\0"
+    found: dict[str, int] = {}
     for entry in _PROC.iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
+            args = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if needle in cmdline and b"qemu" in cmdline.split(b"\0", 1)[0]:
-            return int(entry.name)
-    return None
+        if not args or b"qemu" not in args[0] or b"-uuid" not in args:
+            continue
+        index = args.index(b"-uuid")
+        if index + 1 < len(args):
+            found[args[index + 1].decode(errors="replace")] = int(entry.name)
+    return found
 
 
 def process_uptime(pid: int) -> float | None:

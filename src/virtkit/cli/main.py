@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     except VirtkitError as exc:
         if debug:
             traceback.print_exc()
-        sys.stderr.write(f"error: {exc}\n")
+        # One line, always: QEMU's start errors quote its multi-line log.
+        sys.stderr.write("error: " + " ".join(str(exc).split()) + "\n")
         sys.exit(1)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

@@ -51,13 +51,34 @@ def _load_spec_file(path: str) -> dict[str, Any]:
             f"spec file {path} must be a mapping of keys, not {type(data).__name__}",
             code="invalid_spec",
         )
+    return _resolve_spec_paths(data, Path(path).resolve().parent)
+
+
+def _absolute(value: object, base: Path) -> object:
+    if isinstance(value, str) and value and not value.startswith("/"):
+        return str((base / Path(value).expanduser()).resolve())
+    return value
+
+
+def _resolve_spec_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative file paths in a spec file are relative to the file, as in docker-compose."""
+    for key in ("kernel", "initrd", "cdrom"):
+        if key in data:
+            data[key] = _absolute(data[key], base)
+    disks = data.get("disks")
+    if isinstance(disks, list):
+        for disk in disks:
+            if isinstance(disk, dict) and "path" in disk:
+                disk["path"] = _absolute(disk["path"], base)
     return data
 
 
 def _parse_disk(value: str) -> dict[str, Any]:
-    """``10G`` (new disk), ``/path/img.qcow2`` (existing), or ``key=value,...``."""
+    """``10G`` (new disk), ``/path/img.qcow2`` or ``./img.qcow2`` (existing), ``key=value,...``."""
     if "=" not in value:
-        return {"path": value} if value.startswith("/") else {"size": value}
+        if "/" in value or value.startswith((".", "~")):
+            return {"path": _absolute(value, Path.cwd())}
+        return {"size": value}
     disk: dict[str, Any] = {}
     for part in value.split(","):
         key, sep, item = part.partition("=")
@@ -67,6 +88,8 @@ def _parse_disk(value: str) -> dict[str, Any]:
                 code="invalid_spec",
             )
         disk[key.strip()] = item.strip()
+    if "path" in disk:
+        disk["path"] = _absolute(disk["path"], Path.cwd())
     return disk
 
 
@@ -87,9 +110,17 @@ def _parse_disk(value: str) -> dict[str, Any]:
     multiple=True,
     help="A disk: 10G (new qcow2), /path/to/image, or size=10G,bus=virtio. Repeatable.",
 )
-@click.option("--cdrom", help="An ISO image to boot from / attach.")
-@click.option("--kernel", help="Direct kernel boot: kernel image on the host.")
-@click.option("--initrd", help="Direct kernel boot: initrd on the host.")
+@click.option(
+    "--cdrom", type=click.Path(resolve_path=True), help="An ISO image to boot from / attach."
+)
+@click.option(
+    "--kernel",
+    type=click.Path(resolve_path=True),
+    help="Direct kernel boot: kernel image on the host.",
+)
+@click.option(
+    "--initrd", type=click.Path(resolve_path=True), help="Direct kernel boot: initrd on the host."
+)
 @click.option("--cmdline", help="Direct kernel boot: kernel command line.")
 @click.option("--boot", help="Boot order, e.g. cdrom,hd.")
 @click.option("--graphics", type=click.Choice(["none", "vnc", "spice"]), help="Display.")
@@ -131,7 +162,7 @@ def create(
     \b
     Examples:
       virtkit vm create web1 --memory 2G --vcpus 2 --disk 20G --cdrom /iso/debian.iso --start
-      virtkit vm create tiny --kernel vmlinuz --initrd initrd.img --cmdline console=ttyS0
+      virtkit vm create tiny --kernel ./vmlinuz --initrd ./initrd.img --cmdline console=ttyS0
       virtkit vm create -f web1.yaml --start
     """
     data = _load_spec_file(spec_file) if spec_file else {}
@@ -167,9 +198,8 @@ def create(
     if print_xml:
         click.echo(state.client.vms.preview_xml(spec), nl=False)
         return
-    info = state.client.vms.create(
-        spec, start=start, progress=lambda msg: click.echo(f"... {msg}", err=True)
-    )
+    progress = (lambda msg: click.echo(f"... {msg}", err=True)) if sys.stderr.isatty() else None
+    info = state.client.vms.create(spec, start=start, progress=progress)
     if as_json:
         render.print_json(info)
         return
@@ -315,9 +345,11 @@ def shutdown(state: State, name: str, timeout: float | None, force: bool) -> Non
         click.echo(f"shutting down {name} (waiting up to {wait:.0f} s)...", err=True)
     how = client.vms.shutdown(name, timeout=wait, force=force)
     click.echo(
-        f"{name} shut down"
-        if how == "shutdown"
-        else f"{name} did not shut down in {wait:.0f} s: powered off"
+        {
+            "shutdown": f"{name} shut down",
+            "forced": f"{name} did not shut down in {wait:.0f} s: powered off",
+            "forced-paused": f"{name} was paused (it cannot see the power button): powered off",
+        }[how]
     )
 
 

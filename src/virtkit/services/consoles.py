@@ -6,7 +6,7 @@ from pathlib import Path
 
 from virtkit.backend.console import ConsoleStream
 from virtkit.backend.host import Host
-from virtkit.errors import InvalidState, NotFound, Unsupported
+from virtkit.errors import InvalidState, NotFound, PermissionDenied, Unsupported
 from virtkit.specs import validate_name
 from virtkit.xml.domain import Domain
 
@@ -43,7 +43,11 @@ class ConsoleService:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            return ""
+            return ""  # defined but never started
+        except OSError as exc:
+            raise PermissionDenied(
+                f"cannot read the console log {path}: {exc.strerror}", code="no_console_log"
+            ) from None
         if tail_bytes is not None:
             data = data[-tail_bytes:]
         return data.decode("utf-8", errors="replace")

@@ -72,8 +72,11 @@ def resolve_image(host: Host, path: str, declared: str | None, what: str) -> str
     return declared or Volume.parse(xml).format or "raw"
 
 
-def ensure_pool(host: Host, name: str, path: Path) -> None:
-    """Make sure the directory pool for new disks exists and runs (like virt-install does)."""
+def ensure_pool(host: Host, name: str, path: Path) -> bool:
+    """Make sure the directory pool for new disks exists and runs (like virt-install does).
+
+    Returns True if it had to define the pool (so a failed VM creation can remove it again).
+    """
     xml = host.pool_xml(name)
     if xml is None:
         pool = Pool()
@@ -82,9 +85,10 @@ def ensure_pool(host: Host, name: str, path: Path) -> None:
         pool.target_path = str(path)
         log.info("creating storage pool %s at %s", name, path)
         host.define_pool(pool.to_xml())
-        return
+        return True
     if not host.pool_is_active(name):
         host.start_pool(name)
+    return False
 
 
 def create_blank_disk(host: Host, pool: str, name: str, size: int) -> str:

@@ -4,6 +4,7 @@ autostart, delete. The CLI and (later) the API call these and nothing else."""
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import logging
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 from virtkit.backend.capabilities import CapabilityProbe, HostFacts
 from virtkit.backend.guest import Guest
 from virtkit.backend.host import Host
-from virtkit.backend.procfs import process_uptime, qemu_pid
+from virtkit.backend.procfs import process_uptime, qemu_pids
 from virtkit.errors import (
     AlreadyExists,
     InvalidInput,
@@ -83,26 +84,30 @@ class VMService:
         validate_name(name)
         return self.host.lookup(name)
 
-    def _uptime(self, guest: Guest, state: VMState) -> float | None:
-        if not state.is_active or not self.host.is_local:
-            return None
-        pid = qemu_pid(guest.uuid)
-        return None if pid is None else process_uptime(pid)
+    def _uptimes(self) -> dict[str, float | None]:
+        """UUID -> seconds since its QEMU started, for VMs running on this (local) host."""
+        if not self.host.is_local:
+            return {}
+        return {uuid: process_uptime(pid) for uuid, pid in qemu_pids().items()}
 
     def _config(self, guest: Guest) -> Domain:
         """The persistent definition, where virtkit's metadata (tags, owned disks) lives."""
         return Domain.parse(guest.xml(inactive=guest.is_persistent()))
 
-    def _summary_fields(self, guest: Guest, config: Domain) -> dict[str, object]:
-        state, _max_kib, cur_kib, vcpus = guest.info()
+    def _summary_fields(
+        self, guest: Guest, config: Domain, uptimes: dict[str, float | None]
+    ) -> dict[str, object]:
+        state, max_kib, cur_kib, vcpus = guest.info()
         persistent = guest.is_persistent()
+        uuid = guest.uuid
         return {
             "name": guest.name,
-            "uuid": guest.uuid,
+            "uuid": uuid,
             "state": state,
             "vcpus": vcpus,
             "memory": cur_kib * 1024,
-            "uptime": self._uptime(guest, state),
+            "max_memory": max_kib * 1024,
+            "uptime": uptimes.get(uuid) if state.is_active else None,
             "autostart": guest.autostart() if persistent else False,
             "persistent": persistent,
             "tags": config.tag_names,
@@ -110,10 +115,11 @@ class VMService:
 
     def list(self) -> list[VMSummary]:
         summaries = []
+        uptimes = self._uptimes()
         for guest in self.host.list_guests():
             try:
-                config = self._config(guest)
-                summaries.append(VMSummary.model_validate(self._summary_fields(guest, config)))
+                fields = self._summary_fields(guest, self._config(guest), uptimes)
+                summaries.append(VMSummary.model_validate(fields))
             except NotFound:
                 continue  # undefined while we listed
         return sorted(summaries, key=lambda s: s.name)
@@ -121,8 +127,7 @@ class VMService:
     def get(self, name: str) -> VMInfo:
         guest = self._guest(name)
         config = self._config(guest)
-        fields = self._summary_fields(guest, config)
-        _state, max_kib, _cur, _vcpus = guest.info()
+        fields = self._summary_fields(guest, config, self._uptimes())
         _state, reason = guest.state()
         dom = Domain.parse(guest.xml())
         owned = set(config.owned_disk_paths)
@@ -136,7 +141,6 @@ class VMService:
                 "domain_type": dom.type or "",
                 "machine": os_el.machine if os_el else None,
                 "arch": os_el.arch if os_el else None,
-                "max_memory": max_kib * 1024,
                 "max_vcpus": dom.vcpu or 0,
                 "cpu": (cpu.model or cpu.mode) if cpu else None,
                 "description": dom.description,
@@ -179,6 +183,31 @@ class VMService:
 
     # -- creating ---------------------------------------------------------------------------
 
+    def _check_memory(self, memory: int) -> None:
+        if memory < 16 * MiB:
+            raise InvalidInput(
+                f"memory must be at least 16 MiB, got {format_size(memory)}", code="invalid_memory"
+            )
+        total, _free = self.host.memory()
+        if memory > total:
+            raise InvalidInput(
+                f"memory {format_size(memory)} is more than the host has ({format_size(total)})",
+                code="memory_too_large",
+            )
+
+    def _vcpu_limit(self, arch: str, machine: str | None, domain_type: str) -> int:
+        limit = self.probe.domain_capabilities(arch, machine, domain_type).max_vcpus
+        return limit or self.host.max_vcpus(domain_type)
+
+    def _check_vcpus(self, count: int, limit: int, machine: str | None) -> None:
+        if count < 1:
+            raise InvalidInput(f"vCPUs must be at least 1, got {count}", code="invalid_vcpus")
+        if count > limit:
+            raise InvalidInput(
+                f"{count} vCPUs is more than machine type {machine} allows ({limit})",
+                code="too_many_vcpus",
+            )
+
     def _check_against_host(self, spec: VMSpec, facts: HostFacts) -> tuple[str, str | None]:
         """Checks that need the host; returns (machine, cpu)."""
         machine = spec.machine or DEFAULT_MACHINE
@@ -189,28 +218,19 @@ class VMService:
                 f"{spec.arch} (this host has: {shown}, and versioned names)",
                 code="unknown_machine",
             )
-        total, _free = self.host.memory()
-        if spec.memory > total:
-            raise InvalidInput(
-                f"memory {format_size(spec.memory)} is more than the host has "
-                f"({format_size(total)})",
-                code="memory_too_large",
-            )
+        self._check_memory(spec.memory)
+        self._check_vcpus(
+            spec.vcpus, self._vcpu_limit(spec.arch, machine, facts.domain_type), machine
+        )
         domcaps = self.probe.domain_capabilities(spec.arch, machine, facts.domain_type)
-        limit = domcaps.max_vcpus or self.host.max_vcpus(facts.domain_type)
-        if spec.vcpus > limit:
-            raise InvalidInput(
-                f"{spec.vcpus} vCPUs is more than {machine} under "
-                f"{facts.domain_type} allows ({limit})",
-                code="too_many_vcpus",
-            )
         cpu = spec.cpu or ("host-passthrough" if facts.domain_type == "kvm" else None)
         if cpu in CPU_MODES:
             if cpu not in domcaps.supported_cpu_modes():
                 raise Unsupported(
                     f"CPU mode {cpu!r} is not available under "
                     f"{facts.domain_type} on this host (available: "
-                    f"{', '.join(domcaps.supported_cpu_modes())})"
+                    f"{', '.join(domcaps.supported_cpu_modes())})",
+                    code="cpu_mode_unsupported",
                 )
         elif cpu is not None and cpu not in domcaps.cpu_models():
             raise InvalidInput(
@@ -292,8 +312,11 @@ class VMService:
         with Transaction(f"creating VM {spec.name}") as tx:
             new_disks: builtins.list[ResolvedDisk] = []
             blank = [d for d in spec.disks if d.size is not None]
-            if blank:
-                storage.ensure_pool(self.host, self.storage_pool, self.storage_pool_path)
+            if blank and storage.ensure_pool(self.host, self.storage_pool, self.storage_pool_path):
+                tx.on_rollback(
+                    f"remove storage pool {self.storage_pool}",
+                    functools.partial(self.host.remove_pool, self.storage_pool),
+                )
             for index, disk in enumerate(blank):
                 assert disk.size is not None
                 volume = self._volume_name(spec, index)
@@ -307,17 +330,30 @@ class VMService:
                 )
             xml = build_domain(spec, self._plan(spec, prepared, new_disks)).to_xml()
             facts = prepared.facts
+            log_file = Path(prepared.serial_log) if prepared.serial_log else None
+            if log_file is not None and self.host.is_local and not log_file.exists():
+                # a failed start leaves QEMU's console log behind; it is this VM's, so it goes
+                tx.on_rollback(
+                    f"remove console log {log_file}",
+                    functools.partial(log_file.unlink, missing_ok=True),
+                )
             say(f"defining {spec.name} ({facts.domain_type}, {prepared.machine})")
             guest = self.host.define(xml)
-            tx.on_rollback(f"undefine VM {spec.name}", guest.undefine)
+            # Undo by name: the guest object dies with its connection if libvirtd restarts.
+            tx.on_rollback(f"undefine VM {spec.name}", functools.partial(self._undefine, spec.name))
             if spec.autostart:
                 guest.set_autostart(True)
             if start:
                 say(f"starting {spec.name}")
                 guest.start()
-                tx.on_rollback(f"power off VM {spec.name}", guest.destroy)
         log.info("created VM %s (%s)", spec.name, facts.domain_type)
         return self.get(spec.name)
+
+    def _undefine(self, name: str) -> None:
+        guest = self.host.lookup(name)
+        with contextlib.suppress(InvalidState):
+            guest.destroy()  # started by someone else meanwhile, or by autostart
+        guest.undefine()
 
     # -- power ------------------------------------------------------------------------------
 
@@ -325,10 +361,7 @@ class VMService:
         guest = self._guest(name)
         state = guest.state()[0]
         if state not in allowed:
-            raise InvalidState(
-                f"cannot {action} VM {name!r}: it is {_describe(state)}",
-                code=f"vm_{state.value.replace('-', '_')}",
-            )
+            raise _state_error(name, action, state)
         return guest
 
     def start(self, name: str, *, paused: bool = False) -> None:
@@ -350,7 +383,8 @@ class VMService:
     def shutdown(self, name: str, *, timeout: float = 60.0, force: bool = False) -> str:
         """ACPI shutdown, waiting up to ``timeout`` s; with ``force``, power off after that.
 
-        Returns how it ended: ``shutdown`` or ``forced``.
+        Returns how it ended: ``shutdown``, ``forced`` (powered off after the timeout) or
+        ``forced-paused`` (a paused VM, powered off at once with ``force``).
         """
         guest = self._guest(name)
         state = guest.state()[0]
@@ -361,20 +395,19 @@ class VMService:
                 code="vm_paused",
             )
         if state not in (VMState.RUNNING, VMState.PAUSED, VMState.SHUTTING_DOWN):
-            raise InvalidState(
-                f"cannot shut down VM {name!r}: it is {_describe(state)}",
-                code=f"vm_{state.value.replace('-', '_')}",
+            raise _state_error(name, "shut down", state)
+        if state == VMState.PAUSED:
+            log.warning("VM %s is paused and cannot see the power button; powering it off", name)
+            self.stop(name)
+            return "forced-paused"
+        guest.shutdown()
+        if self.wait_for_state(name, (VMState.SHUTOFF, VMState.CRASHED), timeout):
+            return "shutdown"
+        if not force:
+            raise Timeout(
+                f"VM {name!r} did not shut down within {timeout:.0f} s (the guest may ignore ACPI)",
+                hint="use --force to power it off after the timeout",
             )
-        if state != VMState.PAUSED:
-            guest.shutdown()
-            if self.wait_for_state(name, (VMState.SHUTOFF, VMState.CRASHED), timeout):
-                return "shutdown"
-            if not force:
-                raise Timeout(
-                    f"VM {name!r} did not shut down within {timeout:.0f} s "
-                    "(the guest may ignore ACPI)",
-                    hint="use --force to power it off after the timeout",
-                )
         log.warning("VM %s did not shut down within %.0f s; powering it off", name, timeout)
         self.stop(name)
         return "forced"
@@ -389,8 +422,10 @@ class VMService:
         try:
             guest.destroy()
         except InvalidState:
-            if guest.is_active():
-                raise  # else it stopped by itself meanwhile, which is what was asked
+            # It stopped by itself meanwhile, which is what was asked (a transient VM is gone).
+            with contextlib.suppress(NotFound):
+                if guest.is_active():
+                    raise
 
     def reboot(self, name: str) -> None:
         self._require(name, (VMState.RUNNING,), "reboot").reboot()
@@ -415,81 +450,68 @@ class VMService:
         guest.set_autostart(on)
 
     def set(self, name: str, *, vcpus: int | None = None, memory: int | None = None) -> SetResult:
-        """Change vCPUs and/or memory: persistently always, live where libvirt can."""
+        """Change vCPUs and/or memory: persistently always, live where libvirt can.
+
+        Both values are checked before either is changed, so a refused change changes nothing.
+        """
         if vcpus is None and memory is None:
             raise InvalidInput("nothing to change: give vCPUs and/or memory", code="nothing_to_set")
         guest = self._guest(name)
-        dom = Domain.parse(guest.xml(inactive=True))
-        facts = self.probe.facts((dom.os.arch if dom.os else None) or "x86_64")
-        changes: builtins.list[str] = []
-        active = guest.is_active()
+        config = Domain.parse(guest.xml(inactive=True))
         if vcpus is not None:
-            changes.append(self._set_vcpus(guest, dom, facts, vcpus, active))
+            os_el = config.os
+            machine = os_el.machine if os_el else None
+            arch = (os_el.arch if os_el else None) or "x86_64"
+            domain_type = config.type or self.probe.facts(arch).domain_type
+            self._check_vcpus(vcpus, self._vcpu_limit(arch, machine, domain_type), machine)
         if memory is not None:
-            changes.append(self._set_memory(guest, memory, active))
+            self._check_memory(memory)
+        active = guest.is_active()
+        changes: builtins.list[str] = []
+        if vcpus is not None:
+            changes.append(self._set_vcpus(guest, vcpus, active))
+        if memory is not None:
+            changes.append(self._set_memory(guest, config, memory, active))
         return SetResult(name=name, changes=changes)
 
-    def _set_vcpus(
-        self, guest: Guest, dom: Domain, facts: HostFacts, count: int, active: bool
-    ) -> str:
-        if count < 1:
-            raise InvalidInput(f"vCPUs must be at least 1, got {count}", code="invalid_vcpus")
-        machine = dom.os.machine if dom.os else None
-        limit = self.probe.domain_capabilities(
-            (dom.os.arch if dom.os else None) or "x86_64", machine, facts.domain_type
-        ).max_vcpus
-        if limit and count > limit:
-            raise InvalidInput(
-                f"{count} vCPUs is more than this VM's machine allows ({limit})",
-                code="too_many_vcpus",
-            )
+    def _set_vcpus(self, guest: Guest, count: int, active: bool) -> str:
         if count > guest.max_vcpus_config():
             guest.set_vcpus(count, config=True, maximum=True)
         guest.set_vcpus(count, config=True)
         if not active:
             return f"vCPUs: {count} from the next start"
-        if count <= guest.max_vcpus_live():
-            try:
-                guest.set_vcpus(count, live=True)
-                return f"vCPUs: {count} now and from the next start"
-            except VirtkitError as exc:
-                log.info("live vCPU change refused: %s", exc)
-                return f"vCPUs: {count} from the next start (not live: {exc.message})"
-        return (
-            f"vCPUs: {count} from the next start (the running VM was started with at most "
-            f"{guest.max_vcpus_live()})"
-        )
+        live_max = guest.max_vcpus_live()
+        if count > live_max:
+            return (
+                f"vCPUs: {count} from the next start (the running VM was started with at most "
+                f"{live_max})"
+            )
+        try:
+            guest.set_vcpus(count, live=True)
+        except VirtkitError as exc:
+            log.info("live vCPU change refused: %s", exc)
+            return f"vCPUs: {count} from the next start (not live: {exc.message})"
+        return f"vCPUs: {count} now and from the next start"
 
-    def _set_memory(self, guest: Guest, memory: int, active: bool) -> str:
-        if memory < 16 * MiB:
-            raise InvalidInput(
-                f"memory must be at least 16 MiB, got {format_size(memory)}", code="invalid_memory"
-            )
-        total, _free = self.host.memory()
-        if memory > total:
-            raise InvalidInput(
-                f"memory {format_size(memory)} is more than the host has ({format_size(total)})",
-                code="memory_too_large",
-            )
+    def _set_memory(self, guest: Guest, config: Domain, memory: int, active: bool) -> str:
         kib = memory // 1024
         shown = format_size(memory)
         _state, max_kib_live, _cur, _v = guest.info()
-        inactive = Domain.parse(guest.xml(inactive=True))
-        if kib > (inactive.memory_kib or 0):
+        if kib > (config.memory_kib or 0):
             guest.set_memory(kib, config=True, maximum=True)
         guest.set_memory(kib, config=True)
         if not active:
             return f"memory: {shown} from the next start"
-        if kib <= max_kib_live:
-            try:
-                guest.set_memory(kib, live=True)
-                return f"memory: {shown} now (balloon) and from the next start"
-            except VirtkitError as exc:
-                return f"memory: {shown} from the next start (not live: {exc.message})"
-        return (
-            f"memory: {shown} from the next start (more than the "
-            f"{format_size(max_kib_live * 1024)} the running VM was started with)"
-        )
+        if kib > max_kib_live:
+            return (
+                f"memory: {shown} from the next start (more than the "
+                f"{format_size(max_kib_live * 1024)} the running VM was started with)"
+            )
+        try:
+            guest.set_memory(kib, live=True)
+        except VirtkitError as exc:
+            return f"memory: {shown} from the next start (not live: {exc.message})"
+        return f"memory: {shown} now (balloon) and from the next start"
 
     # -- deleting ---------------------------------------------------------------------------
 
@@ -505,11 +527,12 @@ class VMService:
             raise InvalidState(
                 f"VM {name!r} is {_describe(state)}: stop it first, or delete "
                 "with --force to power it off",
-                code="vm_running",
+                code=_state_code(state),
             )
+        persistent = guest.is_persistent()  # a transient VM is gone once destroyed
         if state.is_active:
             guest.destroy()
-        if guest.is_persistent():
+        if persistent:
             guest.undefine()
         owned = set(dom.owned_disk_paths)
         removed: builtins.list[str] = []
@@ -519,7 +542,13 @@ class VMService:
             if not source:
                 continue
             if remove_storage and source in owned:
-                if storage.delete_disk(self.host, source):
+                # The VM is gone already: report a disk that will not go, do not stop halfway.
+                try:
+                    gone = storage.delete_disk(self.host, source)
+                except VirtkitError as exc:
+                    kept.append(f"{source} (could not remove: {exc.message})")
+                    continue
+                if gone:
                     removed.append(source)
                 else:
                     kept.append(f"{source} (already gone)")
@@ -529,8 +558,11 @@ class VMService:
                 kept.append(f"{source} (not created by virtkit for this VM)")
         console_log = self._own_console_log(dom)
         if remove_storage and console_log is not None and console_log.exists():
-            console_log.unlink()
-            removed.append(str(console_log))
+            try:
+                console_log.unlink()
+                removed.append(str(console_log))
+            except OSError as exc:
+                kept.append(f"{console_log} (could not remove: {exc.strerror})")
         log.info("deleted VM %s; removed %s", name, removed or "no storage")
         return DeleteResult(name=name, removed=removed, kept=kept, was_running=state.is_active)
 
@@ -550,6 +582,16 @@ class VMService:
         console_log = self._own_console_log(dom)
         extra = [str(console_log)] if console_log is not None and console_log.exists() else []
         return dom.owned_disk_paths + extra
+
+
+def _state_code(state: VMState) -> str:
+    return "vm_" + state.value.replace("-", "_")
+
+
+def _state_error(name: str, action: str, state: VMState) -> InvalidState:
+    return InvalidState(
+        f"cannot {action} VM {name!r}: it is {_describe(state)}", code=_state_code(state)
+    )
 
 
 def _describe(state: VMState) -> str:

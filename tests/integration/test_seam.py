@@ -71,6 +71,32 @@ def test_lifecycle_events_reach_subscribers(bed: Bed, vm_name: str, vk: Client) 
     assert all(kind in kinds for kind in expected), [e.event for e in seen]
 
 
+def test_events_command_streams_json_lines(bed: Bed, vm_name: str, vk: Client) -> None:
+    proc = subprocess.Popen(
+        [VIRTKIT, "events", "--json", "--vm", vm_name, "--timeout", "30"],
+        env=bed.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)  # let it connect and subscribe
+        vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name)), start=True)
+        vk.vms.stop(vm_name)
+        seen: list[str] = []
+        assert proc.stdout is not None
+        while "stopped" not in seen:
+            line = proc.stdout.readline()
+            assert line, (seen, proc.stderr.read() if proc.stderr else "")
+            event = json.loads(line)
+            assert event["vm"] == vm_name
+            seen.append(event["event"])
+        assert seen.index("defined") < seen.index("started") < seen.index("stopped")
+    finally:
+        proc.terminate()  # our own child
+        proc.wait(10)
+
+
 def _kvm_boots_directly(kernel: str, timeout: float) -> bool:
     """An independent oracle: boot the kernel under KVM with QEMU itself, no libvirt."""
     if not os.path.exists("/dev/kvm"):

@@ -82,8 +82,27 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "AlreadyExists", "BackendError", "Client", "ConnectionFailed", "ConnectionLost", "DiskSpec",
-    "DomainEvent", "HostInfo", "InUse", "InvalidInput", "InvalidState", "NotFound",
-    "PermissionDenied", "Settings", "Timeout", "Unsupported", "VMInfo", "VMSpec", "VMState",
-    "VMSummary", "VirtkitError", "__version__", "parse_vm_spec",
-]  # fmt: skip
+    "AlreadyExists",
+    "BackendError",
+    "Client",
+    "ConnectionFailed",
+    "ConnectionLost",
+    "DiskSpec",
+    "DomainEvent",
+    "HostInfo",
+    "InUse",
+    "InvalidInput",
+    "InvalidState",
+    "NotFound",
+    "PermissionDenied",
+    "Settings",
+    "Timeout",
+    "Unsupported",
+    "VMInfo",
+    "VMSpec",
+    "VMState",
+    "VMSummary",
+    "VirtkitError",
+    "__version__",
+    "parse_vm_spec",
+]

@@ -16,6 +16,9 @@ from virtkit.backend.connection import Connection, DomainEvent
 from virtkit.backend.host import Host
 from virtkit.services.consoles import ConsoleService
 from virtkit.services.host import HostService
+from virtkit.services.images import ImageService
+from virtkit.services.pools import PoolService
+from virtkit.services.store import Store
 from virtkit.services.vms import VMService
 from virtkit.settings import Settings
 
@@ -57,6 +60,26 @@ class Client:
             storage_pool=s.storage_pool,
             storage_pool_path=s.storage_pool_path,
             console_log_dir=s.console_log_dir,
+        )
+
+    @cached_property
+    def pools(self) -> PoolService:
+        """Storage pools and volumes."""
+        return PoolService(self.host)
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.settings.state_dir / "virtkit.db")
+
+    @cached_property
+    def images(self) -> ImageService:
+        """Image import and templates."""
+        return ImageService(
+            self.host,
+            self.pools,
+            self.store,
+            self.settings.cache_dir / "work",
+            host_uuid=lambda: self.probe.capabilities().host_uuid or self.uri,
         )
 
     @cached_property

@@ -20,6 +20,12 @@ ENV_PREFIX = "VIRTKIT_"
 DEFAULT_CONFIG = Path("/etc/virtkit/virtkit.toml")
 
 
+def _default_state_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/virtkit")
+    return Path.home() / ".local" / "share" / "virtkit"
+
+
 def _default_cache_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/cache/virtkit")
@@ -35,6 +41,10 @@ class Settings(BaseModel):
     cache_dir: Path = Field(
         default_factory=_default_cache_dir,
         description="Where virtkit caches verdicts and built images.",
+    )
+    state_dir: Path = Field(
+        default_factory=_default_state_dir,
+        description="virtkit's own store (images, templates): what libvirt cannot hold.",
     )
     storage_pool: str = Field("default", description="Pool for new VM disks.")
     storage_pool_path: Path = Field(

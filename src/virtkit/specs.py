@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -140,7 +140,12 @@ BootDevice = Literal["hd", "cdrom", "network"]
 
 
 class _Spec(BaseModel):
+    """A user's request: unknown keys are refused."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class DiskSpec(_Spec):
@@ -263,15 +268,7 @@ def describe_validation_error(exc: ValidationError, source: str = "VM spec") -> 
 
 def parse_vm_spec(data: Any, source: str = "VM spec") -> VMSpec:
     """Validate a mapping as a :class:`VMSpec`; raise :class:`InvalidInput` with one clear line."""
-    if not isinstance(data, dict):
-        raise InvalidInput(
-            f"invalid {source}: expected a mapping of keys, got {type(data).__name__}",
-            code="invalid_spec",
-        )
-    try:
-        return VMSpec.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInput(describe_validation_error(exc, source), code="invalid_spec") from None
+    return parse_model(VMSpec, data, source)
 
 
 class _View(BaseModel):
@@ -395,3 +392,146 @@ class HostInfo(_View):
     domain_type: str
     machines: list[str]
     max_vcpus: int | None
+
+
+# -- storage ----------------------------------------------------------------------------------
+
+PoolType = Literal["dir", "logical", "netfs", "iscsi", "rbd"]
+VolumeFormat = Literal["qcow2", "raw"]
+
+
+def validate_volume_name(name: str) -> str:
+    """Volume names become file names in the pool's directory: no paths, no hidden files."""
+    if not isinstance(name, str) or not name:
+        raise InvalidInput("invalid volume name: the name is empty", code="invalid_name")
+    if "/" in name or name in (".", "..") or ".." in name or name.startswith("."):
+        raise InvalidInput(
+            f"invalid volume name {name!r}: no '/', no '..', not starting with '.'",
+            code="invalid_name",
+        )
+    if len(name) > 255 or any(ord(c) < 32 for c in name):
+        raise InvalidInput(
+            f"invalid volume name {name!r}: at most 255 printable characters",
+            code="invalid_name",
+        )
+    return name
+
+
+def _positive_size(value: object) -> int:
+    size = parse_size(value, default_unit="G")
+    if size <= 0:
+        raise ValueError(f"a size must be more than 0, got {value!r}")
+    return size
+
+
+PositiveBytes = Annotated[int, BeforeValidator(_positive_size)]
+
+
+class PoolSpec(_Spec):
+    """A storage pool. Directory pools need ``path``; the others name their source."""
+
+    name: str
+    type: PoolType = "dir"
+    path: str | None = Field(None, description="Target directory (dir, netfs) or /dev/VG.")
+    source_host: str | None = Field(None, description="Server for netfs, iscsi, rbd.")
+    source_path: str | None = Field(None, description="Export path (netfs) or target IQN (iscsi).")
+    source_name: str | None = Field(None, description="Volume group (logical), Ceph pool (rbd).")
+    source_devices: list[str] = Field(default_factory=list, description="PVs of a logical pool.")
+    source_format: str | None = Field(None, description="e.g. nfs for netfs, lvm2 for logical.")
+    auth_username: str | None = Field(None, description="Ceph user (rbd).")
+    auth_secret_uuid: str | None = Field(None, description="libvirt secret with the Ceph key.")
+    autostart: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        try:
+            return validate_name(value, "pool")
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+
+    @model_validator(mode="after")
+    def _shape(self) -> PoolSpec:
+        need: dict[str, tuple[str, ...]] = {
+            "dir": ("path",),
+            "netfs": ("path", "source_host", "source_path"),
+            "logical": ("source_name",),
+            "iscsi": ("source_host", "source_path"),
+            "rbd": ("source_host", "source_name"),
+        }
+        missing = [k for k in need[self.type] if not getattr(self, k)]
+        if missing:
+            raise ValueError(f"a {self.type} pool needs {', '.join(missing)}")
+        if self.path is not None and not self.path.startswith("/"):
+            raise ValueError(f"path {self.path!r} is not absolute")
+        if self.type == "rbd" and bool(self.auth_username) != bool(self.auth_secret_uuid):
+            raise ValueError("rbd auth needs both auth_username and auth_secret_uuid")
+        return self
+
+
+class VolumeSpec(_Spec):
+    name: str
+    size: PositiveBytes
+    format: VolumeFormat = "qcow2"
+    preallocation: Literal["off", "metadata", "full"] = "off"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        try:
+            return validate_volume_name(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+
+
+class PoolInfo(_View):
+    name: str
+    type: str
+    active: bool
+    autostart: bool
+    persistent: bool
+    path: str | None
+    capacity: int | None
+    allocation: int | None
+    available: int | None
+    source: str | None = None
+    volumes: int | None = None
+
+
+class VolumeInfo(_View):
+    name: str
+    pool: str
+    path: str
+    format: str | None
+    capacity: int
+    allocation: int
+    backing: str | None = Field(None, description="Backing file (linked clones).")
+    used_by: list[str] = Field(default_factory=list, description="VMs whose disks use it.")
+    backing_chain: list[str] = Field(default_factory=list)
+
+
+def parse_model(model: type[_M], data: Any, source: str) -> _M:
+    """Validate ``data`` as ``model``, raising InvalidInput with one clear line."""
+    if not isinstance(data, dict):
+        raise InvalidInput(
+            f"invalid {source}: expected a mapping of keys, got {type(data).__name__}",
+            code="invalid_spec",
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation_error(exc, source), code="invalid_spec") from None
+
+
+class ImageInfo(_View):
+    pool: str
+    name: str
+    path: str
+    format: str | None
+    capacity: int
+    allocation: int
+    sha256: str | None = None
+    origin: str | None = Field(None, description="The file it was imported from.")
+    os: str | None = None
+    template: bool = False
+    clones: list[str] = Field(default_factory=list, description="Linked clones built on it.")

@@ -241,7 +241,7 @@ def test_second_disk_failure_removes_first(
         assert not (bed.pool_dir / f"{vm_name}-disk0.qcow2").exists()
         assert not vk.host.exists(vm_name)
     finally:
-        vk.host.delete_volume_by_path(str(clash))
+        vk.host.storage.delete_volume_by_path(str(clash))
 
 
 def test_bad_image_fails_at_start_and_rolls_back(

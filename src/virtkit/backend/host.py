@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,7 @@ import libvirt
 
 from virtkit.backend.connection import Connection
 from virtkit.backend.guest import Guest, seam
+from virtkit.backend.storage import Storage
 from virtkit.errors import NotFound, Unsupported
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class Host:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        self.storage = Storage(connection)
         self._caps_cache: dict[tuple[Any, ...], str] = {}
         self._caps_generation = -1
 
@@ -185,87 +186,6 @@ class Host:
     def new_stream(self, *, nonblocking: bool = True) -> libvirt.virStream:
         with seam(self.connection):
             return self._conn().newStream(libvirt.VIR_STREAM_NONBLOCK if nonblocking else 0)
-
-    # -- storage (what VM creation needs; pools and volumes proper are services/storage) ----
-
-    def pool_xml(self, name: str) -> str | None:
-        """The pool's XML, or None if there is no pool of that name."""
-        with seam(self.connection):
-            try:
-                pool = self._conn().storagePoolLookupByName(name)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
-                    return None
-                raise
-            return str(pool.XMLDesc(0))
-
-    def pool_is_active(self, name: str) -> bool:
-        with seam(self.connection):
-            return bool(self._conn().storagePoolLookupByName(name).isActive())
-
-    def define_pool(
-        self, xml: str, *, build: bool = True, start: bool = True, autostart: bool = True
-    ) -> None:
-        with seam(self.connection):
-            pool = self._conn().storagePoolDefineXML(xml, 0)
-            try:
-                if build:
-                    pool.build(0)
-                if start:
-                    pool.create(0)
-                if autostart:
-                    pool.setAutostart(1)
-            except libvirt.libvirtError:
-                # Leave no half-made pool behind (the directory build made stays).
-                with contextlib.suppress(libvirt.libvirtError):
-                    if pool.isActive():
-                        pool.destroy()
-                with contextlib.suppress(libvirt.libvirtError):
-                    pool.undefine()
-                raise
-
-    def remove_pool(self, name: str) -> None:
-        """Stop and undefine a pool; its directory and any files in it stay."""
-        with seam(self.connection):
-            pool = self._conn().storagePoolLookupByName(name)
-            if pool.isActive():
-                pool.destroy()
-            pool.undefine()
-
-    def start_pool(self, name: str) -> None:
-        with seam(self.connection):
-            self._conn().storagePoolLookupByName(name).create(0)
-
-    def create_volume(self, pool_name: str, xml: str) -> str:
-        """Create a volume from XML in a pool; returns its path."""
-        with seam(self.connection):
-            pool = self._conn().storagePoolLookupByName(pool_name)
-            vol = pool.createXML(xml, 0)
-            return str(vol.path())
-
-    def _volume_by_path(self, path: str) -> libvirt.virStorageVol | None:
-        """The volume at ``path``, or None if no pool holds it (call inside ``seam``)."""
-        try:
-            return self._conn().storageVolLookupByPath(path)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() in (
-                libvirt.VIR_ERR_NO_STORAGE_VOL,
-                libvirt.VIR_ERR_NO_STORAGE_POOL,
-            ):
-                return None
-            raise
-
-    def volume_xml_by_path(self, path: str) -> str | None:
-        with seam(self.connection):
-            vol = self._volume_by_path(path)
-            return None if vol is None else str(vol.XMLDesc(0))
-
-    def delete_volume_by_path(self, path: str) -> None:
-        with seam(self.connection):
-            vol = self._volume_by_path(path)
-            if vol is None:
-                raise NotFound(f"no storage volume at {path}", code="volume_not_found")
-            vol.delete(0)
 
     def max_vcpus(self, virt_type: str) -> int:
         with seam(self.connection):

@@ -87,9 +87,12 @@ def cli(ctx: click.Context, uri: str | None, verbose: bool, debug: bool, log_jso
 
 
 def _register() -> None:
-    from virtkit.cli import dev, events, host, vm
+    from virtkit.cli import dev, events, host, image, storage, vm
 
     cli.add_command(vm.vm)
+    cli.add_command(image.image)
+    cli.add_command(storage.pool)
+    cli.add_command(storage.volume)
     cli.add_command(events.events)
     cli.add_command(host.host)
     cli.add_command(dev.dev)

@@ -62,7 +62,7 @@ def resolve_image(host: Host, path: str, declared: str | None, what: str) -> str
                 code="image_format_mismatch",
             )
         return declared or detected
-    xml = host.volume_xml_by_path(path)
+    xml = host.storage.volume_xml_by_path(path)
     if xml is None:
         raise InvalidInput(
             f"{what} {path} is not a volume in any storage pool of {host.uri} "
@@ -77,17 +77,17 @@ def ensure_pool(host: Host, name: str, path: Path) -> bool:
 
     Returns True if it had to define the pool (so a failed VM creation can remove it again).
     """
-    xml = host.pool_xml(name)
+    xml = host.storage.pool_xml(name)
     if xml is None:
         pool = Pool()
         pool.type = "dir"
         pool.name = name
         pool.target_path = str(path)
         log.info("creating storage pool %s at %s", name, path)
-        host.define_pool(pool.to_xml())
+        host.storage.define_pool(pool.to_xml())
         return True
-    if not host.pool_is_active(name):
-        host.start_pool(name)
+    if not host.storage.pool_is_active(name):
+        host.storage.start_pool(name)
     return False
 
 
@@ -98,13 +98,13 @@ def create_blank_disk(host: Host, pool: str, name: str, size: int) -> str:
     vol.capacity = size
     vol.capacity_unit = "bytes"
     vol.format = "qcow2"
-    return host.create_volume(pool, vol.to_xml())
+    return host.storage.create_volume(pool, vol.to_xml())
 
 
 def delete_disk(host: Host, path: str) -> bool:
     """Delete a volume by path; False if no such volume exists any more."""
     try:
-        host.delete_volume_by_path(path)
+        host.storage.delete_volume_by_path(path)
     except NotFound:
         return False
     return True

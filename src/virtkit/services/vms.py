@@ -294,7 +294,7 @@ class VMService:
     def preview_xml(self, spec: VMSpec) -> str:
         """The domain XML ``create`` would define, after the same checks; creates nothing."""
         prepared = self._prepare(spec)
-        pool = self.host.pool_xml(self.storage_pool)
+        pool = self.host.storage.pool_xml(self.storage_pool)
         pool_dir = (Pool.parse(pool).target_path if pool else None) or str(self.storage_pool_path)
         blank = [d for d in spec.disks if d.size is not None]
         new_disks = [
@@ -315,7 +315,7 @@ class VMService:
             if blank and storage.ensure_pool(self.host, self.storage_pool, self.storage_pool_path):
                 tx.on_rollback(
                     f"remove storage pool {self.storage_pool}",
-                    functools.partial(self.host.remove_pool, self.storage_pool),
+                    functools.partial(self.host.storage.remove_pool, self.storage_pool),
                 )
             for index, disk in enumerate(blank):
                 assert disk.size is not None

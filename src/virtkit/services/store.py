@@ -1,0 +1,89 @@
+"""virtkit's own store (SQLite): only what libvirt cannot hold, such as imported images and
+templates (libvirt volumes carry no metadata)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    host_uuid   TEXT NOT NULL,
+    pool        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    os          TEXT,
+    template    INTEGER NOT NULL DEFAULT 0,
+    imported_at REAL NOT NULL,
+    PRIMARY KEY (host_uuid, path)
+);
+CREATE INDEX IF NOT EXISTS images_sha ON images (host_uuid, sha256);
+"""
+
+
+class Store:
+    """A small SQLite database; each call opens its own short connection (safe across threads
+    and processes, e.g. the CLI while a daemon runs)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=10)
+        db.row_factory = sqlite3.Row
+        try:
+            db.executescript(SCHEMA)
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def add_image(
+        self, host_uuid: str, pool: str, name: str, path: str, sha256: str, origin: str
+    ) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO images (host_uuid, pool, name, path, sha256, origin, "
+                "imported_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (host_uuid, pool, name, path, sha256, origin, time.time()),
+            )
+
+    def image_by_sha(self, host_uuid: str, sha256: str) -> sqlite3.Row | None:
+        with self._db() as db:
+            row: sqlite3.Row | None = db.execute(
+                "SELECT * FROM images WHERE host_uuid = ? AND sha256 = ?", (host_uuid, sha256)
+            ).fetchone()
+            return row
+
+    def image(self, host_uuid: str, path: str) -> sqlite3.Row | None:
+        with self._db() as db:
+            row: sqlite3.Row | None = db.execute(
+                "SELECT * FROM images WHERE host_uuid = ? AND path = ?", (host_uuid, path)
+            ).fetchone()
+            return row
+
+    def images(self, host_uuid: str, *, templates_only: bool = False) -> list[sqlite3.Row]:
+        query = "SELECT * FROM images WHERE host_uuid = ?"
+        if templates_only:
+            query += " AND template = 1"
+        with self._db() as db:
+            return list(db.execute(query + " ORDER BY pool, name", (host_uuid,)))
+
+    def mark_template(self, host_uuid: str, path: str, os_name: str | None, on: bool) -> None:
+        with self._db() as db:
+            db.execute(
+                "UPDATE images SET template = ?, os = COALESCE(?, os) "
+                "WHERE host_uuid = ? AND path = ?",
+                (1 if on else 0, os_name, host_uuid, path),
+            )
+
+    def forget_image(self, host_uuid: str, path: str) -> None:
+        with self._db() as db:
+            db.execute("DELETE FROM images WHERE host_uuid = ? AND path = ?", (host_uuid, path))

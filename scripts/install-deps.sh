@@ -3,7 +3,7 @@
 set -eu
 
 PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
-busybox-static python3 python3-venv python3-dev gcc util-linux"
+busybox-static python3 python3-venv python3-dev gcc util-linux libvirt-daemon-driver-storage-rbd"
 [ "${WITH_BENCH:-0}" = 1 ] && PACKAGES="$PACKAGES virtinst"
 
 if [ "$(id -u)" != 0 ]; then

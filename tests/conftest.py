@@ -79,13 +79,25 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
         kvm_probe_timeout=8.0,
         shutdown_timeout=30.0,
     )
-    daemon.start()
+    # a small filesystem for "does not fit" tests; mounted before the daemon's namespace is made
+    small = shared / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(small)], check=True)
+    try:
+        daemon.start()
+    except BaseException:
+        subprocess.run(["umount", str(small)], check=False)
+        raise
     try:
         with Client(settings=settings) as client:
             client.probe.facts()  # the KVM verdict once, cached for every test after
         yield Bed(daemon, guest, settings)
     finally:
-        daemon.cleanup()
+        try:
+            daemon.stop()
+        finally:
+            subprocess.run(["umount", str(small)], check=False)
+            daemon.cleanup()
 
 
 @pytest.fixture

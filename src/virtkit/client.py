@@ -15,6 +15,7 @@ from virtkit.backend.capabilities import CapabilityProbe
 from virtkit.backend.connection import Connection, DomainEvent
 from virtkit.backend.host import Host
 from virtkit.services.consoles import ConsoleService
+from virtkit.services.disks import DiskService
 from virtkit.services.host import HostService
 from virtkit.services.images import ImageService
 from virtkit.services.pools import PoolService
@@ -57,6 +58,8 @@ class Client:
         return VMService(
             self.host,
             self.probe,
+            pools=self.pools,
+            images=self.images,
             storage_pool=s.storage_pool,
             storage_pool_path=s.storage_pool_path,
             console_log_dir=s.console_log_dir,
@@ -66,6 +69,11 @@ class Client:
     def pools(self) -> PoolService:
         """Storage pools and volumes."""
         return PoolService(self.host)
+
+    @cached_property
+    def disks(self) -> DiskService:
+        """A VM's disks and CD-ROMs after creation (hot-plug)."""
+        return DiskService(self.host, self.vms)
 
     @cached_property
     def store(self) -> Store:

@@ -149,12 +149,17 @@ _M = TypeVar("_M", bound=BaseModel)
 
 
 class DiskSpec(_Spec):
-    """A disk: an existing image (``path``) or a new blank qcow2 volume (``size``)."""
+    """A disk: an existing image (``path``), a new blank qcow2 volume (``size``), or a clone of
+    a template (``image``; linked by default, ``linked: false`` copies)."""
 
     path: str | None = Field(None, description="An existing disk image on the host.")
     size: DiskBytes | None = Field(
-        None, description="Size of a new blank qcow2 volume (e.g. 10G; a bare number is GiB)."
+        None,
+        description="Size of a new blank qcow2 volume (e.g. 10G; a bare number is GiB); with "
+        "'image', grows the clone to this size.",
     )
+    image: str | None = Field(None, description="A template, as NAME or POOL/NAME.")
+    linked: bool = Field(True, description="With 'image': a linked clone (else a full copy).")
     format: Literal["qcow2", "raw"] | None = Field(
         None, description="Image format; detected from the file when omitted."
     )
@@ -163,13 +168,24 @@ class DiskSpec(_Spec):
 
     @model_validator(mode="after")
     def _one_source(self) -> DiskSpec:
-        if (self.path is None) == (self.size is None):
+        sources = [k for k in ("path", "image") if getattr(self, k) is not None]
+        if (
+            len(sources) > 1
+            or (not sources and self.size is None)
+            or (self.path is not None and self.size is not None)
+        ):
             raise ValueError(
-                "give exactly one of 'path' (an existing image) or 'size' (a new disk)"
+                "give exactly one of 'path' (an existing image), 'size' (a new disk) or "
+                "'image' (a template to clone, optionally with a larger 'size')"
             )
         if self.size is not None and self.size < MiB:
             raise ValueError("a new disk must be at least 1 MiB")
         return self
+
+    @property
+    def is_new(self) -> bool:
+        """virtkit creates this disk (blank or cloned) for the VM."""
+        return self.path is None
 
 
 class VMSpec(_Spec):

@@ -170,6 +170,18 @@ class Guest:
                     raise
                 self._dom.undefine()
 
+    def attach_device(self, xml: str, *, live: bool, config: bool) -> None:
+        with seam(self._connection):
+            self._dom.attachDeviceFlags(xml, _affect(live, config))
+
+    def detach_device(self, xml: str, *, live: bool, config: bool) -> None:
+        with seam(self._connection):
+            self._dom.detachDeviceFlags(xml, _affect(live, config))
+
+    def update_device(self, xml: str, *, live: bool, config: bool) -> None:
+        with seam(self._connection):
+            self._dom.updateDeviceFlags(xml, _affect(live, config))
+
     def open_console(self, stream: libvirt.virStream, *, force: bool = False) -> None:
         flags = libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else 0
         with seam(self._connection):

@@ -126,6 +126,8 @@ def _parse_disk(value: str) -> dict[str, Any]:
 @click.option("--graphics", type=click.Choice(["none", "vnc", "spice"]), help="Display.")
 @click.option("--machine", help="Machine type (default q35).")
 @click.option("--cpu", help="CPU mode (host-passthrough, host-model, maximum) or model.")
+@click.option("--image", help="Boot disk: a clone of this template (NAME or POOL/NAME).")
+@click.option("--full", is_flag=True, help="With --image: a full copy, not a linked clone.")
 @click.option("--description", help="Free text shown by 'vm show'.")
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
 @click.option("--no-serial", is_flag=True, help="No serial console.")
@@ -149,6 +151,8 @@ def create(
     graphics: str | None,
     machine: str | None,
     cpu: str | None,
+    image: str | None,
+    full: bool,
     description: str | None,
     tags: tuple[str, ...],
     no_serial: bool,
@@ -184,6 +188,8 @@ def create(
     data.update({k: v for k, v in overrides.items() if v is not None})
     if disks:
         data["disks"] = [_parse_disk(d) for d in disks]
+    if image:
+        data["disks"] = [{"image": image, "linked": not full}, *data.get("disks", [])]
     if tags:
         data["tags"] = list(tags)
     if boot:
@@ -469,3 +475,112 @@ def console(state: State, name: str, force: bool) -> None:
     click.echo(f"Connected to {name}'s serial console. Escape character is ^] (Ctrl+]).", err=True)
     attach(stream)
     click.echo(f"\nDisconnected from {name}.", err=True)
+
+
+@vm.command()
+@click.argument("source")
+@click.argument("new_name")
+@click.option(
+    "--linked",
+    is_flag=True,
+    help="qcow2 overlays on SOURCE's disks instead of copies (SOURCE must then never "
+    "change its disks: keep it shut off, as a template).",
+)
+@json_option
+@pass_state
+def clone(state: State, source: str, new_name: str, linked: bool, as_json: bool) -> None:
+    """Clone a shut-off VM: its disks, with a new UUID and new MAC addresses."""
+    info = state.client.vms.clone(source, new_name, linked=linked)
+    if as_json:
+        render.print_json(info)
+        return
+    click.echo(
+        f"cloned {source} to {new_name} ({'linked' if linked else 'full copy'}): "
+        + ", ".join(d.source or "-" for d in info.disks if d.device == "disk")
+    )
+
+
+@vm.group()
+def disk() -> None:
+    """A VM's disks: list, attach (hot-plug on a running VM), detach."""
+
+
+@disk.command("list")
+@click.argument("name")
+@json_option
+@pass_state
+def disk_list(state: State, name: str, as_json: bool) -> None:
+    """The VM's disks and CD-ROMs."""
+    disks = state.client.disks.list(name)
+    if as_json:
+        render.print_json(disks)
+        return
+    render.table(
+        ["TARGET", "DEVICE", "BUS", "FORMAT", "SOURCE", "OWNED"],
+        [
+            [
+                d.target,
+                d.device,
+                d.bus or "-",
+                d.format or "-",
+                d.source or "-",
+                "yes" if d.owned else "no",
+            ]
+            for d in disks
+        ],
+    )
+
+
+@disk.command("attach")
+@click.argument("name")
+@click.argument("source")
+@click.option("--bus", type=click.Choice(["virtio", "scsi"]), default="virtio")
+@click.option("--readonly", is_flag=True)
+@pass_state
+def disk_attach(state: State, name: str, source: str, bus: str, readonly: bool) -> None:
+    """Attach SOURCE: an image path, or a size (e.g. 10G) for a new blank volume."""
+    spec = _parse_disk(source)
+    size = parse_size(spec["size"], "G") if "size" in spec else None
+    view = state.client.disks.attach(
+        name, path=spec.get("path"), size=size, bus=bus, readonly=readonly
+    )
+    click.echo(f"attached {view.source} to {name} as {view.target}")
+
+
+@disk.command("detach")
+@click.argument("name")
+@click.argument("target")
+@click.option(
+    "--remove-storage", is_flag=True, help="Also delete the disk if virtkit created it for this VM."
+)
+@pass_state
+def disk_detach(state: State, name: str, target: str, remove_storage: bool) -> None:
+    """Detach the disk at TARGET (e.g. vdb)."""
+    removed = state.client.disks.detach(name, target, remove_storage=remove_storage)
+    click.echo(f"detached {target} from {name}" + "".join(f"; removed {p}" for p in removed))
+
+
+@vm.group()
+def cdrom() -> None:
+    """Change or eject a VM's CD-ROM media."""
+
+
+@cdrom.command("change")
+@click.argument("name")
+@click.argument("iso", type=click.Path(resolve_path=True))
+@click.option("--target", help="Which CD-ROM (default: the first).")
+@pass_state
+def cdrom_change(state: State, name: str, iso: str, target: str | None) -> None:
+    """Insert ISO into the VM's CD-ROM."""
+    where = state.client.disks.change_media(name, iso, target)
+    click.echo(f"inserted {iso} into {name}'s {where}")
+
+
+@cdrom.command("eject")
+@click.argument("name")
+@click.option("--target", help="Which CD-ROM (default: the first).")
+@pass_state
+def cdrom_eject(state: State, name: str, target: str | None) -> None:
+    """Eject the VM's CD-ROM media."""
+    where = state.client.disks.change_media(name, None, target)
+    click.echo(f"ejected {name}'s {where}")

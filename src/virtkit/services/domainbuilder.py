@@ -25,6 +25,9 @@ from virtkit.xml.domain import (
 )
 
 CPU_MODES = ("host-passthrough", "host-model", "maximum")
+# PCIe machines hot-plug into root ports; libvirt adds only the ports the defined devices use,
+# so a few spare ones make disks and NICs hot-pluggable (virt-install adds 14).
+SPARE_ROOT_PORTS = 4
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class BuildPlan:
     serial_log: str | None = None
 
 
-def _target_prefix(bus: str) -> str:
+def target_prefix(bus: str) -> str:
     return {"virtio": "vd", "ide": "hd"}.get(bus, "sd")
 
 
@@ -59,14 +62,14 @@ def _target_names(disks: list[ResolvedDisk]) -> list[str]:
     counters: dict[str, int] = {}
     names = []
     for disk in disks:
-        prefix = _target_prefix(disk.bus)
+        prefix = target_prefix(disk.bus)
         index = counters.get(prefix, 0)
         counters[prefix] = index + 1
-        names.append(prefix + _disk_letters(index))
+        names.append(prefix + disk_letters(index))
     return names
 
 
-def _disk_letters(index: int) -> str:
+def disk_letters(index: int) -> str:
     """0 -> a, 25 -> z, 26 -> aa (as libvirt names targets)."""
     letters = ""
     index += 1
@@ -76,7 +79,7 @@ def _disk_letters(index: int) -> str:
     return letters
 
 
-def _disk(resolved: ResolvedDisk, target: str) -> Disk:
+def disk_element(resolved: ResolvedDisk, target: str) -> Disk:
     disk = Disk()
     disk.type = "block" if resolved.path.startswith("/dev/") else "file"
     disk.device = resolved.device
@@ -191,7 +194,7 @@ def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
     if plan.emulator:
         dom.emulator = plan.emulator
     for resolved, target in zip(plan.disks, _target_names(plan.disks), strict=True):
-        dom.disks.append(_disk(resolved, target))
+        dom.disks.append(disk_element(resolved, target))
     if any(d.bus == "scsi" for d in plan.disks):
         scsi = Controller()
         scsi.type = "scsi"
@@ -199,6 +202,17 @@ def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
         scsi.index = 0
         dom.controllers.append(scsi)
     _graphics(spec, dom)
+    if "q35" in plan.machine:
+        root = Controller()  # explicit, else libvirt numbers the first root port 0
+        root.type = "pci"
+        root.index = 0
+        root.model = "pcie-root"
+        dom.controllers.append(root)
+        for _ in range(SPARE_ROOT_PORTS):
+            port = Controller()
+            port.type = "pci"
+            port.model = "pcie-root-port"
+            dom.controllers.append(port)
     if spec.serial:
         serial, console = serial_console(plan.serial_log)
         dom.serials.append(serial)

@@ -27,7 +27,19 @@ from virtkit.errors import NotFound
 BOOT_MARKER = "VIRTKIT-TINY-BOOTED"
 POWEROFF_MARKER = "VIRTKIT-TINY-POWEROFF"
 CMDLINE = "console=ttyS0 quiet"
-MODULES = ("kernel/drivers/acpi/button.ko",)
+# Loaded in this order (dependencies first): the ACPI power button, and virtio-blk so the guest
+# sees its disks (and hot-plugged ones).
+MODULES = (
+    "kernel/drivers/acpi/button.ko",
+    "kernel/drivers/virtio/virtio_ring.ko",
+    "kernel/drivers/virtio/virtio.ko",
+    "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
+    "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
+    "kernel/drivers/virtio/virtio_pci.ko",
+    "kernel/drivers/block/virtio_blk.ko",
+)
+BLOCK_MARKER = "VIRTKIT-BLOCK:"
+VDA_MARKER = "VIRTKIT-VDA:"
 
 INIT_SCRIPT = f"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -36,7 +48,27 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in /lib/modules/*.ko; do insmod "$m" 2>/dev/null; done
 hostname tiny
+# The first bytes of the first disk, and "virtkit.write=TEXT" writes TEXT at its 4 KiB offset.
+if [ -b /dev/vda ]; then
+  echo "{VDA_MARKER} $(head -c 64 /dev/vda | tr -cd '[:alnum:]-_.')"
+  for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+      virtkit.write=*)
+        echo "${{arg#virtkit.write=}}" | dd of=/dev/vda bs=4096 seek=1 conv=notrunc 2>/dev/null
+        sync ;;
+    esac
+  done
+fi
 echo "{BOOT_MARKER} uptime=$(cut -d' ' -f1 /proc/uptime)"
+# Block devices at boot, and again whenever one comes or goes (hot-plug).
+(
+  known="-"
+  while true; do
+    now=$(ls /sys/block | grep -v -e '^loop' -e '^ram' | xargs)
+    if [ "$now" != "$known" ]; then echo "{BLOCK_MARKER} [$now]"; known="$now"; fi
+    sleep 0.5
+  done
+) &
 # The ACPI power button: the kernel counts fixed power-button events here.
 # "virtkit.ignore_acpi" on the kernel command line makes a guest that ignores it (for tests).
 grep -q virtkit.ignore_acpi /proc/cmdline || (
@@ -132,9 +164,10 @@ def build_tiny_guest(cache_dir: Path, kernel: str | None = None) -> TinyGuest:
     busybox_path = find_busybox()
     match = re.search(r"vmlinuz-(.+)$", kernel)
     release = match.group(1) if match else os.uname().release
+    # numbered, so that init's glob loads them in MODULES' order
     modules = {
-        os.path.basename(m): data
-        for m in MODULES
+        f"{i:02d}-{os.path.basename(m)}": data
+        for i, m in enumerate(MODULES)
         if (data := _module_bytes(kernel, release, m)) is not None
     }
     kernel_stat = os.stat(kernel)

@@ -27,11 +27,15 @@ from virtkit.errors import (
 )
 from virtkit.services import storage
 from virtkit.services.domainbuilder import CPU_MODES, BuildPlan, ResolvedDisk, build_domain
+from virtkit.services.images import ImageService
+from virtkit.services.pools import PoolService
 from virtkit.services.transaction import Transaction
 from virtkit.specs import (
     DeleteResult,
+    DiskSpec,
     DiskView,
     GraphicsView,
+    ImageInfo,
     MiB,
     SetResult,
     VMInfo,
@@ -41,8 +45,8 @@ from virtkit.specs import (
     format_size,
     validate_name,
 )
-from virtkit.xml.domain import Domain
-from virtkit.xml.storage import Pool
+from virtkit.xml.domain import Domain, OwnedDisk
+from virtkit.xml.storage import Pool, Volume
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class _Prepared:
     cpu: str | None
     existing: list[ResolvedDisk]
     serial_log: str | None
+    templates: dict[int, ImageInfo]  # disk index -> template to clone
 
 
 class VMService:
@@ -68,12 +73,16 @@ class VMService:
         host: Host,
         probe: CapabilityProbe,
         *,
+        pools: PoolService | None = None,
+        images: ImageService | None = None,
         storage_pool: str = "default",
         storage_pool_path: Path = Path("/var/lib/libvirt/images"),
         console_log_dir: Path | None = Path("/var/log/libvirt/qemu"),
     ) -> None:
         self.host = host
         self.probe = probe
+        self.pools = pools
+        self.images = images
         self.storage_pool = storage_pool
         self.storage_pool_path = storage_pool_path
         self.console_log_dir = console_log_dir
@@ -267,11 +276,43 @@ class VMService:
             if spec.serial and self.console_log_dir
             else None
         )
-        return _Prepared(facts, machine, cpu, existing, serial_log)
+        return _Prepared(facts, machine, cpu, existing, serial_log, self._templates(spec))
+
+    def _templates(self, spec: VMSpec) -> dict[int, ImageInfo]:
+        found: dict[int, ImageInfo] = {}
+        for index, disk in enumerate(d for d in spec.disks if d.is_new):
+            if disk.image is None:
+                continue
+            if self.images is None:
+                raise Unsupported("this client has no image service for templates")
+            template = self.images.resolve_template(disk.image, self.storage_pool)
+            if disk.size is not None and disk.size < template.capacity:
+                raise InvalidInput(
+                    f"disk size {format_size(disk.size)} is smaller than template "
+                    f"{disk.image!r} ({format_size(template.capacity)})",
+                    code="disk_smaller_than_template",
+                )
+            found[index] = template
+        return found
 
     @staticmethod
     def _volume_name(spec: VMSpec, index: int) -> str:
         return f"{spec.name}-disk{index}.qcow2"
+
+    def _make_disk(self, spec: VMSpec, index: int, disk: DiskSpec, prepared: _Prepared) -> str:
+        """Create one of the VM's own disks (blank, or cloned from a template); its path."""
+        volume = self._volume_name(spec, index)
+        template = prepared.templates.get(index)
+        if template is None:
+            assert disk.size is not None
+            return storage.create_blank_disk(self.host, self.storage_pool, volume, disk.size)
+        assert self.pools is not None
+        clone = self.pools.clone_volume(
+            template.pool, template.name, volume, linked=disk.linked, target_pool=self.storage_pool
+        )
+        if disk.size is not None and disk.size > clone.capacity:
+            self.pools.resize_volume(self.storage_pool, volume, disk.size)
+        return clone.path
 
     def _plan(
         self, spec: VMSpec, prepared: _Prepared, new_disks: builtins.list[ResolvedDisk]
@@ -280,7 +321,7 @@ class VMService:
         ordered: builtins.list[ResolvedDisk] = []
         new_iter, old_iter = iter(new_disks), iter(prepared.existing)
         for disk in spec.disks:
-            ordered.append(next(new_iter) if disk.size is not None else next(old_iter))
+            ordered.append(next(new_iter) if disk.is_new else next(old_iter))
         ordered.extend(old_iter)  # the cdrom
         return BuildPlan(
             domain_type=prepared.facts.domain_type,
@@ -296,10 +337,9 @@ class VMService:
         prepared = self._prepare(spec)
         pool = self.host.storage.pool_xml(self.storage_pool)
         pool_dir = (Pool.parse(pool).target_path if pool else None) or str(self.storage_pool_path)
-        blank = [d for d in spec.disks if d.size is not None]
         new_disks = [
             ResolvedDisk(f"{pool_dir}/{self._volume_name(spec, i)}", "qcow2", d.bus, owned=True)
-            for i, d in enumerate(blank)
+            for i, d in enumerate(d for d in spec.disks if d.is_new)
         ]
         return build_domain(spec, self._plan(spec, prepared, new_disks)).to_xml()
 
@@ -311,17 +351,16 @@ class VMService:
         prepared = self._prepare(spec)
         with Transaction(f"creating VM {spec.name}") as tx:
             new_disks: builtins.list[ResolvedDisk] = []
-            blank = [d for d in spec.disks if d.size is not None]
-            if blank and storage.ensure_pool(self.host, self.storage_pool, self.storage_pool_path):
+            new = [d for d in spec.disks if d.is_new]
+            if new and storage.ensure_pool(self.host, self.storage_pool, self.storage_pool_path):
                 tx.on_rollback(
                     f"remove storage pool {self.storage_pool}",
                     functools.partial(self.host.storage.remove_pool, self.storage_pool),
                 )
-            for index, disk in enumerate(blank):
-                assert disk.size is not None
-                volume = self._volume_name(spec, index)
-                say(f"creating disk {volume} ({format_size(disk.size)})")
-                path = storage.create_blank_disk(self.host, self.storage_pool, volume, disk.size)
+            for index, disk in enumerate(new):
+                what = f"a clone of {disk.image}" if disk.image else format_size(disk.size or 0)
+                say(f"creating disk {self._volume_name(spec, index)} ({what})")
+                path = self._make_disk(spec, index, disk, prepared)
                 tx.on_rollback(
                     f"delete volume {path}", functools.partial(storage.delete_disk, self.host, path)
                 )
@@ -348,6 +387,69 @@ class VMService:
                 guest.start()
         log.info("created VM %s (%s)", spec.name, facts.domain_type)
         return self.get(spec.name)
+
+    def clone(self, name: str, new_name: str, *, linked: bool = False) -> VMInfo:
+        """A new VM from a shut-off one: every disk copied (or, ``linked``, a qcow2 overlay on
+        the source's disk, which must then stay unchanged), new UUID, new MAC addresses. CD-ROMs
+        keep their media; the clone owns its new disks."""
+        validate_name(new_name)
+        guest = self._guest(name)
+        state = guest.state()[0]
+        if state != VMState.SHUTOFF:
+            raise _state_error(name, "clone", state)
+        if self.host.exists(new_name):
+            raise AlreadyExists(f"a VM named {new_name!r} already exists", code="vm_exists")
+        if self.pools is None:
+            raise Unsupported("this client has no storage service for clones")
+        dom = Domain.parse(guest.xml(inactive=True))
+        sources = []
+        for disk in dom.disks:
+            if disk.device != "disk":
+                continue
+            pool = self.host.storage.volume_pool_by_path(disk.source or "")
+            if pool is None:
+                raise InvalidInput(
+                    f"disk {disk.target_dev} of {name!r} ({disk.source}) is not a volume in a "
+                    "storage pool: virtkit clones only pool volumes",
+                    code="disk_not_in_pool",
+                )
+            sources.append((disk, pool))
+        dom.name = new_name
+        dom.uuid = None
+        for nic in dom.interfaces:
+            nic.mac = None  # libvirt generates new ones
+        for serial in dom.serials:
+            if serial.log is not None and self.console_log_dir is not None:
+                serial.log.file = str(self.console_log_dir / f"{new_name}-serial0.log")
+        meta = dom.ensure_virtkit_metadata()
+        for entry in list(meta.owned_disks):
+            meta.owned_disks.remove(entry)
+        with Transaction(f"cloning {name} to {new_name}") as tx:
+            storage.ensure_pool(self.host, self.storage_pool, self.storage_pool_path)
+            for index, (disk, pool) in enumerate(sources):
+                volume = Volume.parse(self.host.storage.volume_xml_by_path(disk.source or "") or "")
+                copy = self.pools.clone_volume(
+                    pool,
+                    volume.name or "",
+                    f"{new_name}-disk{index}.qcow2",
+                    linked=linked,
+                    target_pool=self.storage_pool,
+                )
+                tx.on_rollback(
+                    f"delete volume {copy.path}",
+                    functools.partial(storage.delete_disk, self.host, copy.path),
+                )
+                disk.source_dev = disk.source_pool = disk.source_volume = None
+                disk.source_file = copy.path
+                disk.type = "file"
+                disk.driver_type = copy.format
+                owned = OwnedDisk()
+                owned.path = copy.path
+                meta.owned_disks.append(owned)
+            self.host.define(dom.to_xml())
+            tx.on_rollback(f"undefine VM {new_name}", functools.partial(self._undefine, new_name))
+        log.info("cloned VM %s to %s (%s)", name, new_name, "linked" if linked else "full")
+        return self.get(new_name)
 
     def _undefine(self, name: str) -> None:
         guest = self.host.lookup(name)

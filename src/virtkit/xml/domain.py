@@ -66,6 +66,15 @@ class Disk(XMLObject):
         return self.source_file or self.source_dev or self.source_volume
 
 
+class Interface(XMLObject):
+    TAG = "interface"
+    type = attr("", "type")
+    mac = attr("mac", "address")
+    source_network = attr("source", "network")
+    source_bridge = attr("source", "bridge")
+    model = attr("model", "type")
+
+
 class Controller(XMLObject):
     TAG = "controller"
     type = attr("", "type")
@@ -169,6 +178,7 @@ class Domain(XMLObject):
     emulator = text("devices/emulator")
     disks = Children(Disk, "devices/disk")
     controllers = Children(Controller, "devices/controller")
+    interfaces = Children(Interface, "devices/interface")
     serials = Children(Serial, "devices/serial")
     consoles = Children(Console, "devices/console")
     graphics = Children(Graphics, "devices/graphics")

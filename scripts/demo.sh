@@ -6,6 +6,12 @@ NAME=virtkit-demo
 
 $VIRTKIT host info
 echo
+# the default directory pool, where new disks, clones and imported images go
+if ! $VIRTKIT pool show default >/dev/null 2>&1; then
+    $VIRTKIT pool create default --path /var/lib/libvirt/images
+fi
+$VIRTKIT pool list
+echo
 guest=$($VIRTKIT dev tiny-guest)
 field() { printf '%s' "$guest" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 

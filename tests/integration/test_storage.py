@@ -178,7 +178,8 @@ def test_volume_bad_input(
 
 
 def test_volume_create_resize_and_shrink(bed: Bed, pool: str, vk: Client) -> None:
-    vk.pools.create_volume(pool, VolumeSpec(name="r.raw", size="8M", format="raw"))
+    sparse = vk.pools.create_volume(pool, VolumeSpec(name="r.raw", size="8M", format="raw"))
+    assert sparse.allocation == 0  # thin unless preallocation is asked for
     info = vk.pools.create_volume(pool, VolumeSpec(name="q.qcow2", size="32M"))
     assert info.format == "qcow2" and info.capacity == 32 * MiB
     assert _qemu_img("info", info.path).count("virtual size: 32 MiB") == 1
@@ -386,6 +387,12 @@ def test_full_clone_and_vm_clone_are_independent(
             vk.vms.clone(vm_name, copy)
         with pytest.raises(InvalidState, match="cannot clone"):
             vk.vms.clone(copy, copy + "2")  # running
+        # the copy does not need its source: delete the source and boot the copy again
+        vk.vms.delete(vm_name, remove_storage=True)
+        vk.vms.stop(copy)
+        vk.vms.start(copy)
+        wait_for_text(bed, copy)  # the console log starts afresh with each start
+        assert f"{VDA_MARKER} TEMPLATE-DATA-42" in console_log(bed, copy)
     finally:
         vk.vms.delete(copy, force=True, remove_storage=True)
     assert not any(p.name.startswith(copy) for p in bed.pool_dir.iterdir())

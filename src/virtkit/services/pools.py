@@ -253,9 +253,9 @@ class PoolService:
         vol.capacity = spec.size
         vol.capacity_unit = "bytes"
         vol.format = spec.format
-        if spec.preallocation == "full":
-            vol.allocation = spec.size
-            vol.allocation_unit = "bytes"
+        # libvirt allocates a volume fully unless told otherwise: say what was asked
+        vol.allocation = spec.size if spec.preallocation == "full" else 0
+        vol.allocation_unit = "bytes"
         self.storage.create_volume(
             pool, vol.to_xml(), prealloc_metadata=spec.preallocation == "metadata"
         )

@@ -451,3 +451,14 @@ def test_cdrom_change_and_eject(bed: Bed, vm_name: str, vk: Client) -> None:
     finally:
         first.unlink()
         second.unlink()
+
+
+def test_template_is_never_attached_writable(
+    bed: Bed, vm_name: str, vk: Client, template: tuple[str, Path]
+) -> None:
+    name, _raw = template
+    path = str(bed.settings.storage_pool_path / name)
+    result = run_cli(bed, "vm", "create", vm_name, "--kernel", bed.guest.kernel, "--disk", path)
+    assert result.returncode == 1 and "is a template" in result.stderr
+    spec = tiny_spec(bed, vm_name, disks=[{"path": path, "readonly": True}])
+    assert vk.vms.create(parse_vm_spec(spec)).disks[0].readonly

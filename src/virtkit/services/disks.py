@@ -93,6 +93,12 @@ class DiskService:
                 fmt, owned = "qcow2", True
             else:
                 assert path is not None
+                images = self.vms.images
+                if not readonly and images is not None and images.is_template(path):
+                    raise InvalidInput(
+                        f"{path} is a template: attach it readonly, or attach a clone",
+                        code="template_writable",
+                    )
                 fmt = storage.resolve_image(self.host, path, None, "disk image")
             xml = disk_element(ResolvedDisk(path, fmt, bus, readonly=readonly), target).to_xml()
             guest.attach_device(xml, live=live is not None, config=persistent)

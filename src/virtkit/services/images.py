@@ -375,6 +375,10 @@ class ImageService:
         self.store.mark_template(uuid, volume.path, os_name, on)
         return self.get(pool, name)
 
+    def is_template(self, path: str) -> bool:
+        row = self.store.image(self._host_uuid(), path)
+        return bool(row and row["template"])
+
     def resolve_template(self, ref: str, default_pool: str) -> ImageInfo:
         """``pool/name`` or ``name`` (in the default pool) of a template."""
         pool, _, name = ref.rpartition("/")

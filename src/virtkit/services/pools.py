@@ -350,6 +350,12 @@ class PoolService:
     ) -> int:
         """Copy bytes into an existing volume through a libvirt stream (remote hosts too)."""
         info = self.get_volume(pool, name)
+        if info.used_by:
+            raise InUse(
+                f"volume {name!r} is a disk of VM(s) {', '.join(info.used_by)}: writing into it "
+                "under them would corrupt it",
+                code="volume_in_use",
+            )
         if length is None:
             length = os.fstat(source.fileno()).st_size
         if length > info.capacity:

@@ -253,6 +253,12 @@ class VMService:
         resolved = []
         for disk in spec.disks:
             if disk.path is not None:
+                if not disk.readonly and self.images and self.images.is_template(disk.path):
+                    raise InvalidInput(
+                        f"{disk.path} is a template: give it as 'image' (a clone) or attach it "
+                        "readonly, so that its linked clones stay intact",
+                        code="template_writable",
+                    )
                 fmt = storage.resolve_image(self.host, disk.path, disk.format, "disk image")
                 resolved.append(ResolvedDisk(disk.path, fmt, disk.bus, readonly=disk.readonly))
         if spec.cdrom:

@@ -68,7 +68,10 @@ class Client:
     @cached_property
     def pools(self) -> PoolService:
         """Storage pools and volumes."""
-        return PoolService(self.host)
+        return PoolService(self.host, self.store, host_uuid=self._host_uuid)
+
+    def _host_uuid(self) -> str:
+        return self.probe.capabilities().host_uuid or self.uri
 
     @cached_property
     def disks(self) -> DiskService:
@@ -87,7 +90,7 @@ class Client:
             self.pools,
             self.store,
             self.settings.cache_dir / "work",
-            host_uuid=lambda: self.probe.capabilities().host_uuid or self.uri,
+            host_uuid=self._host_uuid,
         )
 
     @cached_property

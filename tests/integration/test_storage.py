@@ -422,13 +422,16 @@ def test_hot_plug_a_disk_into_a_running_guest(bed: Bed, vm_name: str, vk: Client
     wait_for_text(bed, vm_name, f"{BLOCK_MARKER} [vda]", timeout=30)  # the guest saw it arrive
     disks = json.loads(run_cli(bed, "vm", "disk", "list", vm_name, "--json").stdout)
     assert [d["target"] for d in disks] == ["vda"] and disks[0]["owned"]
-    assert vm_name in vk.pools.get_volume(bed.settings.storage_pool, f"{vm_name}-vda.qcow2").used_by
+    volume = vk.pools.get_volume(bed.settings.storage_pool, f"{vm_name}-disk0.qcow2")
+    assert vm_name in volume.used_by
+    assert disks[0]["source"] in vk.vms.storage_to_remove(vm_name)
     detached = run_cli(bed, "vm", "disk", "detach", vm_name, "vda", "--remove-storage")
     assert detached.returncode == 0, detached.stderr
     assert "removed" in detached.stdout
     wait_for_text(bed, vm_name, f"{BLOCK_MARKER} []", count=2, timeout=30)  # and it went
     assert json.loads(run_cli(bed, "vm", "disk", "list", vm_name, "--json").stdout) == []
-    assert not (bed.pool_dir / f"{vm_name}-vda.qcow2").exists()
+    assert not (bed.pool_dir / f"{vm_name}-disk0.qcow2").exists()
+    assert disks[0]["source"] not in vk.vms.storage_to_remove(vm_name)  # nothing promised
     with pytest.raises(NotFound):
         vk.disks.detach(vm_name, "vdz")
 
@@ -462,3 +465,36 @@ def test_template_is_never_attached_writable(
     assert result.returncode == 1 and "is a template" in result.stderr
     spec = tiny_spec(bed, vm_name, disks=[{"path": path, "readonly": True}])
     assert vk.vms.create(parse_vm_spec(spec)).disks[0].readonly
+
+
+def test_bases_of_linked_clones_are_protected(
+    bed: Bed, vm_name: str, vk: Client, template: tuple[str, Path], tmp_path: Path
+) -> None:
+    name, _raw = template
+    pool = bed.settings.storage_pool
+    # a VM whose disk is no template cannot be cloned linked
+    vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name, disks=[{"size": "16M"}])))
+    refused = run_cli(bed, "vm", "clone", vm_name, vm_name + "-l", "--linked")
+    assert refused.returncode == 1 and "not a template" in refused.stderr
+    assert not vk.host.exists(vm_name + "-l")
+    # a template cannot be written or resized, and stays one while clones build on it
+    upload = tmp_path / "x.bin"
+    upload.write_bytes(b"x" * 4096)
+    result = run_cli(bed, "volume", "upload", name, str(upload), "-p", pool)
+    assert result.returncode == 1 and "is a template" in result.stderr
+    result = run_cli(bed, "volume", "resize", name, "64M", "-p", pool)
+    assert result.returncode == 1 and "is a template" in result.stderr
+    vk.pools.clone_volume(pool, name, f"{vm_name}-on-tpl.qcow2", linked=True)
+    result = run_cli(bed, "image", "template", name, "-p", pool, "--off")
+    assert result.returncode == 1 and f"{vm_name}-on-tpl.qcow2" in result.stderr
+    vk.host.storage.delete_volume(pool, f"{vm_name}-on-tpl.qcow2")
+
+
+def test_import_refuses_images_that_pull_in_other_files(
+    bed: Bed, pool: str, vk: Client, tmp_path: Path
+) -> None:
+    descriptor = tmp_path / "split.vmdk"
+    _qemu_img("create", "-f", "vmdk", "-o", "subformat=monolithicFlat", str(descriptor), "1M")
+    result = run_cli(bed, "image", "import", str(descriptor), "-p", pool)
+    assert result.returncode == 1 and "other files" in result.stderr, result.stderr
+    assert vk.pools.list_volumes(pool) == []

@@ -103,12 +103,8 @@ class Storage:
         with seam(self.connection):
             pool = self._pool(name)
             if pool.isActive():
-                if delete_dir:
-                    pool.destroy()
-                    pool.delete(libvirt.VIR_STORAGE_POOL_DELETE_NORMAL)
-                else:
-                    pool.destroy()
-            elif delete_dir:
+                pool.destroy()
+            if delete_dir:
                 pool.delete(libvirt.VIR_STORAGE_POOL_DELETE_NORMAL)
             pool.undefine()
 

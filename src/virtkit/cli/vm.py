@@ -540,7 +540,10 @@ def disk_list(state: State, name: str, as_json: bool) -> None:
 def disk_attach(state: State, name: str, source: str, bus: str, readonly: bool) -> None:
     """Attach SOURCE: an image path, or a size (e.g. 10G) for a new blank volume."""
     spec = _parse_disk(source)
-    size = parse_size(spec["size"], "G") if "size" in spec else None
+    try:
+        size = parse_size(spec["size"], "G") if "size" in spec else None
+    except ValueError as exc:
+        raise InvalidInput(f"invalid disk size: {exc}", code="invalid_size") from None
     view = state.client.disks.attach(
         name, path=spec.get("path"), size=size, bus=bus, readonly=readonly
     )

@@ -9,7 +9,7 @@ import time
 
 from virtkit.backend.guest import Guest
 from virtkit.backend.host import Host
-from virtkit.errors import InvalidInput, InvalidState, NotFound
+from virtkit.errors import InUse, InvalidInput, InvalidState, NotFound
 from virtkit.services import storage
 from virtkit.services.domainbuilder import (
     ResolvedDisk,
@@ -21,6 +21,7 @@ from virtkit.services.transaction import Transaction
 from virtkit.services.vms import VMService
 from virtkit.specs import DiskView, validate_name
 from virtkit.xml.domain import Disk, Domain, OwnedDisk
+from virtkit.xml.storage import Volume
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,22 @@ class DiskService:
             if size is not None:
                 if size < 1024 * 1024:
                     raise InvalidInput("a new disk must be at least 1 MiB", code="invalid_size")
-                storage.ensure_pool(self.host, self.vms.storage_pool, self.vms.storage_pool_path)
-                volume = f"{name}-{target}.qcow2"
-                path = storage.create_blank_disk(self.host, self.vms.storage_pool, volume, size)
+                pool = self.vms.storage_pool
+                if storage.ensure_pool(self.host, pool, self.vms.storage_pool_path):
+                    tx.on_rollback(
+                        f"remove storage pool {pool}",
+                        functools.partial(self.host.storage.remove_pool, pool),
+                    )
+                path = storage.create_blank_disk(self.host, pool, self._free_volume(name), size)
                 tx.on_rollback(
                     f"delete volume {path}", functools.partial(storage.delete_disk, self.host, path)
                 )
                 fmt, owned = "qcow2", True
+                if persistent:  # record it first: a failed attach undoes this too
+                    self._set_owned(guest, path, True)
+                    tx.on_rollback(
+                        f"forget {path}", functools.partial(self._set_owned, guest, path, False)
+                    )
             else:
                 assert path is not None
                 images = self.vms.images
@@ -102,10 +112,20 @@ class DiskService:
                 fmt = storage.resolve_image(self.host, path, None, "disk image")
             xml = disk_element(ResolvedDisk(path, fmt, bus, readonly=readonly), target).to_xml()
             guest.attach_device(xml, live=live is not None, config=persistent)
-            if owned and persistent:
-                self._set_owned(guest, path, True)
+        if owned and not persistent:
+            log.warning("VM %s is transient: delete %s yourself when it is gone", name, path)
         log.info("attached %s to %s as %s", path, name, target)
         return next(d for d in self.list(name) if d.target == target)
+
+    def _free_volume(self, name: str) -> str:
+        """The first ``<vm>-diskN.qcow2`` not taken in the VM pool (disks may come and go)."""
+        taken = {
+            Volume.parse(xml).name for xml in self.host.storage.volume_xmls(self.vms.storage_pool)
+        }
+        index = 0
+        while f"{name}-disk{index}.qcow2" in taken:
+            index += 1
+        return f"{name}-disk{index}.qcow2"
 
     def _set_owned(self, guest: Guest, path: str, owned: bool) -> None:
         config = Domain.parse(guest.xml(inactive=True))
@@ -142,8 +162,10 @@ class DiskService:
         removed: builtins.list[str] = []
         source = disk.source
         if remove_storage and source and source in config.owned_disk_paths:
-            if storage.delete_disk(self.host, source):
-                removed.append(source)
+            why = self.vms._delete_own_disk(source)
+            if why is not None:
+                raise InUse(f"detached {target}, but {source} stays: {why}", code="volume_kept")
+            removed.append(source)
             if guest.is_persistent():
                 self._set_owned(guest, source, False)
         return removed

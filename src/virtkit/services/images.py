@@ -18,7 +18,6 @@ import logging
 import lzma
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -29,7 +28,9 @@ from virtkit.backend.host import Host
 from virtkit.errors import (
     AlreadyExists,
     BackendError,
+    InUse,
     InvalidInput,
+    InvalidState,
     NotFound,
     Unsupported,
 )
@@ -74,6 +75,21 @@ def _decompressor(kind: str | None, raw: BinaryIO) -> BinaryIO:
     import zstandard
 
     return zstandard.ZstdDecompressor().stream_reader(raw)
+
+
+def _read_archive(source: BinaryIO, path: str, kind: str | None) -> bytes:
+    try:
+        return source.read(_CHUNK)
+    except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+        raise InvalidInput(
+            f"{path} is a corrupt .{kind} file: {exc}", code="corrupt_archive"
+        ) from None
+    except Exception as exc:  # zstandard raises its own ZstdError
+        if type(exc).__name__ != "ZstdError":
+            raise
+        raise InvalidInput(
+            f"{path} is a corrupt .{kind} file: {exc}", code="corrupt_archive"
+        ) from None
 
 
 class _HashingReader:
@@ -127,6 +143,8 @@ def qemu_img_info(path: str) -> dict[str, object]:
         )
     except FileNotFoundError:
         raise Unsupported("qemu-img is not installed (apt-get install qemu-utils)") from None
+    except subprocess.TimeoutExpired:
+        raise BackendError(f"qemu-img info {path} did not answer in 120 s") from None
     except subprocess.CalledProcessError as exc:
         raise InvalidInput(
             f"{path} is not a disk image qemu-img can read: {exc.stderr.strip()}",
@@ -134,6 +152,28 @@ def qemu_img_info(path: str) -> dict[str, object]:
         ) from None
     info: dict[str, object] = json.loads(out.stdout)
     return info
+
+
+def _refuse_external_files(info: dict[str, object], source: str) -> None:
+    """An image must not pull other host files into the copy: a qcow2 ``data-file`` or VMDK
+    extents elsewhere would make qemu-img (as root) read them (cf. OSSA-2024-001)."""
+    specific = info.get("format-specific")
+    data = specific.get("data", {}) if isinstance(specific, dict) else {}
+    if not isinstance(data, dict):
+        return
+    if data.get("data-file"):
+        raise InvalidInput(
+            f"{source} names an external data file ({data['data-file']}): refused",
+            code="invalid_image",
+        )
+    for extent in data.get("extents", []) or []:
+        filename = extent.get("filename") if isinstance(extent, dict) else None
+        if filename and os.path.realpath(str(filename)) != os.path.realpath(source):
+            raise InvalidInput(
+                f"{source} is a VMDK whose data lives in other files ({filename}): import a "
+                "single-file (monolithic) VMDK",
+                code="invalid_image",
+            )
 
 
 def parse_checksum(text: str) -> tuple[str, str]:
@@ -187,19 +227,15 @@ class ImageService:
             reader = _HashingReader(raw, total, progress)
             if algo != "sha256":
                 reader.sha256 = hashlib.new(algo)
-            try:
-                with _decompressor(kind, reader) as source, open(out, "wb") as target:  # type: ignore[arg-type]
-                    shutil.copyfileobj(source, target, _CHUNK)
-            except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
-                raise InvalidInput(
-                    f"{path} is a corrupt .{kind} file: {exc}", code="corrupt_archive"
-                ) from None
-            except Exception as exc:  # zstandard raises its own ZstdError
-                if type(exc).__name__ != "ZstdError":
-                    raise
-                raise InvalidInput(
-                    f"{path} is a corrupt .{kind} file: {exc}", code="corrupt_archive"
-                ) from None
+            with _decompressor(kind, reader) as source, open(out, "wb") as target:  # type: ignore[arg-type]
+                while chunk := _read_archive(source, path, kind):
+                    try:
+                        target.write(chunk)
+                    except OSError as exc:
+                        raise BackendError(
+                            f"cannot write the work file {out}: {exc.strerror}",
+                            code="work_file_failed",
+                        ) from None
             while reader.read(_CHUNK):  # hash any trailing bytes the decompressor left
                 pass
         return reader.sha256.hexdigest()
@@ -274,9 +310,9 @@ class ImageService:
                     "import a standalone image",
                     code="invalid_image",
                 )
+            _refuse_external_files(info, source)
             size = int(str(info.get("virtual-size", 0)))
-            volume = self._convert_into_pool(source, fmt, pool, name, size, progress)
-        self.store.add_image(self._host_uuid(), pool, name, volume.path, sha256, path)
+            self._convert_into_pool(source, fmt, pool, name, size, progress, sha256, path)
         return self.get(pool, name)
 
     def _refuse_duplicate(self, sha256: str, path: str) -> None:
@@ -293,7 +329,15 @@ class ImageService:
         )
 
     def _convert_into_pool(
-        self, source: str, fmt: str, pool: str, name: str, size: int, progress: ImageProgress | None
+        self,
+        source: str,
+        fmt: str,
+        pool: str,
+        name: str,
+        size: int,
+        progress: ImageProgress | None,
+        sha256: str,
+        origin: str,
     ) -> VolumeInfo:
         from virtkit.specs import VolumeSpec
 
@@ -305,7 +349,8 @@ class ImageService:
                 f"delete volume {volume.path}", lambda: self.host.storage.delete_volume(pool, name)
             )
             self._qemu_img_convert(source, fmt, volume.path, progress)
-        self.host.storage.refresh_pool(pool)
+            self.host.storage.refresh_pool(pool)
+            self.store.add_image(self._host_uuid(), pool, name, volume.path, sha256, origin)
         return self.pools.get_volume(pool, name)
 
     def _qemu_img_convert(
@@ -353,8 +398,8 @@ class ImageService:
         for row in self.store.images(self._host_uuid(), templates_only=templates_only):
             try:
                 infos.append(self.get(row["pool"], row["name"]))
-            except NotFound:
-                continue  # deleted behind virtkit's back
+            except (NotFound, InvalidState):
+                continue  # deleted behind virtkit's back, or its pool is stopped
         return infos
 
     def set_template(
@@ -368,16 +413,27 @@ class ImageService:
                 "template must not be written to",
                 code="volume_in_use",
             )
+        clones = [] if on else self.pools.clones_of(volume.path)
+        if clones:
+            raise InUse(
+                f"{name!r} is the backing file of {', '.join(clones)}: it stays a template "
+                "while linked clones build on it",
+                code="volume_has_clones",
+            )
         uuid = self._host_uuid()
         if self.store.image(uuid, volume.path) is None:
-            digest = self._hash_only(volume.path, "sha256", None) if self.host.is_local else ""
+            digest = ""
+            if self.host.is_local:
+                try:
+                    digest = self._hash_only(volume.path, "sha256", None)
+                except OSError as exc:
+                    log.info("cannot hash %s: %s", volume.path, exc)
             self.store.add_image(uuid, pool, name, volume.path, digest, "existing volume")
         self.store.mark_template(uuid, volume.path, os_name, on)
         return self.get(pool, name)
 
     def is_template(self, path: str) -> bool:
-        row = self.store.image(self._host_uuid(), path)
-        return bool(row and row["template"])
+        return self.pools.is_template(path)
 
     def resolve_template(self, ref: str, default_pool: str) -> ImageInfo:
         """``pool/name`` or ``name`` (in the default pool) of a template."""

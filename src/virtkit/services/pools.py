@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 from virtkit.backend.host import Host
-from virtkit.errors import AlreadyExists, InUse, InvalidInput, InvalidState, NotFound
+from virtkit.errors import (
+    AlreadyExists,
+    InUse,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    VirtkitError,
+)
+from virtkit.services.store import Store
 from virtkit.specs import (
     PoolInfo,
     PoolSpec,
@@ -79,9 +87,61 @@ def _source(pool: Pool) -> str | None:
 class PoolService:
     """Pools and their volumes on one host."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(
+        self, host: Host, store: Store | None = None, host_uuid: Callable[[], str] | None = None
+    ) -> None:
         self.host = host
         self.storage = host.storage
+        self.store = store
+        self._host_uuid = host_uuid or (lambda: host.uri)
+
+    # -- what must not be written or deleted --------------------------------------------------
+
+    def is_template(self, path: str) -> bool:
+        if self.store is None:
+            return False
+        row = self.store.image(self._host_uuid(), path)
+        return bool(row and row["template"])
+
+    def write_guard(self, info: VolumeInfo, action: str) -> None:
+        """Refuse to write into a volume others depend on: a VM's disk, a template, or the
+        backing file of linked clones."""
+        if info.used_by:
+            raise InUse(
+                f"cannot {action} {info.name!r}: it is a disk of VM(s) "
+                f"{', '.join(sorted(info.used_by))}",
+                code="volume_in_use",
+            )
+        if self.is_template(info.path):
+            raise InUse(
+                f"cannot {action} {info.name!r}: it is a template (unmark it first: "
+                f"virtkit image template {info.name} --off)",
+                code="volume_is_template",
+            )
+        children = self.clones_of(info.path)
+        if children:
+            raise InUse(
+                f"cannot {action} {info.name!r}: it is the backing file of {', '.join(children)}",
+                code="volume_has_clones",
+            )
+
+    def delete_owned_disk(self, path: str) -> str | None:
+        """Delete a disk virtkit created for a VM; None if done, else why it was kept."""
+        clones = self.clones_of(path)
+        if clones:
+            return f"kept: backing file of {', '.join(clones)}"
+        try:
+            self.storage.delete_volume_by_path(path)
+        except NotFound:
+            return "kept: not found in any running pool"
+        except VirtkitError as exc:
+            return f"could not remove: {exc.message}"
+        self.forget(path)
+        return None
+
+    def forget(self, path: str) -> None:
+        if self.store is not None:
+            self.store.forget_image(self._host_uuid(), path)
 
     # -- pools ------------------------------------------------------------------------------
 
@@ -164,8 +224,15 @@ class PoolService:
         self.storage.refresh_pool(name)
 
     def delete_pool(self, name: str, *, delete_dir: bool = False) -> None:
-        """Undefine a pool. Refused while it holds volumes (delete them first)."""
+        """Undefine a pool. Refused while it holds volumes (delete them first). An inactive
+        pool's volumes cannot be counted: undefining it leaves its files where they are."""
         info = self.get_pool(name)
+        if delete_dir and info.type not in ("dir", "netfs"):
+            raise InvalidInput(
+                f"--delete-dir removes a directory; pool {name!r} is {info.type} (for it libvirt "
+                "would remove the underlying storage): undefine it without the flag",
+                code="invalid_option",
+            )
         if info.active and info.volumes:
             raise InUse(
                 f"pool {name!r} still holds {info.volumes} volume(s): delete them first",
@@ -273,6 +340,7 @@ class PoolService:
             )
         if size == info.capacity:
             return f"{name}: already {format_size(size)}"
+        self.write_guard(info, "resize")
         self.storage.resize_volume(pool, name, size, shrink=size < info.capacity)
         return f"{name}: {format_size(info.capacity)} -> {format_size(size)}"
 
@@ -291,6 +359,7 @@ class PoolService:
                 code="volume_has_clones",
             )
         self.storage.delete_volume(pool, name, wipe=wipe)
+        self.forget(info.path)
         return info
 
     def clones_of(self, path: str) -> list[str]:
@@ -318,6 +387,12 @@ class PoolService:
         backing file is the source (instant; the source must then stay unchanged)."""
         validate_volume_name(new_name)
         source = self.get_volume(pool, name)
+        if linked and source.used_by:
+            raise InUse(
+                f"cannot base a linked clone on {name!r}: VM(s) {', '.join(source.used_by)} "
+                "write to it (clone a template, or shut them down and make it one)",
+                code="volume_in_use",
+            )
         target = target_pool or pool
         self._active_pool(target)
         if self._exists(target, new_name):
@@ -350,12 +425,7 @@ class PoolService:
     ) -> int:
         """Copy bytes into an existing volume through a libvirt stream (remote hosts too)."""
         info = self.get_volume(pool, name)
-        if info.used_by:
-            raise InUse(
-                f"volume {name!r} is a disk of VM(s) {', '.join(info.used_by)}: writing into it "
-                "under them would corrupt it",
-                code="volume_in_use",
-            )
+        self.write_guard(info, "upload into")
         if length is None:
             length = os.fstat(source.fileno()).st_size
         if length > info.capacity:

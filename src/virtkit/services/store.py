@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from virtkit.errors import BackendError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
     host_uuid   TEXT NOT NULL,
@@ -35,13 +37,22 @@ class Store:
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=10)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=10)
+        except (OSError, sqlite3.Error) as exc:
+            raise BackendError(
+                f"cannot open virtkit's store {self.path}: {exc}", code="store_failed"
+            ) from None
         db.row_factory = sqlite3.Row
         try:
             db.executescript(SCHEMA)
             with db:
                 yield db
+        except sqlite3.Error as exc:
+            raise BackendError(
+                f"virtkit's store {self.path} failed: {exc}", code="store_failed"
+            ) from None
         finally:
             db.close()
 

@@ -305,20 +305,34 @@ class VMService:
     def _volume_name(spec: VMSpec, index: int) -> str:
         return f"{spec.name}-disk{index}.qcow2"
 
-    def _make_disk(self, spec: VMSpec, index: int, disk: DiskSpec, prepared: _Prepared) -> str:
-        """Create one of the VM's own disks (blank, or cloned from a template); its path."""
+    def _make_disk(
+        self, spec: VMSpec, index: int, disk: DiskSpec, prepared: _Prepared, tx: Transaction
+    ) -> tuple[str, str]:
+        """Create one of the VM's own disks (blank, or cloned from a template), registering its
+        undo at once; returns its path and format."""
         volume = self._volume_name(spec, index)
         template = prepared.templates.get(index)
         if template is None:
             assert disk.size is not None
-            return storage.create_blank_disk(self.host, self.storage_pool, volume, disk.size)
-        assert self.pools is not None
-        clone = self.pools.clone_volume(
-            template.pool, template.name, volume, linked=disk.linked, target_pool=self.storage_pool
+            path = storage.create_blank_disk(self.host, self.storage_pool, volume, disk.size)
+            fmt = "qcow2"
+        else:
+            assert self.pools is not None
+            clone = self.pools.clone_volume(
+                template.pool,
+                template.name,
+                volume,
+                linked=disk.linked,
+                target_pool=self.storage_pool,
+            )
+            path, fmt = clone.path, clone.format or "qcow2"
+        tx.on_rollback(
+            f"delete volume {path}", functools.partial(storage.delete_disk, self.host, path)
         )
-        if disk.size is not None and disk.size > clone.capacity:
+        if template is not None and disk.size is not None and disk.size > template.capacity:
+            assert self.pools is not None
             self.pools.resize_volume(self.storage_pool, volume, disk.size)
-        return clone.path
+        return path, fmt
 
     def _plan(
         self, spec: VMSpec, prepared: _Prepared, new_disks: builtins.list[ResolvedDisk]
@@ -366,12 +380,9 @@ class VMService:
             for index, disk in enumerate(new):
                 what = f"a clone of {disk.image}" if disk.image else format_size(disk.size or 0)
                 say(f"creating disk {self._volume_name(spec, index)} ({what})")
-                path = self._make_disk(spec, index, disk, prepared)
-                tx.on_rollback(
-                    f"delete volume {path}", functools.partial(storage.delete_disk, self.host, path)
-                )
+                path, fmt = self._make_disk(spec, index, disk, prepared, tx)
                 new_disks.append(
-                    ResolvedDisk(path, "qcow2", disk.bus, readonly=disk.readonly, owned=True)
+                    ResolvedDisk(path, fmt, disk.bus, readonly=disk.readonly, owned=True)
                 )
             xml = build_domain(spec, self._plan(spec, prepared, new_disks)).to_xml()
             facts = prepared.facts
@@ -419,6 +430,13 @@ class VMService:
                     "storage pool: virtkit clones only pool volumes",
                     code="disk_not_in_pool",
                 )
+            if linked and not self.pools.is_template(disk.source or ""):
+                raise InvalidInput(
+                    f"a linked clone needs bases that never change: disk {disk.target_dev} of "
+                    f"{name!r} is not a template (make a full clone, or mark its disks as "
+                    "templates with 'virtkit image template')",
+                    code="not_a_template",
+                )
             sources.append((disk, pool))
         dom.name = new_name
         dom.uuid = None
@@ -431,7 +449,11 @@ class VMService:
         for entry in list(meta.owned_disks):
             meta.owned_disks.remove(entry)
         with Transaction(f"cloning {name} to {new_name}") as tx:
-            storage.ensure_pool(self.host, self.storage_pool, self.storage_pool_path)
+            if storage.ensure_pool(self.host, self.storage_pool, self.storage_pool_path):
+                tx.on_rollback(
+                    f"remove storage pool {self.storage_pool}",
+                    functools.partial(self.host.storage.remove_pool, self.storage_pool),
+                )
             for index, (disk, pool) in enumerate(sources):
                 volume = Volume.parse(self.host.storage.volume_xml_by_path(disk.source or "") or "")
                 copy = self.pools.clone_volume(
@@ -642,28 +664,23 @@ class VMService:
             guest.destroy()
         if persistent:
             guest.undefine()
-        owned = set(dom.owned_disk_paths)
+        owned = dom.owned_disk_paths
+        attached = [d.source for d in dom.disks if d.source]
         removed: builtins.list[str] = []
         kept: builtins.list[str] = []
-        for disk in dom.disks:
-            source = disk.source
-            if not source:
-                continue
-            if remove_storage and source in owned:
-                # The VM is gone already: report a disk that will not go, do not stop halfway.
-                try:
-                    gone = storage.delete_disk(self.host, source)
-                except VirtkitError as exc:
-                    kept.append(f"{source} (could not remove: {exc.message})")
-                    continue
-                if gone:
-                    removed.append(source)
-                else:
-                    kept.append(f"{source} (already gone)")
-            elif source in owned:
+        # Its own disks, attached or not (one detached without --remove-storage is still its own).
+        for source in dict.fromkeys([*attached, *owned]):
+            if source not in owned:
+                kept.append(f"{source} (not created by virtkit for this VM)")
+            elif not remove_storage:
                 kept.append(f"{source} (kept: no --remove-storage)")
             else:
-                kept.append(f"{source} (not created by virtkit for this VM)")
+                # The VM is gone already: report a disk that will not go, do not stop halfway.
+                why = self._delete_own_disk(source)
+                if why is None:
+                    removed.append(source)
+                else:
+                    kept.append(f"{source} ({why})")
         console_log = self._own_console_log(dom)
         if remove_storage and console_log is not None and console_log.exists():
             try:
@@ -673,6 +690,15 @@ class VMService:
                 kept.append(f"{console_log} (could not remove: {exc.strerror})")
         log.info("deleted VM %s; removed %s", name, removed or "no storage")
         return DeleteResult(name=name, removed=removed, kept=kept, was_running=state.is_active)
+
+    def _delete_own_disk(self, path: str) -> str | None:
+        """Delete one of a VM's own disks; None when done, else why it stays."""
+        if self.pools is not None:
+            return self.pools.delete_owned_disk(path)
+        try:
+            return None if storage.delete_disk(self.host, path) else "already gone"
+        except VirtkitError as exc:
+            return f"could not remove: {exc.message}"
 
     def _own_console_log(self, dom: Domain) -> Path | None:
         """The console log file virtkit named for this VM, if it is on this host."""

@@ -498,3 +498,13 @@ def test_import_refuses_images_that_pull_in_other_files(
     result = run_cli(bed, "image", "import", str(descriptor), "-p", pool)
     assert result.returncode == 1 and "other files" in result.stderr, result.stderr
     assert vk.pools.list_volumes(pool) == []
+
+
+def test_import_through_a_stream(bed: Bed, pool: str, vk: Client, tmp_path: Path) -> None:
+    """The path remote hosts take: convert on the client, send through a libvirt stream."""
+    raw = _make_image(tmp_path, b"STREAMED-CONTENT", size=8 * MiB)
+    result = run_cli(bed, "image", "import", str(raw), "-p", pool, "--stream", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["format"] == "qcow2" and info["capacity"] == 8 * MiB
+    _qemu_img("compare", str(raw), info["path"])

@@ -46,6 +46,12 @@ def image() -> None:
 @click.option("--checksum", help="Expected sha256:HEX or sha512:HEX of FILE.")
 @click.option("--template", "as_template", is_flag=True, help="Mark it a template at once.")
 @click.option("--os", "os_name", help="OS name kept with a template (e.g. debian12).")
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Convert here and send through a libvirt stream (automatic for remote hosts and "
+    "non-directory pools).",
+)
 @json_option
 @pass_state
 def import_(
@@ -56,6 +62,7 @@ def import_(
     checksum: str | None,
     as_template: bool,
     os_name: str | None,
+    stream: bool,
     as_json: bool,
 ) -> None:
     """Import FILE (qcow2, raw, vmdk, vdi; .gz/.xz/.zst/.bz2 compressed) as a qcow2 volume."""
@@ -63,7 +70,9 @@ def import_(
     target = pool or state.client.settings.storage_pool
     progress = _PhasedProgress()
     try:
-        info = images.import_image(file, target, name, checksum=checksum, progress=progress)
+        info = images.import_image(
+            file, target, name, checksum=checksum, progress=progress, via_stream=stream or None
+        )
     finally:
         progress.close()
     if as_template:

@@ -257,19 +257,16 @@ class ImageService:
         *,
         checksum: str | None = None,
         progress: ImageProgress | None = None,
+        via_stream: bool | None = None,
     ) -> ImageInfo:
-        if not self.host.is_local:
-            raise Unsupported(
-                "image import reads a local file: run it on the VM host "
-                "(or upload into a volume with 'virtkit volume upload')"
-            )
+        """Import a file on this machine. On a local host (or a local ``dir`` pool) it is
+        converted straight into the new volume; otherwise (``via_stream``) it is converted here
+        and sent through a libvirt stream, so that remote hosts and other pool types work too."""
         check_local_file(path, "image")
         name = validate_volume_name(name or _strip_name(path))
         pool_info = self.pools.get_pool(pool)
-        if pool_info.type != "dir" or not pool_info.path:
-            raise Unsupported(
-                f"image import converts into directory pools; {pool!r} is {pool_info.type}"
-            )
+        if via_stream is None:
+            via_stream = not (self.host.is_local and pool_info.type == "dir" and pool_info.path)
         if any(v.name == name for v in self.pools.list_volumes(pool)):
             raise AlreadyExists(
                 f"a volume named {name!r} exists in pool {pool!r}", code="volume_exists"
@@ -312,8 +309,48 @@ class ImageService:
                 )
             _refuse_external_files(info, source)
             size = int(str(info.get("virtual-size", 0)))
-            self._convert_into_pool(source, fmt, pool, name, size, progress, sha256, path)
+            if via_stream:
+                self._upload_into_pool(source, fmt, pool, name, size, progress, sha256, path)
+            else:
+                self._convert_into_pool(source, fmt, pool, name, size, progress, sha256, path)
         return self.get(pool, name)
+
+    def _upload_into_pool(
+        self,
+        source: str,
+        fmt: str,
+        pool: str,
+        name: str,
+        size: int,
+        progress: ImageProgress | None,
+        sha256: str,
+        origin: str,
+    ) -> None:
+        """Convert to qcow2 here, then send the file into a new volume through a stream."""
+        from virtkit.specs import VolumeSpec
+
+        with self._work_file(".qcow2") as converted:
+            cmd_target = str(converted)
+            converted.unlink()  # qemu-img creates it (no -n here)
+            self._qemu_img_convert(source, fmt, cmd_target, progress, create=True)
+            length = converted.stat().st_size
+            with Transaction(f"importing {name}") as tx:
+                self.pools.create_volume(
+                    pool, VolumeSpec(name=name, size=f"{max(size, length, 1)}b", format="qcow2")
+                )
+                tx.on_rollback(
+                    f"delete volume {name}", lambda: self.host.storage.delete_volume(pool, name)
+                )
+
+                def sent(done: int) -> None:
+                    if progress:
+                        progress("uploading", done, length)
+
+                with open(converted, "rb") as data:
+                    self.host.storage.upload(pool, name, data, length, sent)
+                self.host.storage.refresh_pool(pool)
+                volume = self.pools.get_volume(pool, name)
+                self.store.add_image(self._host_uuid(), pool, name, volume.path, sha256, origin)
 
     def _refuse_duplicate(self, sha256: str, path: str) -> None:
         row = self.store.image_by_sha(self._host_uuid(), sha256)
@@ -354,9 +391,16 @@ class ImageService:
         return self.pools.get_volume(pool, name)
 
     def _qemu_img_convert(
-        self, source: str, fmt: str, target: str, progress: ImageProgress | None
+        self,
+        source: str,
+        fmt: str,
+        target: str,
+        progress: ImageProgress | None,
+        *,
+        create: bool = False,
     ) -> None:
-        cmd = ["qemu-img", "convert", "-p", "-n", "-f", fmt, "-O", "qcow2", source, target]
+        reuse = [] if create else ["-n"]  # -n: write into the volume libvirt made
+        cmd = ["qemu-img", "convert", "-p", *reuse, "-f", fmt, "-O", "qcow2", source, target]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         buffer = ""

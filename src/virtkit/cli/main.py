@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import traceback
 from typing import Any
+
+# No third-party pydantic plugins in a CLI process: scanning for them costs start-up time.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import click
 

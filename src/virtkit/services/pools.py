@@ -17,6 +17,7 @@ from virtkit.errors import (
     NotFound,
     VirtkitError,
 )
+from virtkit.services.storage import QCOW2_COMPAT
 from virtkit.services.store import Store
 from virtkit.specs import (
     PoolInfo,
@@ -320,6 +321,8 @@ class PoolService:
         vol.capacity = spec.size
         vol.capacity_unit = "bytes"
         vol.format = spec.format
+        if spec.format == "qcow2":
+            vol.compat = QCOW2_COMPAT
         # libvirt allocates a volume fully unless told otherwise: say what was asked
         vol.allocation = spec.size if spec.preallocation == "full" else 0
         vol.allocation_unit = "bytes"
@@ -403,6 +406,8 @@ class PoolService:
         vol.name = new_name
         vol.capacity = source.capacity
         vol.capacity_unit = "bytes"
+        if linked or source.format == "qcow2":
+            vol.compat = QCOW2_COMPAT
         if linked:
             vol.format = "qcow2"
             vol.backing_path = source.path

@@ -19,6 +19,8 @@ from virtkit.xml.storage import Pool, Volume
 log = logging.getLogger(__name__)
 
 QCOW2_MAGIC = b"QFI\xfb"
+# qcow2 v3 (zero clusters, lazy refcounts); without it libvirt writes the old v2 (compat 0.10)
+QCOW2_COMPAT = "1.1"
 
 
 def check_local_file(path: str, what: str) -> None:
@@ -98,6 +100,7 @@ def create_blank_disk(host: Host, pool: str, name: str, size: int) -> str:
     vol.capacity = size
     vol.capacity_unit = "bytes"
     vol.format = "qcow2"
+    vol.compat = QCOW2_COMPAT
     return host.storage.create_volume(pool, vol.to_xml())
 
 

@@ -49,5 +49,6 @@ class Volume(XMLObject):
     physical = int_text("physical")
     target_path = text("target/path")
     format = attr("target/format", "type")
+    compat = text("target/compat")
     backing_path = text("backingStore/path")
     backing_format = attr("backingStore/format", "type")

@@ -38,7 +38,7 @@ from virtkit.services.pools import PoolService
 from virtkit.services.storage import check_local_file
 from virtkit.services.store import Store
 from virtkit.services.transaction import Transaction
-from virtkit.specs import ImageInfo, VolumeInfo, validate_volume_name
+from virtkit.specs import ImageInfo, VolumeInfo, VolumeSpec, validate_volume_name
 
 log = logging.getLogger(__name__)
 
@@ -327,8 +327,6 @@ class ImageService:
         origin: str,
     ) -> None:
         """Convert to qcow2 here, then send the file into a new volume through a stream."""
-        from virtkit.specs import VolumeSpec
-
         with self._work_file(".qcow2") as converted:
             cmd_target = str(converted)
             converted.unlink()  # qemu-img creates it (no -n here)
@@ -376,8 +374,6 @@ class ImageService:
         sha256: str,
         origin: str,
     ) -> VolumeInfo:
-        from virtkit.specs import VolumeSpec
-
         with Transaction(f"importing {name}") as tx:
             volume = self.pools.create_volume(
                 pool, VolumeSpec(name=name, size=f"{max(size, 1)}b", format="qcow2")

@@ -14,6 +14,8 @@ from typing import Any
 from virtkit.backend.capabilities import CapabilityProbe
 from virtkit.backend.connection import Connection, DomainEvent
 from virtkit.backend.host import Host
+from virtkit.ksm.service import KsmService
+from virtkit.ksm.sysfs import KsmSysfs
 from virtkit.services.consoles import ConsoleService
 from virtkit.services.disks import DiskService
 from virtkit.services.host import HostService
@@ -77,6 +79,11 @@ class Client:
     def disks(self) -> DiskService:
         """A VM's disks and CD-ROMs after creation (hot-plug)."""
         return DiskService(self.host, self.vms)
+
+    @cached_property
+    def ksm(self) -> KsmService:
+        """Kernel samepage merging on this host (local hosts only)."""
+        return KsmService(self.host, KsmSysfs(self.settings.ksm_root))
 
     @cached_property
     def store(self) -> Store:

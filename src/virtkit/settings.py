@@ -56,6 +56,7 @@ class Settings(BaseModel):
     kvm_probe_timeout: float = Field(15.0, description="Seconds a KVM test boot may take.")
     kvm_probe_kernel: str | None = Field(None, description="Kernel the KVM probe boots.")
     shutdown_timeout: float = Field(60.0, description="Default seconds to wait for shutdown.")
+    ksm_root: Path = Field(Path("/sys/kernel/mm/ksm"), description="The kernel's KSM directory.")
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -349,6 +349,7 @@ class VMInfo(VMSummary):
     disks: list[DiskView] = Field(default_factory=list)
     graphics: list[GraphicsView] = Field(default_factory=list)
     serial_console: bool = False
+    ksm: bool = Field(True, description="Its memory may be merged by KSM (no <nosharepages/>).")
     serial_log: str | None = None
     console_pty: str | None = None
     created_by_virtkit: bool = False
@@ -551,3 +552,28 @@ class ImageInfo(_View):
     os: str | None = None
     template: bool = False
     clones: list[str] = Field(default_factory=list, description="Linked clones built on it.")
+
+
+class KsmVM(_View):
+    name: str
+    pid: int | None
+    mergeable: bool | None = Field(None, description="QEMU marked its RAM mergeable.")
+    opted_out: bool = Field(description="<nosharepages/>: excluded from KSM (next start).")
+    merging_pages: int | None = None
+    profit: int | None = Field(None, description="Bytes this VM saves (ksm_process_profit).")
+    memory: int
+
+
+class KsmReport(_View):
+    run: str
+    settings: dict[str, str]
+    pages_shared: int | None
+    pages_sharing: int | None
+    pages_unshared: int | None
+    pages_volatile: int | None
+    full_scans: int | None
+    saved: int | None = Field(None, description="Bytes saved (general_profit).")
+    guest_memory: int = Field(description="Memory of the running VMs, bytes.")
+    saved_share: float | None = Field(None, description="saved / guest_memory.")
+    ksmd_cpu_seconds: float | None = None
+    vms: list[KsmVM] = Field(default_factory=list)

@@ -273,6 +273,7 @@ def _show(info: VMInfo) -> None:
             ("Description", info.description),
             ("Tags", ", ".join(info.tags)),
             ("Serial console", (info.console_pty or "yes") if info.serial_console else "no"),
+            ("KSM", "on" if info.ksm else "off (nosharepages)"),
             ("Console log", info.serial_log),
         ]
     )
@@ -396,21 +397,33 @@ _simple("resume", "resume", "resumed", "Resume a paused VM.")
 @click.argument("name")
 @click.option("--vcpus", type=int, help="New number of vCPUs.")
 @click.option("--memory", help="New memory, e.g. 1G (bare numbers are MiB).")
+@click.option(
+    "--ksm",
+    type=click.Choice(["on", "off"]),
+    help="Let KSM merge this VM's memory, or not (from its next start).",
+)
 @json_option
 @pass_state
-def set_(state: State, name: str, vcpus: int | None, memory: str | None, as_json: bool) -> None:
-    """Change vCPUs and memory: persistently, and live where the running VM allows."""
+def set_(
+    state: State, name: str, vcpus: int | None, memory: str | None, ksm: str | None, as_json: bool
+) -> None:
+    """Change vCPUs and memory (persistently, and live where the running VM allows), and
+    whether KSM may merge the VM's memory."""
     size = None
     if memory is not None:
         try:
             size = parse_size(memory, default_unit="M")
         except ValueError as exc:
             raise InvalidInput(f"invalid memory: {exc}", code="invalid_memory") from None
-    result = state.client.vms.set(name, vcpus=vcpus, memory=size)
+    changes = []
+    if vcpus is not None or size is not None or ksm is None:
+        changes = state.client.vms.set(name, vcpus=vcpus, memory=size).changes
+    if ksm is not None:
+        changes.append(state.client.ksm.set_vm(name, ksm == "on"))
     if as_json:
-        render.print_json(result)
+        render.print_json({"name": name, "changes": changes})
         return
-    for line in result.changes:
+    for line in changes:
         click.echo(line)
 
 

@@ -178,6 +178,7 @@ class VMService:
                     for g in dom.graphics
                 ],
                 "serial_console": serial is not None,
+                "ksm": not config.nosharepages,
                 "serial_log": serial.log.file if serial is not None and serial.log else None,
                 "console_pty": serial.source_path if serial is not None else None,
                 "created_by_virtkit": config.virtkit is not None,

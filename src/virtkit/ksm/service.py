@@ -1,0 +1,150 @@
+"""KSM as a user sees it: ``virtkit ksm status|enable|disable|unmerge|set`` and per-VM opt-out."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from virtkit.backend.host import Host
+from virtkit.backend.procfs import qemu_pids
+from virtkit.errors import InvalidInput, InvalidState, NotFound, Unsupported
+from virtkit.ksm.sysfs import KNOBS, RUN_MODES, KsmSysfs, ksmd_cpu_seconds, process_ksm
+from virtkit.specs import KsmReport, KsmVM, validate_name
+from virtkit.xml.domain import Domain
+
+log = logging.getLogger(__name__)
+PAGE = 4096
+
+
+class KsmService:
+    def __init__(self, host: Host, sysfs: KsmSysfs | None = None) -> None:
+        self.host = host
+        self.sysfs = sysfs or KsmSysfs()
+
+    def _local(self) -> None:
+        if not self.host.is_local:
+            raise Unsupported("KSM is read and set on the VM host itself: run virtkit there")
+
+    def _vms(self) -> list[KsmVM]:
+        pids = qemu_pids()
+        vms = []
+        for guest in self.host.list_guests():
+            try:
+                if not guest.is_active():
+                    continue
+                dom = Domain.parse(guest.xml())
+                uuid = guest.uuid
+                _state, _max, cur_kib, _v = guest.info()
+            except NotFound:
+                continue
+            pid = pids.get(uuid)
+            stats = process_ksm(pid) if pid else {}
+            merging = stats.get("ksm_merging_pages")
+            profit = stats.get("ksm_process_profit")
+            mergeable = stats.get("ksm_mergeable")
+            vms.append(
+                KsmVM(
+                    name=dom.name or "?", pid=pid, opted_out=dom.nosharepages,
+                    mergeable=None if mergeable is None else mergeable == "yes",
+                    merging_pages=int(merging) if merging is not None else None,
+                    profit=int(profit) if profit is not None else None,
+                    memory=cur_kib * 1024,
+                )
+            )  # fmt: skip
+        return sorted(vms, key=lambda v: v.name)
+
+    def status(self) -> KsmReport:
+        self._local()
+        counters = self.sysfs.counters()
+        vms = self._vms()
+        guest_memory = sum(v.memory for v in vms)
+        saved = counters.get("general_profit")
+        if saved is None and counters.get("pages_sharing") is not None:
+            saved = counters["pages_sharing"] * PAGE  # older kernels: an upper bound
+        return KsmReport(
+            run=RUN_MODES.get(self.sysfs.read("run") or "", "unknown"),
+            settings=self.sysfs.settings(),
+            pages_shared=counters.get("pages_shared"),
+            pages_sharing=counters.get("pages_sharing"),
+            pages_unshared=counters.get("pages_unshared"),
+            pages_volatile=counters.get("pages_volatile"),
+            full_scans=counters.get("full_scans"),
+            saved=saved,
+            guest_memory=guest_memory,
+            saved_share=(saved / guest_memory) if saved is not None and guest_memory else None,
+            ksmd_cpu_seconds=ksmd_cpu_seconds(),
+            vms=vms,
+        )
+
+    def set(self, values: dict[str, str]) -> list[str]:
+        """Set KSM knobs; every value is checked before any is written. ``merge_across_nodes``
+        can change only while nothing is merged: virtkit unmerges first, then restores the run
+        mode, and says so."""
+        self._local()
+        if not values:
+            raise InvalidInput("nothing to set: give NAME=VALUE pairs", code="nothing_to_set")
+        for name, value in values.items():
+            knob = KNOBS.get(name)
+            if knob is None:
+                raise InvalidInput(
+                    f"unknown KSM setting {name!r} (known: {', '.join(sorted(KNOBS))})",
+                    code="unknown_ksm_setting",
+                )
+            knob.check(value)
+        done = []
+        for name, value in values.items():
+            if name == "merge_across_nodes" and value.strip() != self.sysfs.read(name):
+                done.extend(self._set_merge_across_nodes(value))
+                continue
+            before = self.sysfs.read(name)
+            self.sysfs.write(name, value)
+            done.append(f"{name}: {before} -> {self.sysfs.read(name)}")
+        return done
+
+    def _set_merge_across_nodes(self, value: str) -> list[str]:
+        run = self.sysfs.read("run") or "0"
+        notes = []
+        if (self.sysfs.read_int("pages_shared") or 0) > 0:
+            self.unmerge()
+            notes.append("unmerged every page first (the kernel requires it)")
+        self.sysfs.write("merge_across_nodes", value)
+        notes.append(f"merge_across_nodes: -> {value}")
+        if run != self.sysfs.read("run"):
+            self.sysfs.write("run", run)
+            notes.append(f"run: back to {RUN_MODES.get(run, run)}")
+        return notes
+
+    def enable(self) -> None:
+        self._local()
+        self.sysfs.write("run", "1")
+
+    def disable(self) -> None:
+        """Stop scanning; pages merged so far stay merged (``unmerge`` splits them)."""
+        self._local()
+        self.sysfs.write("run", "0")
+
+    def unmerge(self, timeout: float = 60.0) -> None:
+        """Split every merged page back (run=2) and wait for it; KSM is stopped after."""
+        self._local()
+        self.sysfs.write("run", "2")
+        deadline = time.monotonic() + timeout
+        while (self.sysfs.read_int("pages_shared") or 0) > 0:
+            if time.monotonic() > deadline:
+                raise InvalidState(
+                    f"pages were still merged after {timeout:.0f} s of unmerging",
+                    code="ksm_busy",
+                )
+            time.sleep(0.1)
+        self.sysfs.write("run", "0")
+
+    def set_vm(self, name: str, on: bool) -> str:
+        """Opt a VM in or out of KSM (``<memoryBacking><nosharepages/>``); from its next start."""
+        validate_name(name)
+        guest = self.host.lookup(name)
+        if not guest.is_persistent():
+            raise InvalidState(f"VM {name!r} is transient", code="vm_transient")
+        config = Domain.parse(guest.xml(inactive=True))
+        config.nosharepages = not on
+        self.host.define(config.to_xml())
+        when = " from its next start" if guest.is_active() else ""
+        return f"KSM {'on' if on else 'off'} for {name}{when}"

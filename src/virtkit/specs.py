@@ -577,3 +577,15 @@ class KsmReport(_View):
     saved_share: float | None = Field(None, description="saved / guest_memory.")
     ksmd_cpu_seconds: float | None = None
     vms: list[KsmVM] = Field(default_factory=list)
+
+
+class KsmEstimate(_View):
+    vms: list[str]
+    pages: int = Field(description="Mergeable pages read (4 KiB).")
+    zero_pages: int = Field(description="All-zero pages (also never-touched memory).")
+    duplicate_pages: int = Field(description="Non-zero pages that have an identical copy.")
+    saved: int = Field(description="Bytes KSM would free, at most (duplicates and zero pages).")
+    saved_nonzero: int = Field(description="Bytes from non-zero duplicates alone.")
+    share: float = Field(description="saved / memory read.")
+    seconds: float
+    gib_per_second: float

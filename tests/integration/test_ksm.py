@@ -73,3 +73,19 @@ def test_identical_guests_merge_and_an_opted_out_one_does_not(
         for name in names:
             if vk.host.exists(name):
                 vk.vms.delete(name, force=True, remove_storage=True)
+
+
+def test_estimate_reads_a_running_guest(bed: Bed, vm_name: str, vk: Client) -> None:
+    vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name)))
+    stopped = run_cli(bed, "ksm", "estimate", vm_name)
+    assert stopped.returncode == 1 and "not running" in stopped.stderr
+    vk.vms.start(vm_name)
+    wait_for_text(bed, vm_name)
+    result = run_cli(bed, "ksm", "estimate", vm_name, "--json")
+    assert result.returncode == 0, result.stderr
+    estimate = json.loads(result.stdout)
+    assert estimate["vms"] == [vm_name]
+    assert estimate["pages"] * 4096 >= 128 * 1024 * 1024  # its 128 MiB of RAM at least
+    assert 0 < estimate["saved"] <= estimate["pages"] * 4096
+    missing = run_cli(bed, "ksm", "estimate", "vktest-nope")
+    assert missing.returncode == 1 and "no VM named" in missing.stderr

@@ -84,3 +84,24 @@ def set_(state: State, pairs: tuple[str, ...]) -> None:
         values[name.strip()] = value
     for line in state.client.ksm.set(values):
         click.echo(line)
+
+
+@ksm.command("estimate")
+@click.argument("vms", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_state
+def estimate_(state: State, vms: tuple[str, ...], as_json: bool) -> None:
+    """Predict what KSM would merge across running VMs (all, or the ones named), before it
+    runs: their guest memory is hashed page by page (as root)."""
+    result = state.client.ksm.estimate(list(vms) or None)
+    if as_json:
+        render.print_json(result)
+        return
+    render.fields([
+        ("VMs", ", ".join(result.vms) or "-"),
+        ("Memory read", f"{render.size(result.pages * 4096)} ({result.pages} pages)"),
+        ("Would save", f"{render.size(result.saved)} ({result.share:.1%})"),
+        ("  duplicates", f"{render.size(result.saved_nonzero)} ({result.duplicate_pages} pages)"),
+        ("  zero pages", f"{result.zero_pages} (untouched memory reads as zero too)"),
+        ("Speed", f"{result.gib_per_second:.2f} GiB/s ({result.seconds:.2f} s)"),
+    ])  # fmt: skip

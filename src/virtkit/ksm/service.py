@@ -8,8 +8,9 @@ import time
 from virtkit.backend.host import Host
 from virtkit.backend.procfs import qemu_pids
 from virtkit.errors import InvalidInput, InvalidState, NotFound, Unsupported
+from virtkit.ksm.estimate import estimate
 from virtkit.ksm.sysfs import KNOBS, RUN_MODES, KsmSysfs, ksmd_cpu_seconds, process_ksm
-from virtkit.specs import KsmReport, KsmVM, validate_name
+from virtkit.specs import KsmEstimate, KsmReport, KsmVM, validate_name
 from virtkit.xml.domain import Domain
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,32 @@ class KsmService:
                 )
             time.sleep(0.1)
         self.sysfs.write("run", "0")
+
+    def estimate(self, names: list[str] | None = None) -> KsmEstimate:
+        """Predict what KSM would merge across running VMs (all of them, or ``names``) by
+        hashing their guest memory page by page; reads memory, changes nothing."""
+        self._local()
+        running = {v.name: v for v in self._vms()}
+        chosen = names or sorted(running)
+        for name in chosen:
+            validate_name(name)
+            if name not in running:
+                self.host.lookup(name)  # NotFound for a VM that does not exist
+                raise InvalidState(
+                    f"VM {name!r} is not running: it has no memory to read", code="vm_shutoff"
+                )
+            if running[name].pid is None:
+                raise Unsupported(f"cannot find the QEMU process of {name!r} on this host")
+        pids = [running[n].pid for n in chosen if running[n].pid is not None]
+        result = estimate([p for p in pids if p is not None])
+        read = result.bytes_read or 1
+        return KsmEstimate(
+            vms=chosen, pages=result.pages, zero_pages=result.zero_pages,
+            duplicate_pages=result.duplicate_pages, saved=result.saved_pages * PAGE,
+            saved_nonzero=result.duplicate_pages * PAGE, share=result.saved_pages * PAGE / read,
+            seconds=result.seconds,
+            gib_per_second=result.bytes_read / max(result.seconds, 1e-9) / 2**30,
+        )  # fmt: skip
 
     def set_vm(self, name: str, on: bool) -> str:
         """Opt a VM in or out of KSM (``<memoryBacking><nosharepages/>``); from its next start."""

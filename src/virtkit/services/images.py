@@ -38,7 +38,7 @@ from virtkit.services.pools import PoolService
 from virtkit.services.storage import check_local_file
 from virtkit.services.store import Store
 from virtkit.services.transaction import Transaction
-from virtkit.specs import ImageInfo, VolumeInfo, VolumeSpec, validate_volume_name
+from virtkit.specs import ImageInfo, VolumeSpec, validate_volume_name
 
 log = logging.getLogger(__name__)
 
@@ -309,46 +309,13 @@ class ImageService:
                 )
             _refuse_external_files(info, source)
             size = int(str(info.get("virtual-size", 0)))
-            if via_stream:
-                self._upload_into_pool(source, fmt, pool, name, size, progress, sha256, path)
-            else:
-                self._convert_into_pool(source, fmt, pool, name, size, progress, sha256, path)
-        return self.get(pool, name)
-
-    def _upload_into_pool(
-        self,
-        source: str,
-        fmt: str,
-        pool: str,
-        name: str,
-        size: int,
-        progress: ImageProgress | None,
-        sha256: str,
-        origin: str,
-    ) -> None:
-        """Convert to qcow2 here, then send the file into a new volume through a stream."""
-        with self._work_file(".qcow2") as converted:
-            cmd_target = str(converted)
-            converted.unlink()  # qemu-img creates it (no -n here)
-            self._qemu_img_convert(source, fmt, cmd_target, progress, create=True)
-            length = converted.stat().st_size
-            with Transaction(f"importing {name}") as tx:
-                self.pools.create_volume(
-                    pool, VolumeSpec(name=name, size=f"{max(size, length, 1)}b", format="qcow2")
-                )
+            with Transaction(f"recording {name}") as tx:
+                target = self._into_pool(source, fmt, pool, name, size, progress, via_stream)
                 tx.on_rollback(
-                    f"delete volume {name}", lambda: self.host.storage.delete_volume(pool, name)
+                    f"delete volume {target}", lambda: self.host.storage.delete_volume(pool, name)
                 )
-
-                def sent(done: int) -> None:
-                    if progress:
-                        progress("uploading", done, length)
-
-                with open(converted, "rb") as data:
-                    self.host.storage.upload(pool, name, data, length, sent)
-                self.host.storage.refresh_pool(pool)
-                volume = self.pools.get_volume(pool, name)
-                self.store.add_image(self._host_uuid(), pool, name, volume.path, sha256, origin)
+                self.store.add_image(self._host_uuid(), pool, name, target, sha256, path)
+        return self.get(pool, name)
 
     def _refuse_duplicate(self, sha256: str, path: str) -> None:
         row = self.store.image_by_sha(self._host_uuid(), sha256)
@@ -363,7 +330,7 @@ class ImageService:
             code="image_exists",
         )
 
-    def _convert_into_pool(
+    def _into_pool(
         self,
         source: str,
         fmt: str,
@@ -371,20 +338,36 @@ class ImageService:
         name: str,
         size: int,
         progress: ImageProgress | None,
-        sha256: str,
-        origin: str,
-    ) -> VolumeInfo:
-        with Transaction(f"importing {name}") as tx:
+        via_stream: bool,
+    ) -> str:
+        """A new qcow2 volume with the image's content, recorded in the store; its path.
+
+        Locally qemu-img converts straight into the volume libvirt made; otherwise it converts
+        into a work file here, which goes to the volume through a libvirt stream."""
+        with Transaction(f"importing {name}") as tx, self._work_file(".qcow2") as converted:
+            length = 0
+            if via_stream:
+                converted.unlink()  # qemu-img creates it
+                self._qemu_img_convert(source, fmt, str(converted), progress, create=True)
+                length = converted.stat().st_size
             volume = self.pools.create_volume(
-                pool, VolumeSpec(name=name, size=f"{max(size, 1)}b", format="qcow2")
+                pool, VolumeSpec(name=name, size=f"{max(size, length, 1)}b", format="qcow2")
             )
             tx.on_rollback(
                 f"delete volume {volume.path}", lambda: self.host.storage.delete_volume(pool, name)
             )
-            self._qemu_img_convert(source, fmt, volume.path, progress)
+            if via_stream:
+
+                def sent(done: int) -> None:
+                    if progress:
+                        progress("uploading", done, length)
+
+                with open(converted, "rb") as data:
+                    self.host.storage.upload(pool, name, data, length, sent)
+            else:
+                self._qemu_img_convert(source, fmt, volume.path, progress)
             self.host.storage.refresh_pool(pool)
-            self.store.add_image(self._host_uuid(), pool, name, volume.path, sha256, origin)
-        return self.pools.get_volume(pool, name)
+            return volume.path
 
     def _qemu_img_convert(
         self,

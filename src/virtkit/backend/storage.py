@@ -137,10 +137,6 @@ class Storage:
         with seam(self.connection):
             return str(self._volume(pool, name).XMLDesc(0))
 
-    def volume_path(self, pool: str, name: str) -> str:
-        with seam(self.connection):
-            return str(self._volume(pool, name).path())
-
     def volume_xml_by_path(self, path: str) -> str | None:
         with seam(self.connection):
             vol = self._volume_by_path(path)

@@ -10,7 +10,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -57,6 +57,23 @@ class Settings(BaseModel):
     kvm_probe_kernel: str | None = Field(None, description="Kernel the KVM probe boots.")
     shutdown_timeout: float = Field(60.0, description="Default seconds to wait for shutdown.")
     ksm_root: Path = Field(Path("/sys/kernel/mm/ksm"), description="The kernel's KSM directory.")
+    ksm_policy: Literal["adaptive", "ksmtuned"] = Field(
+        "adaptive", description="Policy of `virtkit ksm tune`."
+    )
+    ksm_cpu_budget: float = Field(
+        5.0, gt=0, le=100, description="Share of one core (percent) ksmd may use under `adaptive`."
+    )
+    ksm_interval: float = Field(
+        10.0, gt=0, description="Seconds between the tuning daemon's decisions."
+    )
+    ksm_history: Path | None = Field(
+        None, description="SQLite file of KSM samples (default: STATE_DIR/ksm-history.sqlite)."
+    )
+    ksm_history_days: float = Field(30.0, gt=0, description="Days of KSM samples kept.")
+
+    @property
+    def ksm_history_path(self) -> Path:
+        return self.ksm_history or self.state_dir / "ksm-history.sqlite"
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -579,13 +579,40 @@ class KsmReport(_View):
     vms: list[KsmVM] = Field(default_factory=list)
 
 
+class KsmHistoryPoint(_View):
+    time: float = Field(description="Unix time of the sample.")
+    run: str
+    pages_to_scan: int
+    sleep_millisecs: int
+    saved: int = Field(description="Bytes saved (general_profit).")
+    pages_sharing: int
+    pages_volatile: int
+    full_scans: int
+    ksmd_cpu_seconds: float = Field(description="ksmd's CPU time since boot.")
+    ksmd_cpu_share: float | None = Field(
+        None, description="Share of a core since the sample before."
+    )
+
+
+class KsmHistoryVMPoint(_View):
+    time: float
+    name: str
+    merging_pages: int
+    saved: int = Field(description="Bytes this VM saves (ksm_process_profit).")
+
+
 class KsmEstimate(_View):
     vms: list[str]
-    pages: int = Field(description="Mergeable pages read (4 KiB).")
-    zero_pages: int = Field(description="All-zero pages (also never-touched memory).")
+    pages: int = Field(description="Mergeable pages present in memory (4 KiB; untouched skipped).")
+    zero_pages: int = Field(description="All-zero pages the guests have written.")
     duplicate_pages: int = Field(description="Non-zero pages that have an identical copy.")
+    merging_pages: int = Field(
+        0, description="Non-zero pages with a twin (as ksm_merging_pages counts them)."
+    )
     saved: int = Field(description="Bytes KSM would free, at most (duplicates and zero pages).")
-    saved_nonzero: int = Field(description="Bytes from non-zero duplicates alone.")
+    saved_nonzero: int = Field(
+        description="Bytes from non-zero duplicates alone: the prediction KSM meets."
+    )
     share: float = Field(description="saved / memory read.")
     seconds: float
     gib_per_second: float

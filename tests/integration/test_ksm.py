@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from tests.conftest import Bed, run_cli, tiny_spec, wait_for_text
 from virtkit import Client
 from virtkit.ksm.sysfs import KNOBS, KsmSysfs
+from virtkit.services.tinyguest import FILL_MARKER
 from virtkit.specs import parse_vm_spec
 
 pytestmark = pytest.mark.integration
@@ -89,3 +91,51 @@ def test_estimate_reads_a_running_guest(bed: Bed, vm_name: str, vk: Client) -> N
     assert 0 < estimate["saved"] <= estimate["pages"] * 4096
     missing = run_cli(bed, "ksm", "estimate", "vktest-nope")
     assert missing.returncode == 1 and "no VM named" in missing.stderr
+
+
+def test_adaptive_daemon_merges_what_the_estimate_predicted(
+    bed: Bed, vk: Client, ksm_restored: None, tmp_path: Path
+) -> None:
+    """Three guests hold the same 48 MiB: the estimate taken before KSM runs predicts the pages
+    that merge within 10%, and the adaptive daemon engages on it, merges at full speed, then
+    drops to its slowest scan once two full scans find nothing more."""
+    names = [f"vktest-ksmest{i}" for i in range(3)]
+    fill = 48
+    try:
+        for name in names:
+            cmdline = f"{bed.guest.cmdline} virtkit.fill={fill}"
+            spec = tiny_spec(bed, name, memory="192M", cmdline=cmdline)
+            vk.vms.create(parse_vm_spec(spec))
+            vk.vms.start(name)
+        for name in names:
+            wait_for_text(bed, name, FILL_MARKER, timeout=120)
+        vk.ksm.unmerge()  # from cold: nothing merged, KSM stopped
+        SYSFS.write("pages_to_scan", "100")
+        SYSFS.write("sleep_millisecs", "20")
+        estimate = vk.ksm.estimate(names)
+        assert estimate.merging_pages >= len(names) * fill * 256  # the filled pages at least
+        tuner = vk.ksm.tuner("adaptive", interval=1.0, lock_dir=tmp_path / "locks")
+        stop = threading.Event()
+        closing: list[str] = []
+        thread = threading.Thread(target=lambda: closing.append(tuner.run(stop)))
+        thread.start()
+        try:
+            deadline = time.monotonic() + 120
+            while (SYSFS.read("pages_to_scan"), SYSFS.read("sleep_millisecs")) != ("100", "200"):
+                assert thread.is_alive() and time.monotonic() < deadline
+                time.sleep(0.5)
+        finally:
+            stop.set()
+            thread.join(30)
+        assert tuner.steps >= 3 and closing and "stays as the policy last set it" in closing[0]
+        assert SYSFS.read("run") == "1"  # left as the policy set it
+        vms = {v.name: v for v in vk.ksm.status().vms}
+        merged = sum(vms[n].merging_pages or 0 for n in names)
+        assert abs(merged - estimate.merging_pages) <= 0.1 * estimate.merging_pages, (
+            merged, estimate,
+        )  # fmt: skip
+        assert all((vms[n].profit or 0) > 0 for n in names)
+    finally:
+        for name in names:
+            if vk.host.exists(name):
+                vk.vms.delete(name, force=True, remove_storage=True)

@@ -20,8 +20,13 @@ for i in range(pages):
         m[i * 4096:(i + 1) * 4096] = same              # 2048 identical pages
     elif i % 4 == 1:
         m[i * 4096:(i + 1) * 4096] = os.urandom(4096)  # 1024 unique pages
-    # the rest (1024 pages) stay zero
+    elif i % 8 == 3:
+        m[i * 4096:(i + 1) * 4096] = bytes(4096)       # 512 zero pages written
+    else:
+        _ = m[i * 4096]                                # 512 read only: the shared zero page
 m.madvise(mmap.MADV_MERGEABLE)
+big = mmap.mmap(-1, 1 << 30, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+big.madvise(mmap.MADV_MERGEABLE)                       # 1 GiB never touched: no pages at all
 print("ready", flush=True)
 sys.stdin.read()
 """
@@ -41,16 +46,19 @@ def child() -> Iterator[int]:
 
 def test_counts_identical_unique_and_zero_pages(child: int) -> None:
     areas = mergeable_areas(child)
-    assert [end - start for start, end in areas] == [4096 * PAGE]
+    assert sum(end - start for start, end in areas) == 4096 * PAGE + (1 << 30)
     result = estimate([child])
-    assert result.pages == 4096
-    assert result.zero_pages == 1024
+    # pages that are not there (never touched, or the shared zero page) do not count
+    assert result.pages == 3584
+    assert result.zero_pages == 512
     assert result.duplicate_pages == 2047  # 2048 copies of one page merge into one
-    assert result.saved_pages == 2047 + 1023
-    assert result.bytes_read == 4096 * PAGE
+    assert result.saved_pages == 2047 + 511
+    assert result.merging_pages == 2048  # zero pages apart
+    assert result.bytes_read == 3584 * PAGE
 
 
 def test_two_processes_share_their_pages(child: int) -> None:
     both = estimate([child, child])  # the same content twice: every page has a twin
-    assert both.pages == 8192 and both.zero_pages == 2048
-    assert both.duplicate_pages == 4096 * 2 - 2048 - 1 - 1024  # all but one "S", one per unique
+    assert both.pages == 7168 and both.zero_pages == 1024
+    assert both.duplicate_pages == 3072 * 2 - 1 - 1024
+    assert both.merging_pages == 7168 - 1024  # all but one "S", one per unique

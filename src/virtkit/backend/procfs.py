@@ -51,3 +51,25 @@ def ksm_run_state() -> str | None:
     except OSError:
         return None
     return {"0": "stopped", "1": "running", "2": "unmerging"}.get(value, value)
+
+
+def meminfo() -> dict[str, int]:
+    """/proc/meminfo in kB."""
+    fields: dict[str, int] = {}
+    for line in (_PROC / "meminfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        parts = value.split()
+        if parts and parts[0].isdigit():
+            fields[key] = int(parts[0])
+    return fields
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process in kB (0 if it is gone)."""
+    try:
+        for line in (_PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import click
 
 from virtkit.cli import render
 from virtkit.cli.main import State
-from virtkit.errors import InvalidInput
+from virtkit.errors import InvalidInput, InvalidState
+
+if TYPE_CHECKING:
+    from virtkit.ksm.history import KsmHistory
 
 pass_state = click.make_pass_decorator(State)
 
@@ -102,6 +114,156 @@ def estimate_(state: State, vms: tuple[str, ...], as_json: bool) -> None:
         ("Memory read", f"{render.size(result.pages * 4096)} ({result.pages} pages)"),
         ("Would save", f"{render.size(result.saved)} ({result.share:.1%})"),
         ("  duplicates", f"{render.size(result.saved_nonzero)} ({result.duplicate_pages} pages)"),
-        ("  zero pages", f"{result.zero_pages} (untouched memory reads as zero too)"),
+        ("  zero pages", f"{result.zero_pages} written by the guests (untouched memory skipped)"),
         ("Speed", f"{result.gib_per_second:.2f} GiB/s ({result.seconds:.2f} s)"),
     ])  # fmt: skip
+
+
+def _since(text: str | None) -> float | None:
+    """'90s', '30m', '6h', '7d' before now, as Unix time."""
+    if not text:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.replace(".", "", 1).isdigit():
+        raise InvalidInput(
+            f"--since takes a duration like 90s, 30m, 6h or 7d, got {text!r}", code="invalid_since"
+        )
+    return time.time() - float(number) * units[unit]
+
+
+def _history(state: State) -> KsmHistory:
+    settings = state.client.settings
+    store: KsmHistory = state.client.ksm.history(
+        settings.ksm_history_path, settings.ksm_history_days
+    )
+    return store
+
+
+@ksm.command()
+@click.option(
+    "--policy", type=click.Choice(["adaptive", "ksmtuned", "observe"]),
+    help="adaptive (virtkit's), ksmtuned (the ksmtuned algorithm), observe (record only). "
+    "Default: ksm_policy in the config, else adaptive.",
+)  # fmt: skip
+@click.option("--interval", type=float, help="Seconds between decisions (default 10).")
+@click.option("--cpu-budget", type=float, help="adaptive: percent of one core for ksmd (5).")
+@click.option("--restore", is_flag=True, help="On stop, put back the settings found at start.")
+@click.option("--no-history", is_flag=True, help="Do not record samples for 'ksm history'.")
+@click.option("--background", is_flag=True, help="Run as a daemon; logs go to STATE_DIR.")
+@click.option("--stop", "stop_it", is_flag=True, help="Stop the daemon running on this host.")
+@click.option("--steps", type=int, hidden=True, help="Stop after this many decisions.")
+@pass_state
+def tune(
+    state: State, policy: str | None, interval: float | None, cpu_budget: float | None,
+    restore: bool, no_history: bool, background: bool, stop_it: bool, steps: int | None,
+) -> None:  # fmt: skip
+    """Tune KSM continuously: collect, decide, apply only what changed, log each reason.
+
+    Runs in the foreground until Ctrl+C or SIGTERM (or in the background with --background;
+    --stop ends it). On stop KSM stays as the policy last set it, unless --restore."""
+    from virtkit.ksm.tuner import lock_path, stop_daemon
+
+    settings = state.client.settings
+    lock = lock_path(settings.ksm_root)
+    if stop_it:
+        pid = stop_daemon(lock)
+        click.echo(f"KSM tuning daemon (pid {pid}) stopped; see its log for what it left")
+        return
+    if background:
+        _background(settings.state_dir / "ksm-tune.log", lock)
+        return
+    tuner = state.client.ksm.tuner(
+        policy or settings.ksm_policy,
+        interval=interval or settings.ksm_interval,
+        cpu_budget=cpu_budget or settings.ksm_cpu_budget,
+        restore=restore,
+        history=None if no_history else _history(state),
+    )
+    logger = logging.getLogger("virtkit.ksm")
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+    for handler in logging.getLogger().handlers:
+        if type(handler.formatter) is logging.Formatter:  # plain text: add the time
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stop.set())
+    tuner.run(stop, max_steps=steps)
+
+
+def _background(log_file: Path, lock: Path) -> None:
+    from virtkit.ksm.tuner import running_pid
+
+    argv = [a for a in sys.argv[1:] if a != "--background"]
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "virtkit", *argv], stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 15
+    while running_pid(lock) != proc.pid:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
+            raise InvalidState(
+                f"the KSM tuning daemon did not start: {tail[0]}", code="ksm_tune_failed"
+            )
+        time.sleep(0.1)
+    click.echo(f"KSM tuning daemon running (pid {proc.pid}); log: {log_file}")
+
+
+@ksm.command()
+@click.option("--since", help="Only samples newer than this: 90s, 30m, 6h, 7d.")
+@click.option("--vm", "vms", multiple=True, help="Per-VM samples of this VM (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_state
+def history(state: State, since: str | None, vms: tuple[str, ...], as_json: bool) -> None:
+    """KSM samples recorded by 'ksm tune' (any policy; 'observe' only records)."""
+    store = _history(state)
+    try:
+        start = _since(since)
+        points = store.points(start)
+        vm_points = store.vm_points(start, list(vms)) if vms else []
+    finally:
+        store.close()
+    if as_json:
+        render.print_json({"host": [p.model_dump() for p in points],
+                           "vms": [p.model_dump() for p in vm_points]})  # fmt: skip
+        return
+    if not points:
+        click.echo("no KSM samples recorded yet: run 'virtkit ksm tune' (--policy observe "
+                   "only records)")  # fmt: skip
+        return
+    render.table(
+        ["TIME", "RUN", "PAGES", "SLEEP", "SAVED", "SHARING", "VOLATILE", "KSMD CPU"],
+        [[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p.time)), p.run,
+          str(p.pages_to_scan), f"{p.sleep_millisecs}ms", render.size(p.saved),
+          str(p.pages_sharing), str(p.pages_volatile),
+          "-" if p.ksmd_cpu_share is None else f"{p.ksmd_cpu_share:.1%}"] for p in points],
+    )  # fmt: skip
+    if vm_points:
+        click.echo("VMs:")
+        render.table(
+            ["TIME", "NAME", "MERGING PAGES", "SAVED"],
+            [[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p.time)), p.name,
+              str(p.merging_pages), render.size(p.saved)] for p in vm_points],
+        )  # fmt: skip
+
+
+@ksm.command()
+@click.option("--plot", "plot_file", type=click.Path(path_type=Path), required=True,
+              help="Write the chart here: .png or .svg.")  # fmt: skip
+@click.option("--since", help="Only samples newer than this: 90s, 30m, 6h, 7d.")
+@pass_state
+def report(state: State, plot_file: Path, since: str | None) -> None:
+    """Chart memory saved, pages sharing and ksmd CPU over time, per host and per VM."""
+    from virtkit.ksm.report import plot
+
+    store = _history(state)
+    try:
+        start = _since(since)
+        points, vm_points = store.points(start), store.vm_points(start)
+    finally:
+        store.close()
+    plot(points, vm_points, plot_file)
+    click.echo(f"wrote {plot_file} ({len(points)} samples)")

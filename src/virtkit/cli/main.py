@@ -34,6 +34,7 @@ class _JSONFormatter(logging.Formatter):
             "process.pid": record.process,
             "service.name": "virtkit",
         }
+        doc.update(getattr(record, "fields", None) or {})
         if record.exc_info:
             doc["error.stack_trace"] = self.formatException(record.exc_info)
         return json.dumps(doc)

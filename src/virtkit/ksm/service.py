@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from virtkit.backend.host import Host
 from virtkit.backend.procfs import qemu_pids
-from virtkit.errors import InvalidInput, InvalidState, NotFound, Unsupported
+from virtkit.errors import InvalidInput, InvalidState, NotFound, PermissionDenied, Unsupported
 from virtkit.ksm.estimate import estimate
 from virtkit.ksm.sysfs import KNOBS, RUN_MODES, KsmSysfs, ksmd_cpu_seconds, process_ksm
 from virtkit.specs import KsmEstimate, KsmReport, KsmVM, validate_name
 from virtkit.xml.domain import Domain
 
+if TYPE_CHECKING:
+    from virtkit.ksm.history import KsmHistory
+    from virtkit.ksm.tuner import Tuner
+
 log = logging.getLogger(__name__)
+POLICIES = ("adaptive", "ksmtuned", "observe")
 PAGE = 4096
 
 
@@ -158,7 +165,8 @@ class KsmService:
         read = result.bytes_read or 1
         return KsmEstimate(
             vms=chosen, pages=result.pages, zero_pages=result.zero_pages,
-            duplicate_pages=result.duplicate_pages, saved=result.saved_pages * PAGE,
+            duplicate_pages=result.duplicate_pages, merging_pages=result.merging_pages,
+            saved=result.saved_pages * PAGE,
             saved_nonzero=result.duplicate_pages * PAGE, share=result.saved_pages * PAGE / read,
             seconds=result.seconds,
             gib_per_second=result.bytes_read / max(result.seconds, 1e-9) / 2**30,
@@ -175,3 +183,69 @@ class KsmService:
         self.host.define(config.to_xml())
         when = " from its next start" if guest.is_active() else ""
         return f"KSM {'on' if on else 'off'} for {name}{when}"
+
+    # -- the tuning daemon and its history -------------------------------------------------------
+    def tuner(
+        self,
+        policy: str = "adaptive",
+        *,
+        interval: float = 10.0,
+        cpu_budget: float = 5.0,
+        restore: bool = False,
+        history: KsmHistory | None = None,
+        lock_dir: Path | None = None,
+    ) -> Tuner:
+        """A tuning daemon (``Tuner.run(stop_event)`` runs it). ``cpu_budget`` is a percentage
+        of one core (``adaptive``); ``history`` records every sample."""
+        from virtkit.ksm.policies import (
+            AdaptiveConfig,
+            AdaptivePolicy,
+            KsmtunedPolicy,
+            ObservePolicy,
+            Policy,
+        )
+        from virtkit.ksm.tuner import LOCK_DIR, Tuner
+
+        if interval <= 0:
+            raise InvalidInput(
+                f"interval must be positive, got {interval}", code="invalid_interval"
+            )
+        if not 0 < cpu_budget <= 100:
+            raise InvalidInput(
+                f"the CPU budget is a percentage of one core, between 0 and 100: got {cpu_budget}",
+                code="invalid_cpu_budget",
+            )
+        chosen: Policy
+        if policy == "adaptive":
+            chosen = AdaptivePolicy(
+                AdaptiveConfig(cpu_budget=cpu_budget / 100), estimator=self._estimator
+            )
+        elif policy == "ksmtuned":
+            chosen = KsmtunedPolicy()
+        elif policy == "observe":
+            chosen = ObservePolicy()
+        else:
+            raise InvalidInput(
+                f"unknown KSM policy {policy!r} (known: {', '.join(POLICIES)})",
+                code="unknown_ksm_policy",
+            )
+        return Tuner(
+            self, chosen, interval=interval, history=history, restore=restore,
+            lock_dir=lock_dir or LOCK_DIR,
+        )  # fmt: skip
+
+    def _estimator(self) -> int | None:
+        """Bytes an estimate says would merge across every running VM (None if it cannot):
+        the non-zero duplicates, which is what KSM merges for sure."""
+        try:
+            return self.estimate().saved_nonzero
+        except (Unsupported, InvalidState, NotFound) as exc:
+            log.info("no KSM estimate this time: %s", exc)
+            return None
+        except PermissionDenied:
+            return None
+
+    def history(self, path: Path, keep_days: float = 30.0) -> KsmHistory:
+        from virtkit.ksm.history import KsmHistory
+
+        return KsmHistory(path, keep_days)

@@ -15,6 +15,7 @@ import io
 import json
 import lzma
 import os
+import random
 import re
 import shutil
 import stat
@@ -40,6 +41,12 @@ MODULES = (
 )
 BLOCK_MARKER = "VIRTKIT-BLOCK:"
 VDA_MARKER = "VIRTKIT-VDA:"
+FILL_MARKER = "VIRTKIT-FILLED:"
+# 1 MiB of fixed pseudo-random bytes in the initramfs; "virtkit.fill=N" on the kernel command line
+# fills a tmpfs with N MiB made of it, each MiB rotated by a different byte count, so that every
+# page differs from every other within a guest while every guest with the same N holds the same
+# pages (for KSM tests and benchmarks).
+FILL_SEED = 0x6B736D
 
 INIT_SCRIPT = f"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -59,6 +66,17 @@ if [ -b /dev/vda ]; then
     esac
   done
 fi
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    virtkit.fill=*)
+      n=${{arg#virtkit.fill=}}; mkdir -p /fill; mount -t tmpfs -o size=$((n + 1))m tmpfs /fill
+      i=1
+      while [ "$i" -le "$n" ]; do
+        k=$((i * 97 + 1)); tail -c +$((k + 1)) /fill.bin; head -c $k /fill.bin; i=$((i + 1))
+      done > /fill/data
+      echo "{FILL_MARKER} $n MiB" ;;
+  esac
+done
 echo "{BOOT_MARKER} uptime=$(cut -d' ' -f1 /proc/uptime)"
 # Block devices at boot, and again whenever one comes or goes (hot-plug).
 (
@@ -153,6 +171,7 @@ def build_initramfs(busybox: bytes, modules: dict[str, bytes]) -> bytes:
         archive.add(directory, stat.S_IFDIR | 0o755)
     archive.add("bin/busybox", stat.S_IFREG | 0o755, busybox)
     archive.add("init", stat.S_IFREG | 0o755, INIT_SCRIPT.encode())
+    archive.add("fill.bin", stat.S_IFREG | 0o644, random.Random(FILL_SEED).randbytes(1 << 20))
     for name, data in modules.items():
         archive.add(f"lib/modules/{name}", stat.S_IFREG | 0o644, data)
     return gzip.compress(archive.finish(), compresslevel=6, mtime=0)

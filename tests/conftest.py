@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.testbed.hosts import TestHost, TestHosts
 from tests.testbed.libvirtd import PrivateLibvirtd
 from virtkit import Client, Settings
 from virtkit.errors import NotFound
@@ -162,4 +163,68 @@ def run_cli(
         input=input,
         timeout=timeout,
         cwd=cwd,
+    )
+
+
+@dataclass
+class HostBed:
+    """A test host (tests/testbed/hosts.py) with virtkit settings pointing at it."""
+
+    host: TestHost
+    guest: TinyGuest
+    settings: Settings
+
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.console_log_dir
+
+    def client(self) -> Client:
+        return Client(settings=self.settings)
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            **os.environ, "VIRTKIT_URI": s.uri, "VIRTKIT_CACHE_DIR": str(s.cache_dir),
+            "VIRTKIT_STORAGE_POOL": s.storage_pool,
+            "VIRTKIT_STORAGE_POOL_PATH": str(s.storage_pool_path),
+            "VIRTKIT_CONSOLE_LOG_DIR": str(s.console_log_dir),
+            "VIRTKIT_KVM_PROBE_TIMEOUT": str(s.kvm_probe_timeout), "VIRTKIT_CONFIG": "/nonexistent",
+        }  # fmt: skip
+
+
+def host_bed(host: TestHost, guest: TinyGuest) -> HostBed:
+    (host.shared / "logs").mkdir(parents=True, exist_ok=True)
+    settings = Settings(
+        uri=host.uri, cache_dir=CACHE / "hosts", storage_pool="vktest-pool",
+        storage_pool_path=host.shared / "images", console_log_dir=host.shared / "logs",
+        kvm_probe_timeout=8.0, shutdown_timeout=30.0,
+    )  # fmt: skip
+    return HostBed(host, guest, settings)
+
+
+@pytest.fixture(scope="module")
+def net_host() -> Iterator[HostBed]:
+    """One test host: its own network namespace and libvirtd (virtual networks go here)."""
+    guest = build_tiny_guest(CACHE)
+    with TestHosts(1, prefix="vktest") as hosts:
+        yield host_bed(hosts[0], guest)
+
+
+def run_host_cli(hb: HostBed, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [VIRTKIT, *args], env=hb.env(), capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def wait_for_log(log: Path, text: str, count: int = 1, timeout: float = 60.0) -> str:
+    """Wait until ``text`` appears ``count`` times in a console log; returns the log."""
+    deadline = time.monotonic() + timeout
+    content = ""
+    while time.monotonic() < deadline:
+        content = log.read_text(errors="replace") if log.exists() else ""
+        if content.count(text) >= count:
+            return content
+        time.sleep(0.1)
+    raise AssertionError(
+        f"{text!r} x{count} not in {log.name} within {timeout} s:\n{content[-2000:]}"
     )

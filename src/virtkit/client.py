@@ -20,6 +20,8 @@ from virtkit.services.consoles import ConsoleService
 from virtkit.services.disks import DiskService
 from virtkit.services.host import HostService
 from virtkit.services.images import ImageService
+from virtkit.services.networks import NetworkService
+from virtkit.services.nics import NicService
 from virtkit.services.pools import PoolService
 from virtkit.services.store import Store
 from virtkit.services.vms import VMService
@@ -79,6 +81,16 @@ class Client:
     def disks(self) -> DiskService:
         """A VM's disks and CD-ROMs after creation (hot-plug)."""
         return DiskService(self.host, self.vms)
+
+    @cached_property
+    def networks(self) -> NetworkService:
+        """Virtual networks: create, start, stop, delete, DHCP reservations, DNS entries."""
+        return NetworkService(self.host)
+
+    @cached_property
+    def nics(self) -> NicService:
+        """A VM's NICs (hot-plug, link state) and its IP addresses."""
+        return NicService(self.host)
 
     @cached_property
     def ksm(self) -> KsmService:

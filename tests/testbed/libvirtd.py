@@ -36,8 +36,9 @@ unix_sock_group = "root"
 unix_sock_rw_perms = "0700"
 auth_unix_rw = "none"
 auth_unix_ro = "none"
-listen_tcp = 0
+listen_tcp = {listen_tcp}
 listen_tls = 0
+{listen_addr}auth_tcp = "none"
 host_uuid = "{host_uuid}"
 log_outputs = "3:file:{log_file}"
 """
@@ -67,11 +68,24 @@ def _find_libvirtd() -> str:
 class PrivateLibvirtd:
     """Start, kill and restart one private libvirtd. Use as a context manager."""
 
-    def __init__(self, base: Path | None = None, name: str = "vktest") -> None:
+    def __init__(
+        self,
+        base: Path | None = None,
+        name: str = "vktest",
+        netns: str | None = None,
+        listen_addr: str | None = None,
+        host_uuid: str | None = None,
+        hostname: str | None = None,
+    ) -> None:
+        """``netns``: run inside this network namespace (a test host, see hosts.py);
+        ``listen_addr``: also listen for ``qemu+tcp://`` there (no authentication: tests only)."""
         self.base = Path(base) if base else Path(tempfile.mkdtemp(prefix=f"{name}-libvirtd-"))
+        self.netns = netns
+        self.listen_addr = listen_addr
         self.sock_dir = self.base / "sock"
         self.shared = self.base / "shared"  # visible under the same path in both namespaces
-        self.host_uuid = str(uuid.uuid4())
+        self.host_uuid = host_uuid or str(uuid.uuid4())
+        self.hostname = hostname
         self.proc: subprocess.Popen[bytes] | None = None
         self._prepare()
 
@@ -98,9 +112,16 @@ class PrivateLibvirtd:
                 sock_dir=self.sock_dir,
                 host_uuid=self.host_uuid,
                 log_file=self.base / "libvirtd-internal.log",
+                listen_tcp=1 if self.listen_addr else 0,
+                listen_addr=f'listen_addr = "{self.listen_addr}"\n' if self.listen_addr else "",
             )
         )
-        (etc / "qemu.conf").write_text(QEMU_CONF)
+        qemu_conf = QEMU_CONF
+        if self.listen_addr:
+            qemu_conf += (
+                f'migration_address = "{self.listen_addr}"\nmigration_host = "{self.listen_addr}"\n'
+            )
+        (etc / "qemu.conf").write_text(qemu_conf)
         for conf in ("virtlogd.conf", "virtlockd.conf", "libvirt.conf", "qemu-lockd.conf"):
             source = Path("/etc/libvirt") / conf
             if source.exists():
@@ -110,14 +131,29 @@ class PrivateLibvirtd:
         binds = " && ".join(
             f"mount --bind {self.base / sub} {target}" for sub, target in BIND_DIRS.items()
         )
+        # its own UTS namespace: a host name of its own when given
+        named = f"hostname {self.hostname}; " if self.hostname else ""
         script = (
-            f"set -e; {binds}; exec {_find_libvirtd()} "
+            f"set -e; {named}{binds}; exec {_find_libvirtd()} "
             f"--config {self.base}/etc/libvirtd.conf --pid-file {self.base}/libvirtd.pid"
+            + (" --listen" if self.listen_addr else "")
         )
+        # ip netns exec and unshare exec what follows: the Popen PID stays libvirtd's own
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         log = open(self.base / "libvirtd.log", "ab")  # noqa: SIM115 - owned by the child
         # unshare execs sh, which execs libvirtd: the Popen PID is libvirtd's own.
         self.proc = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            [
+                *prefix,
+                "unshare",
+                "--mount",
+                "--uts",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

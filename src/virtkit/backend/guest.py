@@ -182,6 +182,22 @@ class Guest:
         with seam(self._connection):
             self._dom.updateDeviceFlags(xml, _affect(live, config))
 
+    def interface_addresses(self, source: str) -> list[tuple[str, str, list[tuple[str, int]]]]:
+        """(MAC, interface name, [(address, prefix)]) from ``source``: lease (the host's DHCP
+        leases), agent (the guest agent) or arp (the host's neighbour table)."""
+        sources = {
+            "lease": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+            "agent": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+            "arp": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
+        }
+        with seam(self._connection):
+            found = self._dom.interfaceAddresses(sources[source], 0) or {}
+        result = []
+        for name, iface in found.items():
+            addrs = [(str(a["addr"]), int(a.get("prefix") or 0)) for a in iface.get("addrs") or []]
+            result.append((str(iface.get("hwaddr") or ""), str(name), addrs))
+        return result
+
     def open_console(self, stream: libvirt.virStream, *, force: bool = False) -> None:
         flags = libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else 0
         with seam(self._connection):

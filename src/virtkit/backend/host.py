@@ -10,6 +10,7 @@ import libvirt
 
 from virtkit.backend.connection import Connection
 from virtkit.backend.guest import Guest, seam
+from virtkit.backend.network import Networks
 from virtkit.backend.storage import Storage
 from virtkit.errors import NotFound, Unsupported
 
@@ -38,6 +39,7 @@ class Host:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.storage = Storage(connection)
+        self.networks = Networks(connection)
         self._caps_cache: dict[tuple[Any, ...], str] = {}
         self._caps_generation = -1
 
@@ -182,6 +184,20 @@ class Host:
         with seam(self.connection):
             conn = self._conn()
             return Guest(self.connection, conn.createXML(xml, flags))
+
+    def interface_exists(self, name: str) -> bool:
+        """Whether the libvirt host has a network interface (or bridge) ``name``, as its
+        libvirtd sees it (its own network namespace). True when libvirt cannot tell."""
+        with seam(self.connection):
+            try:
+                self._conn().interfaceLookupByName(name)
+                return True
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_INTERFACE:
+                    return False
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                    return True
+                raise
 
     def new_stream(self, *, nonblocking: bool = True) -> libvirt.virStream:
         with seam(self.connection):

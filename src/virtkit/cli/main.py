@@ -92,10 +92,11 @@ def cli(ctx: click.Context, uri: str | None, verbose: bool, debug: bool, log_jso
 
 
 def _register() -> None:
-    from virtkit.cli import dev, events, host, image, ksm, storage, vm
+    from virtkit.cli import dev, events, host, image, ksm, network, storage, vm
 
     cli.add_command(vm.vm)
     cli.add_command(ksm.ksm)
+    cli.add_command(network.net)
     cli.add_command(image.image)
     cli.add_command(storage.pool)
     cli.add_command(storage.volume)

@@ -38,10 +38,27 @@ MODULES = (
     "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
     "kernel/drivers/virtio/virtio_pci.ko",
     "kernel/drivers/block/virtio_blk.ko",
+    "kernel/net/core/failover.ko",
+    "kernel/drivers/net/net_failover.ko",
+    "kernel/drivers/net/virtio_net.ko",
 )
 BLOCK_MARKER = "VIRTKIT-BLOCK:"
 VDA_MARKER = "VIRTKIT-VDA:"
 FILL_MARKER = "VIRTKIT-FILLED:"
+NET_MARKER = "VIRTKIT-NET:"  # "VIRTKIT-NET: [eth0:up eth1:down]" whenever NICs or links change
+IP_MARKER = "VIRTKIT-IP:"  # "VIRTKIT-IP: eth0 198.18.1.23/24" when DHCP gives an address
+
+# busybox udhcpc runs this on every DHCP event (its default path)
+UDHCPC_SCRIPT = f"""#!/bin/sh
+case "$1" in
+  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "${{router%% *}}" dev "$interface"
+    echo "{IP_MARKER} $interface $ip/$mask" ;;
+esac
+"""
 # 1 MiB of fixed pseudo-random bytes in the initramfs; "virtkit.fill=N" on the kernel command line
 # fills a tmpfs with N MiB made of it, each MiB rotated by a different byte count, so that every
 # page differs from every other within a guest while every guest with the same N holds the same
@@ -78,12 +95,30 @@ for arg in $(cat /proc/cmdline); do
   esac
 done
 echo "{BOOT_MARKER} uptime=$(cut -d' ' -f1 /proc/uptime)"
-# Block devices at boot, and again whenever one comes or goes (hot-plug).
+# Block devices at boot, and again whenever one comes or goes (hot-plug); the same for NICs
+# and their links. Every new NIC, and every link that comes back up, asks for an address by DHCP.
+ip link set lo up
 (
   known="-"
+  nics="-"
   while true; do
     now=$(ls /sys/block | grep -v -e '^loop' -e '^ram' | xargs)
     if [ "$now" != "$known" ]; then echo "{BLOCK_MARKER} [$now]"; known="$now"; fi
+    net=""
+    for dev in /sys/class/net/eth*; do
+      [ -e "$dev" ] || continue
+      n=${{dev##*/}}
+      if [ ! -e "/tmp/link-$n" ]; then echo new > "/tmp/link-$n"; ip link set "$n" up; fi
+      state=down; [ "$(cat "$dev/carrier" 2>/dev/null)" = 1 ] && state=up
+      # a new NIC, or a link that came back up: ask for an address (again)
+      if [ "$state" = up ] && [ "$(cat "/tmp/link-$n")" != up ]; then
+        udhcpc -i "$n" -q -t 20 -T 1 -A 1 >/dev/null 2>&1 &
+      fi
+      echo "$state" > "/tmp/link-$n"
+      net="$net $n:$state"
+    done
+    net=$(echo $net)
+    if [ -n "$net" ] && [ "$net" != "$nics" ]; then echo "{NET_MARKER} [$net]"; nics="$net"; fi
     sleep 0.5
   done
 ) &
@@ -172,6 +207,9 @@ def build_initramfs(busybox: bytes, modules: dict[str, bytes]) -> bytes:
     archive.add("bin/busybox", stat.S_IFREG | 0o755, busybox)
     archive.add("init", stat.S_IFREG | 0o755, INIT_SCRIPT.encode())
     archive.add("fill.bin", stat.S_IFREG | 0o644, random.Random(FILL_SEED).randbytes(1 << 20))
+    for directory in ("usr", "usr/share", "usr/share/udhcpc"):
+        archive.add(directory, stat.S_IFDIR | 0o755)
+    archive.add("usr/share/udhcpc/default.script", stat.S_IFREG | 0o755, UDHCPC_SCRIPT.encode())
     for name, data in modules.items():
         archive.add(f"lib/modules/{name}", stat.S_IFREG | 0o644, data)
     return gzip.compress(archive.finish(), compresslevel=6, mtime=0)
@@ -199,6 +237,7 @@ def build_tiny_guest(cache_dir: Path, kernel: str | None = None) -> TinyGuest:
                 busybox_path,
                 os.stat(busybox_path).st_size,
                 INIT_SCRIPT,
+                UDHCPC_SCRIPT,
                 sorted(modules),
             ]
         ).encode()

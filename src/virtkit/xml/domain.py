@@ -68,11 +68,16 @@ class Disk(XMLObject):
 
 class Interface(XMLObject):
     TAG = "interface"
-    type = attr("", "type")
+    type = attr("", "type")  # network, bridge, direct, user
     mac = attr("mac", "address")
     source_network = attr("source", "network")
     source_bridge = attr("source", "bridge")
+    source_dev = attr("source", "dev")  # direct (macvtap): the host interface
+    source_mode = attr("source", "mode")  # direct: bridge, vepa, private, passthrough
     model = attr("model", "type")
+    link_state = attr("link", "state")  # "up" or "down"; absent means up
+    target_dev = attr("target", "dev")
+    alias = attr("alias", "name")
 
 
 class Controller(XMLObject):

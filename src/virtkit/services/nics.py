@@ -1,0 +1,297 @@
+"""A VM's network interfaces: list, add (hot-plug), remove, link up/down; and its IP addresses.
+
+MACs are generated in QEMU's 52:54:00 range and are unique across every VM of the host (running
+or defined). Guest addresses come from three sources, and each answer says which one gave it:
+the host's DHCP leases (dnsmasq, for virtual networks), the guest agent (when the VM has one),
+and the host's neighbour table (ARP, for bridged guests). A lease from before the VM's current
+boot is not reported as current.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import secrets
+import time
+
+from virtkit.backend.guest import Guest
+from virtkit.backend.host import Host
+from virtkit.backend.procfs import process_uptime, qemu_pids
+from virtkit.errors import InvalidInput, InvalidState, NotFound, Unsupported, VirtkitError
+from virtkit.specs import GuestAddress, NicInfo, validate_mac, validate_name
+from virtkit.xml.domain import Domain, Interface
+
+log = logging.getLogger(__name__)
+MODELS = ("virtio", "e1000e", "e1000", "rtl8139")
+DEFAULT_LEASE = 3600  # dnsmasq's lease time when the network does not set one
+
+
+def _nic_info(iface: Interface) -> NicInfo:
+    source = iface.source_network or iface.source_bridge or iface.source_dev
+    return NicInfo(
+        mac=(iface.mac or "").lower(), type=iface.type or "?", source=source, model=iface.model,
+        link=iface.link_state or "up", target=iface.target_dev,
+    )  # fmt: skip
+
+
+class NicService:
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def _guest(self, name: str) -> tuple[Guest, Domain, Domain | None]:
+        validate_name(name)
+        guest = self.host.lookup(name)
+        config = Domain.parse(guest.xml(inactive=guest.is_persistent()))
+        live = Domain.parse(guest.xml()) if guest.is_active() else None
+        return guest, config, live
+
+    def list(self, name: str) -> builtins.list[NicInfo]:
+        _guest, config, live = self._guest(name)
+        return [_nic_info(i) for i in (live or config).interfaces]
+
+    def macs_in_use(self) -> set[str]:
+        """Every MAC of every VM on the host, running or defined."""
+        macs: set[str] = set()
+        for guest in self.host.list_guests():
+            try:
+                for inactive in (False, True):
+                    dom = Domain.parse(guest.xml(inactive=inactive))
+                    macs |= {(i.mac or "").lower() for i in dom.interfaces if i.mac}
+            except NotFound:
+                continue
+        return macs
+
+    def new_mac(self) -> str:
+        taken = self.macs_in_use()
+        while True:
+            mac = "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+            if mac not in taken:
+                return mac
+
+    def add(
+        self,
+        name: str,
+        *,
+        network: str | None = None,
+        bridge: str | None = None,
+        direct: str | None = None,
+        mode: str = "bridge",
+        mac: str | None = None,
+        model: str = "virtio",
+    ) -> NicInfo:
+        """Add a NIC on a virtual network, a host bridge, or a host interface (macvtap);
+        hot-plugged into a running VM and kept in its definition."""
+        chosen = [x for x in (network, bridge, direct) if x]
+        if len(chosen) != 1:
+            raise InvalidInput(
+                "give exactly one of a network, a bridge or a host interface (direct)",
+                code="invalid_nic",
+            )
+        if model not in MODELS:
+            raise InvalidInput(
+                f"unknown NIC model {model!r} (known: {', '.join(MODELS)})", code="invalid_nic"
+            )
+        guest, _config, live = self._guest(name)
+        if mac is not None:
+            mac = validate_mac(mac)
+            if mac in self.macs_in_use():
+                raise InvalidInput(
+                    f"MAC {mac} is already used by a VM on this host", code="mac_in_use"
+                )
+        else:
+            mac = self.new_mac()
+        iface = Interface()
+        if network:
+            validate_name(network, "network")
+            self.host.networks.state(network)  # NotFound: "no network named ..."
+            iface.type, iface.source_network = "network", network
+        elif bridge:
+            if not self.host.interface_exists(bridge):
+                raise NotFound(
+                    f"the host has no bridge named {bridge!r}", code="host_interface_not_found"
+                )
+            iface.type, iface.source_bridge = "bridge", bridge
+        else:
+            assert direct is not None
+            if not self.host.interface_exists(direct):
+                raise NotFound(
+                    f"the host has no interface named {direct!r}", code="host_interface_not_found"
+                )
+            iface.type, iface.source_dev, iface.source_mode = "direct", direct, mode
+        iface.mac = mac
+        iface.model = model
+        guest.attach_device(iface.to_xml(), live=live is not None, config=guest.is_persistent())
+        log.info("added NIC %s to %s", mac, name)
+        return next(n for n in self.list(name) if n.mac == mac)
+
+    def _find(self, dom: Domain | None, mac: str) -> Interface | None:
+        if dom is None:
+            return None
+        return next((i for i in dom.interfaces if (i.mac or "").lower() == mac), None)
+
+    def remove(self, name: str, mac: str, timeout: float = 10.0) -> None:
+        mac = validate_mac(mac)
+        guest, config, live = self._guest(name)
+        in_live, in_config = self._find(live, mac), self._find(config, mac)
+        if in_live is None and in_config is None:
+            raise NotFound(f"VM {name!r} has no NIC with MAC {mac}", code="nic_not_found")
+        found = in_live or in_config
+        assert found is not None
+        guest.detach_device(
+            found.to_xml(), live=in_live is not None,
+            config=in_config is not None and guest.is_persistent(),
+        )  # fmt: skip
+        if in_live is not None:
+            deadline = time.monotonic() + timeout
+            while self._find(Domain.parse(guest.xml()), mac) is not None:
+                if time.monotonic() > deadline:
+                    raise InvalidState(
+                        f"the guest did not release NIC {mac} within {timeout:.0f} s (it is "
+                        "removed from the definition; it goes at the next start)",
+                        code="detach_timeout",
+                    )
+                time.sleep(0.1)
+
+    def set_link(self, name: str, mac: str, up: bool) -> NicInfo:
+        """Link up or down, as if the cable were plugged or pulled (live and in the definition)."""
+        mac = validate_mac(mac)
+        guest, config, live = self._guest(name)
+        iface = self._find(live, mac) or self._find(config, mac)
+        if iface is None:
+            raise NotFound(f"VM {name!r} has no NIC with MAC {mac}", code="nic_not_found")
+        iface.link_state = "up" if up else "down"
+        guest.update_device(
+            iface.to_xml(), live=live is not None,
+            config=guest.is_persistent() and self._find(config, mac) is not None,
+        )  # fmt: skip
+        return next(n for n in self.list(name) if n.mac == mac)
+
+    # -- addresses ----------------------------------------------------------------------------
+    def _started(self, uuids: builtins.list[str]) -> dict[str, float]:
+        """When each running VM's QEMU started (Unix time), for VMs on this machine."""
+        if not self.host.is_local:
+            return {}
+        pids = qemu_pids()
+        now = time.time()
+        started = {}
+        for uuid in uuids:
+            pid = pids.get(uuid)
+            uptime = process_uptime(pid) if pid else None
+            if uptime is not None:
+                started[uuid] = now - uptime
+        return started
+
+    def _lease_times(self) -> dict[str, int]:
+        """Lease seconds per network (libvirt's <lease expiry>, else dnsmasq's hour)."""
+        from virtkit.xml.network import Network as NetworkXML
+
+        times = {}
+        for net_name in self.host.networks.names():
+            try:
+                net = NetworkXML.parse(self.host.networks.xml(net_name))
+            except NotFound:
+                continue
+            times[net_name] = DEFAULT_LEASE
+            for ip in net.ips:
+                for dhcp_range in ip.dhcp_ranges:
+                    expiry = dhcp_range.node.find("lease")
+                    if expiry is not None and expiry.get("expiry"):
+                        unit = {"seconds": 1, "minutes": 60, "hours": 3600}.get(
+                            expiry.get("unit") or "minutes", 60
+                        )
+                        times[net_name] = int(expiry.get("expiry") or 0) * unit
+        return times
+
+    def addresses(
+        self, names: builtins.list[str] | None = None
+    ) -> dict[str, builtins.list[GuestAddress]]:
+        """Every running VM's addresses (or those of ``names``), in one pass: each network's
+        leases are read once; the agent and the neighbour table are asked only for NICs the
+        leases do not cover."""
+        wanted = set(names) if names else None
+        for name in wanted or ():
+            validate_name(name)
+        doms: dict[str, tuple[Guest, Domain]] = {}
+        for guest in self.host.list_guests():
+            try:
+                if wanted is not None and guest.name not in wanted:
+                    continue
+                if guest.is_active():
+                    doms[guest.name] = (guest, Domain.parse(guest.xml()))
+            except NotFound:
+                continue
+        for name in (wanted or set()) - set(doms):
+            guest = self.host.lookup(name)  # NotFound for a VM that does not exist
+            doms.setdefault(name, (guest, Domain.parse(guest.xml())))
+        started = self._started([d.uuid or "" for _g, d in doms.values()])
+        networks = {i.source_network for _g, d in doms.values() for i in d.interfaces
+                    if i.type == "network" and i.source_network}  # fmt: skip
+        lease_times = self._lease_times() if networks else {}
+        leases: dict[str, builtins.list[tuple[str, int, int, str]]] = {}
+        for net_name in networks:
+            try:
+                for lease in self.host.networks.leases(net_name):
+                    mac = str(lease.get("mac") or "").lower()
+                    expires = int(lease.get("expirytime") or 0)
+                    leases.setdefault(mac, []).append(
+                        (str(lease.get("ipaddr")), int(lease.get("prefix") or 0), expires,
+                         net_name)
+                    )  # fmt: skip
+            except NotFound:
+                continue
+        result: dict[str, builtins.list[GuestAddress]] = {}
+        for name, (guest, dom) in sorted(doms.items()):
+            found: builtins.list[GuestAddress] = []
+            if not guest.is_active():
+                result[name] = []
+                continue
+            boot = started.get(dom.uuid or "")
+            uncovered = []
+            for iface in dom.interfaces:
+                mac = (iface.mac or "").lower()
+                current = []
+                for ip, prefix, expires, net_name in leases.get(mac, []):
+                    granted = expires - lease_times.get(net_name, DEFAULT_LEASE) if expires else 0
+                    if boot is not None and expires and granted < boot - 1:
+                        continue  # a lease from an earlier boot: stale
+                    current.append(GuestAddress(mac=mac, ip=ip, prefix=prefix, source="lease",
+                                                interface=iface.target_dev))  # fmt: skip
+                found += current
+                if not current:
+                    uncovered.append(mac)
+            if uncovered:
+                found += self._ask(guest, dom, set(uncovered))
+            result[name] = found
+        return result
+
+    def _ask(self, guest: Guest, dom: Domain, macs: set[str]) -> builtins.list[GuestAddress]:
+        """The guest agent (when the VM has its channel), then the neighbour table."""
+        has_agent = any(
+            c.get("name") == "org.qemu.guest_agent.0"
+            for c in dom.node.iterfind("devices/channel/target")
+        )
+        for source in ("agent", "arp") if has_agent else ("arp",):
+            try:
+                answers = guest.interface_addresses(source)
+            except (Unsupported, InvalidState, VirtkitError) as exc:
+                log.debug("no addresses from %s for %s: %s", source, dom.name, exc)
+                continue
+            found = [
+                GuestAddress(
+                    mac=mac.lower(), ip=ip, prefix=prefix, source=source, interface=iface_name
+                )
+                for mac, iface_name, addrs in answers
+                if mac.lower() in macs
+                for ip, prefix in addrs
+                if not ip.startswith(("127.", "::1", "fe80:"))
+            ]
+            if found:
+                return found
+        return []
+
+    def ip(self, name: str) -> builtins.list[GuestAddress]:
+        validate_name(name)
+        guest = self.host.lookup(name)
+        if not guest.is_active():
+            raise InvalidState(f"VM {name!r} is not running: it has no address", code="vm_shutoff")
+        return self.addresses([name]).get(name, [])

@@ -80,7 +80,7 @@ def test_lease_reservation_link_and_hotplug(net_host: HostBed, hvk: Client) -> N
     listed = run_host_cli(hb, "vm", "list")
     assert address.split("/")[0] in listed.stdout, listed.stdout
     # the host (inside its namespace) reaches the guest
-    ping = hb.host.run("ping", "-c", "1", "-W", "5", address.split("/")[0], check=False)
+    ping = hb.host.run("busybox", "ping", "-c", "1", "-W", "5", address.split("/")[0], check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr
     # a reservation, live: the guest gets it on its next DHCP request (link down, then up)
     reserved = run_host_cli(hb, "net", "reserve", "vktest-nat", "--mac", mac,

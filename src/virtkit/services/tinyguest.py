@@ -48,7 +48,7 @@ FILL_MARKER = "VIRTKIT-FILLED:"
 NET_MARKER = "VIRTKIT-NET:"  # "VIRTKIT-NET: [eth0:up eth1:down]" whenever NICs or links change
 IP_MARKER = "VIRTKIT-IP:"  # "VIRTKIT-IP: eth0 198.18.1.23/24" when DHCP gives an address
 
-# busybox udhcpc runs this on every DHCP event (its default path)
+# busybox udhcpc runs this on every DHCP event (given with -s: builds differ in their default)
 UDHCPC_SCRIPT = f"""#!/bin/sh
 case "$1" in
   deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
@@ -56,7 +56,7 @@ case "$1" in
     ip addr flush dev "$interface"
     ip addr add "$ip/$mask" dev "$interface"
     [ -n "$router" ] && ip route replace default via "${{router%% *}}" dev "$interface"
-    echo "{IP_MARKER} $interface $ip/$mask" ;;
+    echo "{IP_MARKER} $interface $ip/$mask" > /dev/console ;;
 esac
 """
 # 1 MiB of fixed pseudo-random bytes in the initramfs; "virtkit.fill=N" on the kernel command line
@@ -112,7 +112,7 @@ ip link set lo up
       state=down; [ "$(cat "$dev/carrier" 2>/dev/null)" = 1 ] && state=up
       # a new NIC, or a link that came back up: ask for an address (again)
       if [ "$state" = up ] && [ "$(cat "/tmp/link-$n")" != up ]; then
-        udhcpc -i "$n" -q -t 20 -T 1 -A 1 >/dev/null 2>&1 &
+        udhcpc -i "$n" -s /usr/share/udhcpc/default.script -q -t 20 -T 1 -A 1 >/dev/console 2>&1 &
       fi
       echo "$state" > "/tmp/link-$n"
       net="$net $n:$state"

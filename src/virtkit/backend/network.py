@@ -53,7 +53,8 @@ class Networks:
                 except libvirt.libvirtError as exc:
                     # drivers without the flag (e.g. test://): the one definition they keep
                     if exc.get_error_code() not in (
-                        libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG
+                        libvirt.VIR_ERR_NO_SUPPORT,
+                        libvirt.VIR_ERR_INVALID_ARG,
                     ):
                         raise
             return str(net.XMLDesc(0))

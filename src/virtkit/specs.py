@@ -189,6 +189,28 @@ class DiskSpec(_Spec):
         return self.path is None
 
 
+class NicSpec(_Spec):
+    """A NIC of a new VM: on a virtual network, a host bridge, or a host interface (macvtap)."""
+
+    network: str | None = Field(None, description="A virtual network.")
+    bridge: str | None = Field(None, description="A host bridge.")
+    direct: str | None = Field(None, description="A host interface (macvtap).")
+    mode: MacvtapMode = Field("bridge", description="macvtap mode (with direct).")
+    mac: str | None = Field(None, description="MAC address; default: a new unique 52:54:00 one.")
+    model: NicModel = Field("virtio", description="virtio, e1000e, e1000 or rtl8139.")
+
+    @model_validator(mode="after")
+    def _one(self) -> NicSpec:
+        if len([x for x in (self.network, self.bridge, self.direct) if x]) != 1:
+            raise ValueError("a NIC needs exactly one of network, bridge or direct")
+        if self.mac is not None:
+            try:
+                self.mac = validate_mac(self.mac)
+            except InvalidInput as exc:
+                raise ValueError(exc.message) from None
+        return self
+
+
 class VMSpec(_Spec):
     """Everything needed to create a VM. The JSON schema is ``virtkit vm spec-schema``."""
 
@@ -198,6 +220,7 @@ class VMSpec(_Spec):
         512 * MiB, description="Memory, e.g. 512M or 2G; a bare number is MiB."
     )
     disks: list[DiskSpec] = Field(default_factory=list)
+    nics: list[NicSpec] = Field(default_factory=list, description="Network interfaces.")
     cdrom: str | None = Field(None, description="An ISO image to attach as a CD-ROM.")
     cdrom_bus: DiskBus | None = Field(
         None, description="Bus of the CD-ROM; default sata on q35, ide on i440fx."
@@ -623,6 +646,7 @@ class KsmEstimate(_View):
 
 NetworkKind = Literal["nat", "route", "isolated", "open", "bridge", "macvtap"]
 MacvtapMode = Literal["bridge", "vepa", "private", "passthrough"]
+NicModel = Literal["virtio", "e1000e", "e1000", "rtl8139"]
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 

@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 import secrets
 import subprocess
 import uuid
@@ -78,7 +79,7 @@ class TestHosts:
         self.hosts = [TestHost(f"h{i + 1}", i, self.tag) for i in range(count)]
         self._made: list[str] = []  # namespaces to delete
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[TestHost]:
         return iter(self.hosts)
 
     def __getitem__(self, index: int) -> TestHost:

@@ -34,12 +34,18 @@ CASES: dict[str, tuple[VMSpec, BuildPlan]] = {
                 "graphics": "vnc",
                 "cdrom": "/iso/debian.iso",
                 "disks": [{"size": "20G"}, {"path": "/data/web1-data.raw"}],
-            }
+                "nics": [
+                    {"network": "default"},
+                    {"bridge": "br0", "model": "e1000e"},
+                    {"direct": "eth1", "mode": "vepa", "mac": "52:54:00:AA:00:03"},
+                ],
+            }  # fmt: skip
         ),
         BuildPlan(
             domain_type="kvm",
             machine="q35",
             cpu="host-passthrough",
+            macs=["52:54:00:aa:00:01", "52:54:00:aa:00:02", "52:54:00:aa:00:03"],
             disks=[
                 ResolvedDisk(
                     "/var/lib/libvirt/images/web1-disk0.qcow2", "qcow2", "virtio", owned=True

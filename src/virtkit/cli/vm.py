@@ -130,6 +130,8 @@ def _parse_disk(value: str) -> dict[str, Any]:
 @click.option("--full", is_flag=True, help="With --image: a full copy, not a linked clone.")
 @click.option("--description", help="Free text shown by 'vm show'.")
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@click.option("--network", "networks", multiple=True, help="A NIC on this network (repeatable).")
+@click.option("--bridge", "bridges", multiple=True, help="A NIC on this host bridge (repeatable).")
 @click.option("--no-serial", is_flag=True, help="No serial console.")
 @click.option("--autostart", is_flag=True, default=None, help="Start with the host.")
 @click.option("--start", is_flag=True, help="Start the VM once created.")
@@ -155,6 +157,8 @@ def create(
     full: bool,
     description: str | None,
     tags: tuple[str, ...],
+    networks: tuple[str, ...],
+    bridges: tuple[str, ...],
     no_serial: bool,
     autostart: bool | None,
     start: bool,
@@ -168,6 +172,7 @@ def create(
       virtkit vm create web1 --memory 2G --vcpus 2 --disk 20G --cdrom /iso/debian.iso --start
       virtkit vm create tiny --kernel ./vmlinuz --initrd ./initrd.img --cmdline console=ttyS0
       virtkit vm create -f web1.yaml --start
+      virtkit vm create web2 --image debian-12 --network lab --start
     """
     data = _load_spec_file(spec_file) if spec_file else {}
     source = f"spec file {spec_file}" if spec_file else "VM spec"
@@ -192,6 +197,8 @@ def create(
         data["disks"] = [{"image": image, "linked": not full}, *data.get("disks", [])]
     if tags:
         data["tags"] = list(tags)
+    if networks or bridges:
+        data["nics"] = [{"network": n} for n in networks] + [{"bridge": b} for b in bridges]
     if boot:
         data["boot"] = [b.strip() for b in boot.split(",")]
     if no_serial:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from virtkit._version import __version__
-from virtkit.specs import VMSpec
+from virtkit.specs import NicSpec, VMSpec
 from virtkit.xml.domain import (
     CPU,
     OS,
@@ -17,6 +17,7 @@ from virtkit.xml.domain import (
     Domain,
     Graphics,
     Input,
+    Interface,
     MemBalloon,
     OwnedDisk,
     Tag,
@@ -52,6 +53,7 @@ class BuildPlan:
     emulator: str | None = None
     cpu: str | None = None
     serial_log: str | None = None
+    macs: list[str] = field(default_factory=list)  # one per spec.nics, chosen by the service
 
 
 def target_prefix(bus: str) -> str:
@@ -157,6 +159,19 @@ def _graphics(spec: VMSpec, dom: Domain) -> None:
     dom.inputs.append(tablet)
 
 
+def nic_element(nic: NicSpec, mac: str) -> Interface:
+    iface = Interface()
+    iface.mac = mac  # first, as libvirt writes it
+    if nic.network:
+        iface.type, iface.source_network = "network", nic.network
+    elif nic.bridge:
+        iface.type, iface.source_bridge = "bridge", nic.bridge
+    else:
+        iface.type, iface.source_dev, iface.source_mode = "direct", nic.direct, nic.mode
+    iface.model = nic.model
+    return iface
+
+
 def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
     """The complete domain definition for a new VM."""
     dom = Domain()
@@ -201,6 +216,8 @@ def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
         scsi.model = "virtio-scsi"
         scsi.index = 0
         dom.controllers.append(scsi)
+    for nic, mac in zip(spec.nics, plan.macs, strict=True):
+        dom.interfaces.append(nic_element(nic, mac))
     _graphics(spec, dom)
     if "q35" in plan.machine:
         root = Controller()  # explicit, else libvirt numbers the first root port 0

@@ -34,6 +34,27 @@ def _nic_info(iface: Interface) -> NicInfo:
     )  # fmt: skip
 
 
+def macs_in_use(host: Host) -> set[str]:
+    """Every MAC of every VM on the host, running or defined."""
+    macs: set[str] = set()
+    for guest in host.list_guests():
+        try:
+            for inactive in (False, True):
+                dom = Domain.parse(guest.xml(inactive=inactive))
+                macs |= {(i.mac or "").lower() for i in dom.interfaces if i.mac}
+        except NotFound:
+            continue
+    return macs
+
+
+def new_mac(taken: set[str]) -> str:
+    """A random MAC in QEMU's 52:54:00 range that is not in ``taken``."""
+    while True:
+        mac = "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+        if mac not in taken:
+            return mac
+
+
 class NicService:
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -50,23 +71,10 @@ class NicService:
         return [_nic_info(i) for i in (live or config).interfaces]
 
     def macs_in_use(self) -> set[str]:
-        """Every MAC of every VM on the host, running or defined."""
-        macs: set[str] = set()
-        for guest in self.host.list_guests():
-            try:
-                for inactive in (False, True):
-                    dom = Domain.parse(guest.xml(inactive=inactive))
-                    macs |= {(i.mac or "").lower() for i in dom.interfaces if i.mac}
-            except NotFound:
-                continue
-        return macs
+        return macs_in_use(self.host)
 
     def new_mac(self) -> str:
-        taken = self.macs_in_use()
-        while True:
-            mac = "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
-            if mac not in taken:
-                return mac
+        return new_mac(self.macs_in_use())
 
     def add(
         self,
@@ -101,6 +109,7 @@ class NicService:
         else:
             mac = self.new_mac()
         iface = Interface()
+        iface.mac = mac  # first, as libvirt writes it
         if network:
             validate_name(network, "network")
             self.host.networks.state(network)  # NotFound: "no network named ..."
@@ -118,7 +127,6 @@ class NicService:
                     f"the host has no interface named {direct!r}", code="host_interface_not_found"
                 )
             iface.type, iface.source_dev, iface.source_mode = "direct", direct, mode
-        iface.mac = mac
         iface.model = model
         guest.attach_device(iface.to_xml(), live=live is not None, config=guest.is_persistent())
         log.info("added NIC %s to %s", mac, name)

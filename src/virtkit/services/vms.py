@@ -28,6 +28,7 @@ from virtkit.errors import (
 from virtkit.services import storage
 from virtkit.services.domainbuilder import CPU_MODES, BuildPlan, ResolvedDisk, build_domain
 from virtkit.services.images import ImageService
+from virtkit.services.nics import macs_in_use, new_mac
 from virtkit.services.pools import PoolService
 from virtkit.services.transaction import Transaction
 from virtkit.specs import (
@@ -63,6 +64,7 @@ class _Prepared:
     existing: list[ResolvedDisk]
     serial_log: str | None
     templates: dict[int, ImageInfo]  # disk index -> template to clone
+    macs: list[str]  # one per spec.nics
 
 
 class VMService:
@@ -283,7 +285,35 @@ class VMService:
             if spec.serial and self.console_log_dir
             else None
         )
-        return _Prepared(facts, machine, cpu, existing, serial_log, self._templates(spec))
+        return _Prepared(
+            facts, machine, cpu, existing, serial_log, self._templates(spec), self._macs(spec)
+        )
+
+    def _macs(self, spec: VMSpec) -> builtins.list[str]:
+        """A MAC per NIC (given, or new and unique on the host), after checking what each NIC
+        connects to exists."""
+        if not spec.nics:
+            return []
+        taken = macs_in_use(self.host)
+        macs: builtins.list[str] = []
+        for nic in spec.nics:
+            if nic.network:
+                validate_name(nic.network, "network")
+                self.host.networks.state(nic.network)  # NotFound: "no network named ..."
+            for device, what in ((nic.bridge, "bridge"), (nic.direct, "interface")):
+                if device and not self.host.interface_exists(device):
+                    raise NotFound(
+                        f"the host has no {what} named {device!r}", code="host_interface_not_found"
+                    )
+            if nic.mac is not None:
+                if nic.mac in taken or nic.mac in macs:
+                    raise InvalidInput(
+                        f"MAC {nic.mac} is already used by a VM on this host", code="mac_in_use"
+                    )
+                macs.append(nic.mac)
+            else:
+                macs.append(new_mac(taken | set(macs)))
+        return macs
 
     def _templates(self, spec: VMSpec) -> dict[int, ImageInfo]:
         found: dict[int, ImageInfo] = {}
@@ -351,6 +381,7 @@ class VMService:
             emulator=prepared.facts.emulator,
             cpu=prepared.cpu,
             serial_log=prepared.serial_log,
+            macs=prepared.macs,
         )
 
     def preview_xml(self, spec: VMSpec) -> str:
@@ -441,8 +472,10 @@ class VMService:
             sources.append((disk, pool))
         dom.name = new_name
         dom.uuid = None
+        taken = macs_in_use(self.host)
         for nic in dom.interfaces:
-            nic.mac = None  # libvirt generates new ones
+            nic.mac = new_mac(taken)  # unique on the host (libvirt's own pick is not checked)
+            taken.add(nic.mac)
         for serial in dom.serials:
             if serial.log is not None and self.console_log_dir is not None:
                 serial.log.file = str(self.console_log_dir / f"{new_name}-serial0.log")

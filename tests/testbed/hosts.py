@@ -21,10 +21,10 @@ Usage::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 import secrets
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.testbed.libvirtd import PrivateLibvirtd

@@ -39,7 +39,7 @@ CASES: dict[str, tuple[VMSpec, BuildPlan]] = {
                     {"bridge": "br0", "model": "e1000e"},
                     {"direct": "eth1", "mode": "vepa", "mac": "52:54:00:AA:00:03"},
                 ],
-            }  # fmt: skip
+            }
         ),
         BuildPlan(
             domain_type="kvm",

@@ -15,6 +15,7 @@ Every policy gets :class:`Sample` objects and returns a :class:`Decision` with i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -155,7 +156,7 @@ class AdaptiveConfig:
     engage_bytes: int = 32 * MIB  # what must be there to merge before KSM is worth running
     grow_bytes: int = 1 * MIB  # profit growth per sample below which merging has stalled
     volatile_ratio: float = 0.5  # volatile pages above this share of pages sharing: back off
-    estimate_every: float = 300.0  # seconds between estimates of what is left to merge
+    estimate_every: float = 300.0  # seconds between estimates (and >= 100x what one takes)
     fast_sample: float = 1.0  # seconds between samples while ksmd scans fast
     pressure_coef: int = 20  # free memory under this percent of the total counts as pressure
 
@@ -195,18 +196,19 @@ class AdaptivePolicy:
         self.scans_at_growth = 0
         self.cost_per_page: float | None = None  # ksmd CPU seconds per scanned page
         self.last_estimate: tuple[float, int | None] | None = None
+        self.estimate_seconds = 0.0  # what the last estimate took
         self.guests = -1
 
     # -- inputs -------------------------------------------------------------------------------
     def _estimate(self, sample: Sample, force: bool = False) -> tuple[int | None, bool]:
         """(bytes the estimate says would merge, whether it was taken just now)."""
-        due = (
-            force
-            or self.last_estimate is None
-            or sample.time - self.last_estimate[0] >= self.config.estimate_every
-        )
+        # at most every estimate_every seconds, and never more than 1% of a core on average
+        every = max(self.config.estimate_every, 100 * self.estimate_seconds)
+        due = force or self.last_estimate is None or sample.time - self.last_estimate[0] >= every
         if due:
+            started = time.monotonic()
             self.last_estimate = (sample.time, self.estimator())
+            self.estimate_seconds = time.monotonic() - started
         assert self.last_estimate is not None
         return self.last_estimate[1], due
 

@@ -29,11 +29,12 @@ class KsmService:
         self.host = host
         self.sysfs = sysfs or KsmSysfs()
 
-    def _local(self) -> None:
+    def require_local(self) -> None:
         if not self.host.is_local:
             raise Unsupported("KSM is read and set on the VM host itself: run virtkit there")
 
-    def _vms(self) -> list[KsmVM]:
+    def vms(self) -> list[KsmVM]:
+        """The running VMs with their KSM figures (merging pages, profit, opt-out)."""
         pids = qemu_pids()
         vms = []
         for guest in self.host.list_guests():
@@ -62,9 +63,9 @@ class KsmService:
         return sorted(vms, key=lambda v: v.name)
 
     def status(self) -> KsmReport:
-        self._local()
+        self.require_local()
         counters = self.sysfs.counters()
-        vms = self._vms()
+        vms = self.vms()
         guest_memory = sum(v.memory for v in vms)
         saved = counters.get("general_profit")
         if saved is None and counters.get("pages_sharing") is not None:
@@ -88,7 +89,7 @@ class KsmService:
         """Set KSM knobs; every value is checked before any is written. ``merge_across_nodes``
         can change only while nothing is merged: virtkit unmerges first, then restores the run
         mode, and says so."""
-        self._local()
+        self.require_local()
         if not values:
             raise InvalidInput("nothing to set: give NAME=VALUE pairs", code="nothing_to_set")
         for name, value in values.items():
@@ -123,17 +124,17 @@ class KsmService:
         return notes
 
     def enable(self) -> None:
-        self._local()
+        self.require_local()
         self.sysfs.write("run", "1")
 
     def disable(self) -> None:
         """Stop scanning; pages merged so far stay merged (``unmerge`` splits them)."""
-        self._local()
+        self.require_local()
         self.sysfs.write("run", "0")
 
     def unmerge(self, timeout: float = 60.0) -> None:
         """Split every merged page back (run=2) and wait for it; KSM is stopped after."""
-        self._local()
+        self.require_local()
         self.sysfs.write("run", "2")
         deadline = time.monotonic() + timeout
         while (self.sysfs.read_int("pages_shared") or 0) > 0:
@@ -148,8 +149,8 @@ class KsmService:
     def estimate(self, names: list[str] | None = None) -> KsmEstimate:
         """Predict what KSM would merge across running VMs (all of them, or ``names``) by
         hashing their guest memory page by page; reads memory, changes nothing."""
-        self._local()
-        running = {v.name: v for v in self._vms()}
+        self.require_local()
+        running = {v.name: v for v in self.vms()}
         chosen = names or sorted(running)
         for name in chosen:
             validate_name(name)

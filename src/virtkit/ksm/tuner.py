@@ -126,7 +126,7 @@ class Tuner:
         settings = self.sysfs.settings()
         vms: dict[str, tuple[int, int]] = {}
         try:
-            for vm in self.service._vms():
+            for vm in self.service.vms():
                 vms[vm.name] = (vm.merging_pages or 0, vm.profit or 0)
         except VirtkitError as exc:  # libvirt away for a moment: host figures still count
             log.warning("no per-VM KSM figures this time: %s", exc)
@@ -192,7 +192,7 @@ class Tuner:
     # -- the loop -----------------------------------------------------------------------------
     def run(self, stop: threading.Event, max_steps: int | None = None) -> str:
         """Tune until ``stop`` is set (or ``max_steps``); returns the closing message."""
-        self.service._local()
+        self.service.require_local()
         with hold_lock(self.lock):
             found = {n: v for n in TUNED if (v := self.sysfs.read(n)) is not None}
             log.info(

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -206,3 +208,59 @@ def test_two_hosts_reach_each_other_over_tcp() -> None:
         assert back.stdout.strip() == a.tcp_uri
         # nothing of theirs is routed out: no default route in a test host
         assert "default" not in a.run("ip", "route").stdout
+
+
+def test_bridged_and_macvtap_networks_and_the_neighbour_table(
+    net_host: HostBed, hvk: Client, tmp_path: Path
+) -> None:
+    """A host bridge with its own DHCP server (busybox udhcpd, not libvirt's): a guest on a
+    `bridge` network gets an address libvirt has no lease for, and `vm ip` finds it in the host's
+    neighbour table once the host has talked to it. A `macvtap` network on a dummy interface
+    (one end of a veth pair) gives the guest a NIC."""
+    hb, host = net_host, net_host.host
+    host.run("ip", "link", "add", "vkbr0", "type", "bridge")
+    host.run("ip", "addr", "add", "198.18.13.1/24", "dev", "vkbr0")
+    host.run("ip", "link", "set", "vkbr0", "up")
+    host.run("ip", "link", "add", "vkdum0", "type", "veth", "peer", "name", "vkdum1")
+    host.run("ip", "link", "set", "vkdum0", "up")
+    host.run("ip", "link", "set", "vkdum1", "up")
+    conf = tmp_path / "udhcpd.conf"
+    conf.write_text(
+        "start 198.18.13.100\nend 198.18.13.150\ninterface vkbr0\n"
+        f"lease_file {tmp_path / 'leases'}\npidfile {tmp_path / 'udhcpd.pid'}\n"
+        "option subnet 255.255.255.0\n"
+    )
+    (tmp_path / "leases").touch()
+    dhcpd = subprocess.Popen(
+        ["ip", "netns", "exec", host.netns, "busybox", "udhcpd", "-f", str(conf)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        made = run_host_cli(hb, "net", "create", "vktest-br", "--kind", "bridge", "--bridge",
+                            "vkbr0")  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        made = run_host_cli(hb, "net", "create", "vktest-mv", "--kind", "macvtap", "--interface",
+                            "vkdum0", "--mode", "vepa")  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        shown = {n.name: n for n in hvk.networks.list()}
+        assert (shown["vktest-br"].kind, shown["vktest-br"].bridge) == ("bridge", "vkbr0")
+        assert (shown["vktest-mv"].kind, shown["vktest-mv"].interface) == ("macvtap", "vkdum0")
+        name = "vktest-bridged"
+        log = hb.log_dir / f"{name}-serial0.log"
+        tiny(hb, hvk, name)
+        mac = hvk.nics.add(name, network="vktest-br").mac
+        hvk.nics.add(name, network="vktest-mv")
+        hvk.vms.start(name)
+        wait_for_log(log, f"{NET_MARKER} [eth0:up eth1:up]")
+        address = guest_ip(wait_for_log(log, f"{IP_MARKER} eth0"), "eth0").split("/")[0]
+        assert address.startswith("198.18.13.")
+        assert hvk.networks.leases("vktest-br") == []  # libvirt served no lease here
+        ping = host.run("busybox", "ping", "-c", "1", "-W", "5", address, check=False)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        found = hvk.nics.ip(name)
+        assert [(a.mac, a.ip, a.source) for a in found] == [(mac, address, "arp")]
+    finally:
+        dhcpd.terminate()
+        dhcpd.wait(10)
+        host.run("ip", "link", "del", "vkbr0", check=False)
+        host.run("ip", "link", "del", "vkdum0", check=False)

@@ -73,3 +73,18 @@ def rss_kb(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def neighbours(pid: int) -> list[tuple[str, str]]:
+    """(IPv4 address, MAC) of complete entries in the neighbour table of the network namespace
+    process ``pid`` lives in (/proc/PID/net/arp): for a QEMU process, its host's table."""
+    try:
+        lines = (_PROC / str(pid) / "net" / "arp").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 4 and int(fields[2], 16) & 0x2:  # ATF_COM: a complete entry
+            found.append((fields[0], fields[3].lower()))
+    return found

@@ -16,7 +16,7 @@ import time
 
 from virtkit.backend.guest import Guest
 from virtkit.backend.host import Host
-from virtkit.backend.procfs import process_uptime, qemu_pids
+from virtkit.backend.procfs import neighbours, process_uptime, qemu_pids
 from virtkit.errors import InvalidInput, InvalidState, NotFound, Unsupported, VirtkitError
 from virtkit.specs import GuestAddress, NicInfo, validate_mac, validate_name
 from virtkit.xml.domain import Domain, Interface
@@ -295,7 +295,22 @@ class NicService:
             ]
             if found:
                 return found
-        return []
+        return self._local_neighbours(dom, macs)
+
+    def _local_neighbours(self, dom: Domain, macs: set[str]) -> builtins.list[GuestAddress]:
+        """The neighbour table read from /proc, when libvirt runs on this machine: the QEMU
+        process's network namespace is its host's (libvirt 9.0's own reader fails on newer
+        kernels' netlink messages: "wrong nlmsg len")."""
+        if not self.host.is_local:
+            return []
+        pid = qemu_pids().get(dom.uuid or "")
+        if pid is None:
+            return []
+        return [
+            GuestAddress(mac=mac, ip=ip, prefix=0, source="arp")
+            for ip, mac in neighbours(pid)
+            if mac in macs
+        ]
 
     def ip(self, name: str) -> builtins.list[GuestAddress]:
         validate_name(name)

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 from virtkit.backend.host import Host
 from virtkit.backend.procfs import qemu_pids
 from virtkit.errors import InvalidInput, InvalidState, NotFound, PermissionDenied, Unsupported
-from virtkit.ksm.estimate import estimate
 from virtkit.ksm.sysfs import KNOBS, RUN_MODES, KsmSysfs, ksmd_cpu_seconds, process_ksm
 from virtkit.specs import KsmEstimate, KsmReport, KsmVM, validate_name
 from virtkit.xml.domain import Domain
@@ -161,6 +160,8 @@ class KsmService:
                 )
             if running[name].pid is None:
                 raise Unsupported(f"cannot find the QEMU process of {name!r} on this host")
+        from virtkit.ksm.estimate import estimate  # numpy: imported when used (CLI start-up)
+
         pids = [running[n].pid for n in chosen if running[n].pid is not None]
         result = estimate([p for p in pids if p is not None])
         read = result.bytes_read or 1

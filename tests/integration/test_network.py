@@ -192,6 +192,15 @@ def test_taken_name_overlap_reservation_and_mac_errors(net_host: HostBed, hvk: C
     assert shown["dns_hosts"] == [{"ip": "198.18.30.9", "hostnames": ["db"]}]
     assert shown["reservations"] == [{"mac": "52:54:00:01:02:03", "ip": "198.18.30.5",
                                       "name": None}]  # fmt: skip
+    # IPv6 beside IPv4, with DHCPv6: libvirt's dnsmasq serves both, the bridge has both
+    v6 = run_host_cli(hb, "net", "create", "vktest-v6", "--kind", "isolated",
+                      "--ipv4", "198.18.32.1/24", "--ipv6", "fd00:18::1/64",
+                      "--dhcp6-start", "fd00:18::100", "--dhcp6-end", "fd00:18::1ff")  # fmt: skip
+    assert v6.returncode == 0, v6.stderr
+    info = hvk.networks.get("vktest-v6")
+    assert info.active and info.ipv6 == "fd00:18::1/64" and info.bridge
+    assert ("fd00:18::100", "fd00:18::1ff") in info.dhcp_ranges
+    assert "fd00:18::1/64" in hb.host.run("ip", "-6", "addr", "show", "dev", info.bridge).stdout
     tiny(hb, hvk, "vktest-macs")
     bad_nic = run_host_cli(hb, "vm", "nic", "add", "vktest-macs", "--network", "vktest-a",
                            "--mac", "01:00:5e:00:00:01")  # fmt: skip

@@ -38,21 +38,23 @@ def lock_path(ksm_root: Path, lock_dir: Path = LOCK_DIR) -> Path:
 
 
 def running_pid(path: Path) -> int | None:
-    """PID of the daemon holding the lock at ``path``, or None when no daemon holds it."""
+    """PID of the daemon that holds the lock at ``path``, or None. Reads the PID it wrote and
+    checks the process is alive and a virtkit; it takes no lock itself (a probing lock, even a
+    shared one, could make a daemon that is starting at that moment fail to take its own)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+        text = path.read_text().strip()
+    except OSError:
         return None
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    if pid == os.getpid():
+        return pid
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = path.read_text().strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
         return None
-    finally:
-        os.close(fd)
+    return pid if b"virtkit" in cmdline else None
 
 
 @contextlib.contextmanager
@@ -76,7 +78,10 @@ def hold_lock(path: Path) -> Iterator[None]:
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        yield
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # no PID left behind once the lock is released
     finally:
         os.close(fd)  # releases the flock
 

@@ -3,8 +3,9 @@
 set -eu
 
 PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
-busybox-static python3 python3-venv python3-dev gcc util-linux libvirt-daemon-driver-storage-rbd"
-[ "${WITH_BENCH:-0}" = 1 ] && PACKAGES="$PACKAGES virtinst"
+busybox-static python3 python3-venv python3-dev gcc util-linux libvirt-daemon-driver-storage-rbd
+iproute2 dnsmasq-base iptables debootstrap e2fsprogs openssh-client genisoimage openssl"
+[ "${WITH_BENCH:-0}" = 1 ] && PACKAGES="$PACKAGES virtinst ksmtuned"
 
 if [ "$(id -u)" != 0 ]; then
     echo "install-deps: run as root (it installs Debian packages)" >&2

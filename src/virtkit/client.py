@@ -16,6 +16,7 @@ from virtkit.backend.connection import Connection, DomainEvent
 from virtkit.backend.host import Host
 from virtkit.ksm.service import KsmService
 from virtkit.ksm.sysfs import KsmSysfs
+from virtkit.services.access import AccessService
 from virtkit.services.consoles import ConsoleService
 from virtkit.services.disks import DiskService
 from virtkit.services.host import HostService
@@ -91,6 +92,11 @@ class Client:
     def nics(self) -> NicService:
         """A VM's NICs (hot-plug, link state) and its IP addresses."""
         return NicService(self.host)
+
+    @cached_property
+    def access(self) -> AccessService:
+        """Wait for a guest (boot, cloud-init, SSH) and find its SSH server."""
+        return AccessService(self.host, self.nics, self.settings.console_log_dir)
 
     @cached_property
     def ksm(self) -> KsmService:

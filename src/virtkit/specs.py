@@ -190,24 +190,84 @@ class DiskSpec(_Spec):
 
 
 class NicSpec(_Spec):
-    """A NIC of a new VM: on a virtual network, a host bridge, or a host interface (macvtap)."""
+    """A NIC of a new VM: on a virtual network, a host bridge, a host interface (macvtap), or
+    QEMU's user-mode network (no host network touched; ``ssh_forward`` maps a port on
+    127.0.0.1 to the guest's SSH)."""
 
     network: str | None = Field(None, description="A virtual network.")
     bridge: str | None = Field(None, description="A host bridge.")
     direct: str | None = Field(None, description="A host interface (macvtap).")
+    user: bool = Field(False, description="QEMU user-mode networking (guest isolated).")
+    ssh_forward: int | None = Field(
+        None, ge=1, le=65535, description="user: this port on 127.0.0.1 reaches the guest's SSH."
+    )
     mode: MacvtapMode = Field("bridge", description="macvtap mode (with direct).")
     mac: str | None = Field(None, description="MAC address; default: a new unique 52:54:00 one.")
     model: NicModel = Field("virtio", description="virtio, e1000e, e1000 or rtl8139.")
 
     @model_validator(mode="after")
     def _one(self) -> NicSpec:
-        if len([x for x in (self.network, self.bridge, self.direct) if x]) != 1:
-            raise ValueError("a NIC needs exactly one of network, bridge or direct")
+        if len([x for x in (self.network, self.bridge, self.direct, self.user) if x]) != 1:
+            raise ValueError("a NIC needs exactly one of network, bridge, direct or user")
+        if self.ssh_forward is not None and not self.user:
+            raise ValueError("ssh_forward goes with user-mode networking (user: true)")
         if self.mac is not None:
             try:
                 self.mac = validate_mac(self.mac)
             except InvalidInput as exc:
                 raise ValueError(exc.message) from None
+        return self
+
+
+class CloudInitSpec(_Spec):
+    """What cloud-init (or cloudbase-init) does at first boot (see docs/cloud-init.md)."""
+
+    user: str | None = Field(None, description="A user to create, with sudo.")
+    ssh_keys: list[str] = Field(default_factory=list, description="SSH public keys (text).")
+    password_hash: str | None = Field(
+        None, description="The user's password, hashed (a plain 'password' is hashed on input)."
+    )
+    hostname: str | None = Field(None, description="Default: the VM's name.")
+    packages: list[str] = Field(default_factory=list)
+    runcmd: list[str] = Field(default_factory=list, description="Commands run at first boot.")
+    user_data: str | None = Field(None, description="Your own user-data, merged with the above.")
+    network_config: dict[str, Any] | None = Field(None, description="network-config v1 or v2.")
+    ip: str | None = Field(None, description="Static address with prefix: 198.18.0.10/24.")
+    gateway: str | None = None
+    dns: list[str] = Field(default_factory=list)
+    seed: Literal["nocloud", "configdrive"] = Field("nocloud", description="Seed format.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hash_password(cls, data: Any) -> Any:
+        # the plain password never stays in the spec: hashed as it comes in
+        if isinstance(data, dict) and data.get("password") is not None:
+            from virtkit.cloudinit import hash_password
+
+            data = dict(data)
+            data["password_hash"] = hash_password(str(data.pop("password")))
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> CloudInitSpec:
+        from virtkit import cloudinit
+
+        try:
+            if self.user is not None:
+                validate_name(self.user, "user name")
+            if self.hostname is not None:
+                validate_name(self.hostname, "host name")
+            self.ssh_keys = [cloudinit.check_public_key(k) for k in self.ssh_keys]
+            if self.user_data is not None:
+                cloudinit.parse_user_data(self.user_data)
+            if self.ip is not None:
+                if self.network_config is not None:
+                    raise ValueError("give either ip or network_config, not both")
+                cloudinit.static_network(self.ip, self.gateway, self.dns, None)
+            elif self.gateway or self.dns:
+                raise ValueError("gateway and dns go with a static ip")
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
         return self
 
 
@@ -221,6 +281,7 @@ class VMSpec(_Spec):
     )
     disks: list[DiskSpec] = Field(default_factory=list)
     nics: list[NicSpec] = Field(default_factory=list, description="Network interfaces.")
+    cloud_init: CloudInitSpec | None = Field(None, description="A cloud-init seed (first boot).")
     cdrom: str | None = Field(None, description="An ISO image to attach as a CD-ROM.")
     cdrom_bus: DiskBus | None = Field(
         None, description="Bus of the CD-ROM; default sata on q35, ide on i440fx."

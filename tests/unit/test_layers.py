@@ -13,6 +13,7 @@ LAYERS = {
     "specs": 0,
     "_version": 0,
     "settings": 0,
+    "cloudinit": 0,
     "xml": 1,
     "backend": 2,
     "services": 3,

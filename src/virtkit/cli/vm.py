@@ -132,6 +132,24 @@ def _parse_disk(value: str) -> dict[str, Any]:
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
 @click.option("--network", "networks", multiple=True, help="A NIC on this network (repeatable).")
 @click.option("--bridge", "bridges", multiple=True, help="A NIC on this host bridge (repeatable).")
+@click.option(
+    "--ssh-forward", type=int,
+    help="A user-mode NIC (no host network touched); this port on 127.0.0.1 reaches its SSH.",
+)  # fmt: skip
+@click.option("--user", "ci_user", help="cloud-init: a user to create, with sudo.")
+@click.option("--ssh-key", "ssh_keys", multiple=True, type=click.Path(),
+              help="cloud-init: an SSH public key file for the user (repeatable).")  # fmt: skip
+@click.option("--password", help="cloud-init: the user's password (stored hashed).")
+@click.option("--hostname", help="cloud-init: host name (default: the VM's name).")
+@click.option("--packages", multiple=True, help="cloud-init: packages to install (a,b or repeat).")
+@click.option("--run", "runcmd", multiple=True, help="cloud-init: a command at first boot.")
+@click.option("--user-data", type=click.Path(), help="cloud-init: your user-data, merged.")
+@click.option("--network-config", type=click.Path(), help="cloud-init: network-config v1/v2.")
+@click.option("--ip", help="cloud-init: static address with prefix, e.g. 198.18.0.10/24.")
+@click.option("--gateway", help="cloud-init: default gateway (with --ip).")
+@click.option("--dns", multiple=True, help="cloud-init: DNS server (with --ip; repeatable).")
+@click.option("--seed", type=click.Choice(["nocloud", "configdrive"]),
+              help="cloud-init seed format (default nocloud).")  # fmt: skip
 @click.option("--no-serial", is_flag=True, help="No serial console.")
 @click.option("--autostart", is_flag=True, default=None, help="Start with the host.")
 @click.option("--start", is_flag=True, help="Start the VM once created.")
@@ -159,6 +177,19 @@ def create(
     tags: tuple[str, ...],
     networks: tuple[str, ...],
     bridges: tuple[str, ...],
+    ssh_forward: int | None,
+    ci_user: str | None,
+    ssh_keys: tuple[str, ...],
+    password: str | None,
+    hostname: str | None,
+    packages: tuple[str, ...],
+    runcmd: tuple[str, ...],
+    user_data: str | None,
+    network_config: str | None,
+    ip: str | None,
+    gateway: str | None,
+    dns: tuple[str, ...],
+    seed: str | None,
     no_serial: bool,
     autostart: bool | None,
     start: bool,
@@ -197,8 +228,16 @@ def create(
         data["disks"] = [{"image": image, "linked": not full}, *data.get("disks", [])]
     if tags:
         data["tags"] = list(tags)
-    if networks or bridges:
+    if networks or bridges or ssh_forward:
         data["nics"] = [{"network": n} for n in networks] + [{"bridge": b} for b in bridges]
+        if ssh_forward:
+            data["nics"].append({"user": True, "ssh_forward": ssh_forward})
+    ci = _cloud_init_flags(
+        ci_user, ssh_keys, password, hostname, packages, runcmd, user_data, network_config, ip,
+        gateway, dns, seed,
+    )  # fmt: skip
+    if ci:
+        data["cloud_init"] = {**(data.get("cloud_init") or {}), **ci}
     if boot:
         data["boot"] = [b.strip() for b in boot.split(",")]
     if no_serial:
@@ -220,6 +259,51 @@ def create(
         f"created VM {info.name}: {info.vcpus} vCPU, {render.size(info.max_memory)}, "
         f"{info.domain_type}, {info.machine}; {info.state.value}"
     )
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        return Path(path).expanduser().read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InvalidInput(f"cannot read {what} {path}: {reason}", code="unreadable_file") from None
+
+
+def _cloud_init_flags(
+    user: str | None, ssh_keys: tuple[str, ...], password: str | None, hostname: str | None,
+    packages: tuple[str, ...], runcmd: tuple[str, ...], user_data: str | None,
+    network_config: str | None, ip: str | None, gateway: str | None, dns: tuple[str, ...],
+    seed: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    from virtkit.cloudinit import parse_network_config, read_public_key
+
+    ci: dict[str, Any] = {}
+    if user:
+        ci["user"] = user
+    if ssh_keys:
+        ci["ssh_keys"] = [read_public_key(k) for k in ssh_keys]
+    if password is not None:
+        ci["password"] = password
+    if hostname:
+        ci["hostname"] = hostname
+    if packages:
+        ci["packages"] = [p.strip() for item in packages for p in item.split(",") if p.strip()]
+    if runcmd:
+        ci["runcmd"] = list(runcmd)
+    if user_data:
+        ci["user_data"] = _read_text(user_data, "user-data file")
+    if network_config:
+        text = _read_text(network_config, "network-config file")
+        ci["network_config"] = parse_network_config(text, network_config)
+    if ip:
+        ci["ip"] = ip
+    if gateway:
+        ci["gateway"] = gateway
+    if dns:
+        ci["dns"] = list(dns)
+    if seed:
+        ci["seed"] = seed
+    return ci
 
 
 @vm.command("spec-schema")
@@ -700,3 +784,44 @@ def ip(state: State, names: tuple[str, ...], as_json: bool) -> None:
         ["NAME", "MAC", "ADDRESS", "SOURCE"],
         [[n, a.mac, f"{a.ip}/{a.prefix}", a.source] for n, addrs in found.items() for a in addrs],
     )
+
+
+# -- reaching the guest -------------------------------------------------------------------------
+
+
+@vm.command("wait")
+@click.argument("name")
+@click.option("--for", "what", type=click.Choice(["boot", "cloud-init", "ssh"]), default="ssh",
+              show_default=True, help="What to wait for.")  # fmt: skip
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds.")
+@pass_state
+def wait(state: State, name: str, what: str, timeout: float) -> None:
+    """Wait until the VM has booted, finished cloud-init, or answers SSH."""
+    seconds = state.client.access.wait(name, what, timeout)
+    click.echo(f"{name}: {what} after {seconds:.1f} s")
+
+
+@vm.command("ssh", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.option("--user", "-l", "login", help="Login (default: the user cloud-init made).")
+@click.option("--identity", "-i", type=click.Path(), help="Private key file for ssh.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_state
+def ssh(state: State, name: str, login: str | None, identity: str | None,
+        command: tuple[str, ...]) -> None:  # fmt: skip
+    """SSH into the VM (user-mode forward or its address): virtkit vm ssh NAME [-- cmd ...]."""
+    import shutil
+    import subprocess
+
+    address, port = state.client.access.ssh_target(name)
+    user = login or state.client.access.login_user(name)
+    if not shutil.which("ssh"):
+        raise InvalidInput("ssh is not installed (apt-get install openssh-client)", code="no_ssh")
+    argv = ["ssh", "-p", str(port), "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-o", "BatchMode=yes" if command else "BatchMode=no"]  # fmt: skip
+    if identity:
+        argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
+    argv.append(f"{user}@{address}" if user else address)
+    argv += list(command)
+    sys.exit(subprocess.run(argv, check=False).returncode)

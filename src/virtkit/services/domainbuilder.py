@@ -20,6 +20,7 @@ from virtkit.xml.domain import (
     Interface,
     MemBalloon,
     OwnedDisk,
+    QemuArg,
     Tag,
     Video,
     serial_console,
@@ -172,6 +173,35 @@ def nic_element(nic: NicSpec, mac: str) -> Interface:
     return iface
 
 
+def user_nic_args(nic: NicSpec, mac: str, index: int, machine: str) -> list[str]:
+    """QEMU arguments for a user-mode NIC: guest traffic cannot reach the host or beyond
+    (``restrict=on``); only the forwarded port comes in."""
+    netdev = f"user,id=vkuser{index},restrict=on"
+    if nic.ssh_forward:
+        netdev += f",hostfwd=tcp:127.0.0.1:{nic.ssh_forward}-:22"
+    bus = "pcie.0" if "q35" in machine else "pci.0"
+    device = f"virtio-net-pci,netdev=vkuser{index},mac={mac},bus={bus},addr={0x10 + index:#x}"
+    return ["-netdev", netdev, "-device", device]
+
+
+def _user_nic(dom: Domain, nic: NicSpec, mac: str, index: int, machine: str) -> None:
+    for value in user_nic_args(nic, mac, index, machine):
+        arg = QemuArg()
+        arg.value = value
+        dom.qemu_args.append(arg)
+
+
+def ssh_forward_port(dom: Domain) -> int | None:
+    """The 127.0.0.1 port forwarded to the guest's SSH by a user-mode NIC, if any."""
+    for arg in dom.qemu_args:
+        value = arg.value or ""
+        if "hostfwd=tcp:127.0.0.1:" in value:
+            port = value.split("hostfwd=tcp:127.0.0.1:", 1)[1].split("-", 1)[0]
+            if port.isdigit():
+                return int(port)
+    return None
+
+
 def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
     """The complete domain definition for a new VM."""
     dom = Domain()
@@ -180,6 +210,8 @@ def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
     dom.description = spec.description
     meta = dom.ensure_virtkit_metadata()
     meta.version = __version__
+    if spec.cloud_init is not None and spec.cloud_init.user:
+        meta.login_user = spec.cloud_init.user
     for name in spec.tags:
         tag = Tag()
         tag.name = name
@@ -216,8 +248,11 @@ def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
         scsi.model = "virtio-scsi"
         scsi.index = 0
         dom.controllers.append(scsi)
-    for nic, mac in zip(spec.nics, plan.macs, strict=True):
-        dom.interfaces.append(nic_element(nic, mac))
+    for index, (nic, mac) in enumerate(zip(spec.nics, plan.macs, strict=True)):
+        if nic.user:
+            _user_nic(dom, nic, mac, index, plan.machine)
+        else:
+            dom.interfaces.append(nic_element(nic, mac))
     _graphics(spec, dom)
     if "q35" in plan.machine:
         root = Controller()  # explicit, else libvirt numbers the first root port 0

@@ -6,12 +6,14 @@ from __future__ import annotations
 import builtins
 import contextlib
 import functools
+import io
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from virtkit import cloudinit
 from virtkit.backend.capabilities import CapabilityProbe, HostFacts
 from virtkit.backend.guest import Guest
 from virtkit.backend.host import Host
@@ -43,6 +45,7 @@ from virtkit.specs import (
     VMSpec,
     VMState,
     VMSummary,
+    VolumeSpec,
     format_size,
     validate_name,
 )
@@ -65,6 +68,7 @@ class _Prepared:
     serial_log: str | None
     templates: dict[int, ImageInfo]  # disk index -> template to clone
     macs: list[str]  # one per spec.nics
+    seed: bytes | None = None  # the cloud-init seed ISO, built and checked before anything
 
 
 class VMService:
@@ -285,9 +289,44 @@ class VMService:
             if spec.serial and self.console_log_dir
             else None
         )
+        macs = self._macs(spec)
         return _Prepared(
-            facts, machine, cpu, existing, serial_log, self._templates(spec), self._macs(spec)
+            facts, machine, cpu, existing, serial_log, self._templates(spec), macs,
+            self._seed(spec, macs),
+        )  # fmt: skip
+
+    @staticmethod
+    def _seed(spec: VMSpec, macs: builtins.list[str]) -> bytes | None:
+        """The cloud-init seed ISO for a spec (pure; every check of the user's input here)."""
+        c = spec.cloud_init
+        if c is None:
+            return None
+        network = c.network_config
+        if c.ip:
+            network = cloudinit.static_network(c.ip, c.gateway, c.dns, macs[0] if macs else None)
+        ci = cloudinit.CloudInit(
+            user=c.user, ssh_keys=list(c.ssh_keys), password_hash=c.password_hash,
+            hostname=c.hostname, packages=list(c.packages), runcmd=list(c.runcmd),
+            user_data=c.user_data, network_config=network, seed=c.seed,
+        )  # fmt: skip
+        return cloudinit.build_seed(ci, spec.name, cloudinit.new_instance_id())
+
+    @staticmethod
+    def _seed_name(name: str) -> str:
+        return f"{name}-seed.iso"
+
+    def _make_seed(self, name: str, data: bytes, tx: Transaction) -> ResolvedDisk:
+        """The seed ISO as a raw volume beside the VM's disks (owned: removed with the VM)."""
+        assert self.pools is not None
+        volume = self.pools.create_volume(
+            self.storage_pool, VolumeSpec(name=self._seed_name(name), size=len(data), format="raw")
         )
+        tx.on_rollback(
+            f"delete volume {volume.path}",
+            functools.partial(storage.delete_disk, self.host, volume.path),
+        )
+        self.pools.upload(self.storage_pool, volume.name, io.BytesIO(data), len(data))
+        return ResolvedDisk(volume.path, "raw", "scsi", device="cdrom", readonly=True, owned=True)
 
     def _macs(self, spec: VMSpec) -> builtins.list[str]:
         """A MAC per NIC (given, or new and unique on the host), after checking what each NIC
@@ -366,7 +405,11 @@ class VMService:
         return path, fmt
 
     def _plan(
-        self, spec: VMSpec, prepared: _Prepared, new_disks: builtins.list[ResolvedDisk]
+        self,
+        spec: VMSpec,
+        prepared: _Prepared,
+        new_disks: builtins.list[ResolvedDisk],
+        seed: ResolvedDisk | None = None,
     ) -> BuildPlan:
         # Keep the user's disk order: new disks take their places among existing ones.
         ordered: builtins.list[ResolvedDisk] = []
@@ -374,6 +417,8 @@ class VMService:
         for disk in spec.disks:
             ordered.append(next(new_iter) if disk.is_new else next(old_iter))
         ordered.extend(old_iter)  # the cdrom
+        if seed is not None:
+            ordered.append(seed)
         return BuildPlan(
             domain_type=prepared.facts.domain_type,
             machine=prepared.machine,
@@ -393,7 +438,11 @@ class VMService:
             ResolvedDisk(f"{pool_dir}/{self._volume_name(spec, i)}", "qcow2", d.bus, owned=True)
             for i, d in enumerate(d for d in spec.disks if d.is_new)
         ]
-        return build_domain(spec, self._plan(spec, prepared, new_disks)).to_xml()
+        seed = None
+        if prepared.seed is not None:
+            path = f"{pool_dir}/{self._seed_name(spec.name)}"
+            seed = ResolvedDisk(path, "raw", "scsi", device="cdrom", readonly=True, owned=True)
+        return build_domain(spec, self._plan(spec, prepared, new_disks, seed)).to_xml()
 
     def create(
         self, spec: VMSpec, *, start: bool = False, progress: Callable[[str], None] | None = None
@@ -404,7 +453,10 @@ class VMService:
         with Transaction(f"creating VM {spec.name}") as tx:
             new_disks: builtins.list[ResolvedDisk] = []
             new = [d for d in spec.disks if d.is_new]
-            if new and storage.ensure_pool(self.host, self.storage_pool, self.storage_pool_path):
+            needs_pool = bool(new) or prepared.seed is not None
+            if needs_pool and storage.ensure_pool(
+                self.host, self.storage_pool, self.storage_pool_path
+            ):
                 tx.on_rollback(
                     f"remove storage pool {self.storage_pool}",
                     functools.partial(self.host.storage.remove_pool, self.storage_pool),
@@ -416,7 +468,11 @@ class VMService:
                 new_disks.append(
                     ResolvedDisk(path, fmt, disk.bus, readonly=disk.readonly, owned=True)
                 )
-            xml = build_domain(spec, self._plan(spec, prepared, new_disks)).to_xml()
+            seed = None
+            if prepared.seed is not None:
+                say(f"writing the cloud-init seed {self._seed_name(spec.name)}")
+                seed = self._make_seed(spec.name, prepared.seed, tx)
+            xml = build_domain(spec, self._plan(spec, prepared, new_disks, seed)).to_xml()
             facts = prepared.facts
             log_file = Path(prepared.serial_log) if prepared.serial_log else None
             if log_file is not None and self.host.is_local and not log_file.exists():
@@ -480,8 +536,11 @@ class VMService:
             if serial.log is not None and self.console_log_dir is not None:
                 serial.log.file = str(self.console_log_dir / f"{new_name}-serial0.log")
         meta = dom.ensure_virtkit_metadata()
+        owned_before = set(dom.owned_disk_paths)
         for entry in list(meta.owned_disks):
             meta.owned_disks.remove(entry)
+        seeds = [d for d in dom.disks if d.device == "cdrom" and d.source in owned_before
+                 and (d.source or "").endswith("-seed.iso")]  # fmt: skip
         with Transaction(f"cloning {name} to {new_name}") as tx:
             if storage.ensure_pool(self.host, self.storage_pool, self.storage_pool_path):
                 tx.on_rollback(
@@ -507,6 +566,21 @@ class VMService:
                 disk.driver_type = copy.format
                 owned = OwnedDisk()
                 owned.path = copy.path
+                meta.owned_disks.append(owned)
+            for cdrom in seeds:
+                # a clone is a new instance: its own seed, with a fresh instance-id and name
+                pool = self.host.storage.volume_pool_by_path(cdrom.source or "")
+                seed_volume = Volume.parse(
+                    self.host.storage.volume_xml_by_path(cdrom.source or "") or ""
+                )
+                if pool is None or not seed_volume.name:
+                    continue
+                data = b"".join(self.pools.download(pool, seed_volume.name))
+                fresh = cloudinit.reseed(data, new_name, cloudinit.new_instance_id())
+                made = self._make_seed(new_name, fresh, tx)
+                cdrom.source_file = made.path
+                owned = OwnedDisk()
+                owned.path = made.path
                 meta.owned_disks.append(owned)
             self.host.define(dom.to_xml())
             tx.on_rollback(f"undefine VM {new_name}", functools.partial(self._undefine, new_name))

@@ -154,6 +154,17 @@ class VirtkitMetadata(XMLObject):
     version = attr("", "version")
     tags = Children(Tag, VK + "tags/" + VK + "tag")
     owned_disks = Children(OwnedDisk, VK + "storage/" + VK + "owned-disk")
+    login_user = attr(VK + "cloud-init", "user")  # the user cloud-init made (vm ssh)
+
+
+QEMU_NS = "{http://libvirt.org/schemas/domain/qemu/1.0}"
+
+
+class QemuArg(XMLObject):
+    """One ``<qemu:arg value=...>`` of ``<qemu:commandline>`` (passed to QEMU as is)."""
+
+    TAG = f"{QEMU_NS}arg"
+    value = attr("", "value")
 
 
 class Domain(XMLObject):
@@ -184,6 +195,7 @@ class Domain(XMLObject):
     disks = Children(Disk, "devices/disk")
     controllers = Children(Controller, "devices/controller")
     interfaces = Children(Interface, "devices/interface")
+    qemu_args = Children(QemuArg, f"{QEMU_NS}commandline/{QEMU_NS}arg")
     serials = Children(Serial, "devices/serial")
     consoles = Children(Console, "devices/console")
     graphics = Children(Graphics, "devices/graphics")

@@ -1,0 +1,587 @@
+"""cloud-init (and cloudbase-init) seeds: user-data from flags and files, checked before anything
+is made, and the NoCloud or ConfigDrive v2 ISO that carries it (built in Python with pycdlib).
+
+Merging a user's ``--user-data`` with the flags (one rule): a ``#cloud-config`` file is the base;
+for single values (``hostname``, ``ssh_pwauth``...) the flags win; lists (``users``,
+``packages``, ``runcmd``, ``write_files``, ``ssh_authorized_keys``) are joined, the file's
+entries first. A shell script or a MIME multipart file is kept as it is and sent together with
+the flags' cloud-config as a multipart message (cloud-init runs both).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import io
+import ipaddress
+import json
+import logging
+import secrets
+import warnings
+from dataclasses import dataclass, field
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from virtkit.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+SEED_FORMATS = ("nocloud", "configdrive")
+# Top-level cloud-config keys cloud-init knows (modules and base settings); others are warned of.
+KNOWN_KEYS = frozenset(
+    [
+        "apk_repos",
+        "apt",
+        "apt_pipelining",
+        "apt_preserve_sources_list",
+        "ansible",
+        "bootcmd",
+        "byobu_by_default",
+        "ca_certs",
+        "ca-certs",
+        "chef",
+        "chpasswd",
+        "cloud_config_modules",
+        "cloud_final_modules",
+        "cloud_init_modules",
+        "datasource",
+        "datasource_list",
+        "device_aliases",
+        "disable_ec2_metadata",
+        "disable_root",
+        "disable_root_opts",
+        "disk_setup",
+        "drivers",
+        "fan",
+        "final_message",
+        "fqdn",
+        "fs_setup",
+        "groups",
+        "growpart",
+        "hostname",
+        "keyboard",
+        "landscape",
+        "locale",
+        "locale_configfile",
+        "lxd",
+        "manage_etc_hosts",
+        "manage_resolv_conf",
+        "mcollective",
+        "merge_how",
+        "merge_type",
+        "mounts",
+        "mount_default_fields",
+        "network",
+        "no_ssh_fingerprints",
+        "ntp",
+        "output",
+        "package_reboot_if_required",
+        "package_update",
+        "package_upgrade",
+        "packages",
+        "phone_home",
+        "power_state",
+        "prefer_fqdn_over_hostname",
+        "preserve_hostname",
+        "puppet",
+        "random_seed",
+        "reporting",
+        "resize_rootfs",
+        "resolv_conf",
+        "rh_subscription",
+        "rsyslog",
+        "runcmd",
+        "salt_minion",
+        "seed_random",
+        "snap",
+        "spacewalk",
+        "ssh",
+        "ssh_authorized_keys",
+        "ssh_deletekeys",
+        "ssh_fp_console_blacklist",
+        "ssh_genkeytypes",
+        "ssh_import_id",
+        "ssh_keys",
+        "ssh_key_console_blacklist",
+        "ssh_publish_hostkeys",
+        "ssh_pwauth",
+        "ssh_quiet_keygen",
+        "swap",
+        "system_info",
+        "timezone",
+        "ubuntu_advantage",
+        "ubuntu_pro",
+        "updates",
+        "user",
+        "users",
+        "vendor_data",
+        "wireguard",
+        "write_files",
+        "yum_repos",
+        "zypper",
+        "autoinstall",
+    ]
+)
+LIST_KEYS = ("users", "packages", "runcmd", "write_files", "ssh_authorized_keys", "bootcmd")
+KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ssh-dss", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+             "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
+             "sk-ecdsa-sha2-nistp256@openssh.com")  # fmt: skip
+PRIVATE_MARKERS = ("PRIVATE KEY-----", "PuTTY-User-Key-File")
+
+
+@dataclass
+class CloudInit:
+    """What a user asked cloud-init to do (validated)."""
+
+    user: str | None = None
+    ssh_keys: list[str] = field(default_factory=list)
+    password_hash: str | None = None
+    hostname: str | None = None
+    packages: list[str] = field(default_factory=list)
+    runcmd: list[str] = field(default_factory=list)
+    user_data: str | None = None  # the user's own file, checked
+    network_config: dict[str, Any] | None = None
+    seed: str = "nocloud"
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def read_public_key(path: str) -> str:
+    """The public key in ``path``, checked. A private key is refused (and never stored)."""
+    try:
+        text = Path(path).expanduser().read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(
+            f"cannot read SSH key file {path}: {getattr(exc, 'strerror', None) or exc}",
+            code="invalid_ssh_key",
+        ) from None
+    return check_public_key(text, path)
+
+
+def check_public_key(text: str, source: str = "SSH key") -> str:
+    if any(marker in text for marker in PRIVATE_MARKERS):
+        log.warning("%s holds a PRIVATE key: refused, and it was not stored anywhere", source)
+        raise InvalidInput(
+            f"{source} is a private key, not a public one: give the .pub file (the private key "
+            "was not stored)",
+            code="ssh_private_key",
+        )
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if len(lines) != 1:
+        raise InvalidInput(f"{source} must hold one public key line", code="invalid_ssh_key")
+    parts = lines[0].split()
+    if len(parts) < 2 or parts[0] not in KEY_TYPES:
+        raise InvalidInput(
+            f"{source} is not an SSH public key (expected a line like 'ssh-ed25519 AAAA... "
+            "comment')",
+            code="invalid_ssh_key",
+        )
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(
+            f"{source}: the key data is not base64", code="invalid_ssh_key"
+        ) from None
+    length = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else 0
+    if blob[4 : 4 + length].decode(errors="replace") != parts[0]:
+        raise InvalidInput(
+            f"{source}: the key data does not match its type {parts[0]}", code="invalid_ssh_key"
+        )
+    return " ".join(parts)
+
+
+def hash_password(password: str) -> str:
+    """SHA-512 crypt of ``password`` (what /etc/shadow holds); already-hashed values pass."""
+    if password.startswith(("$6$", "$5$", "$y$")):
+        return password
+    if not password:
+        raise InvalidInput("the password is empty", code="invalid_password")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt  # the C library's crypt(3); gone from Python 3.13
+    except ImportError:
+        import subprocess
+
+        done = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=password,
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        return done.stdout.strip()
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
+
+
+def parse_user_data(text: str, source: str = "user-data") -> tuple[str, dict[str, Any] | None]:
+    """(kind, parsed cloud-config): kind is cloud-config, script or multipart. Refuses what
+    cloud-init would not run, and type errors in the keys virtkit writes; warns of unknown keys."""
+    first = text.lstrip().split("\n", 1)[0].strip()
+    if first.startswith("#!"):
+        return "script", None
+    if first.lower().startswith(("content-type: multipart", "mime-version:")):
+        return "multipart", None
+    if first != "#cloud-config":
+        raise InvalidInput(
+            f"{source} is not cloud-config: it must start with '#cloud-config' (or be a '#!' "
+            f"script or a MIME multipart message); it starts with {first[:40]!r}",
+            code="invalid_user_data",
+        )
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidInput(
+            f"{source} is not valid YAML{where}: {problem}", code="invalid_user_data"
+        ) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidInput(
+            f"{source}: a cloud-config is a mapping of keys, got {type(data).__name__}",
+            code="invalid_user_data",
+        )
+    check_cloud_config(data, source)
+    return "cloud-config", data
+
+
+def _type_error(source: str, key: str, expected: str, value: object) -> InvalidInput:
+    return InvalidInput(
+        f"{source}: {key} must be {expected}, got {type(value).__name__} ({value!r:.60})",
+        code="invalid_user_data",
+    )
+
+
+def check_cloud_config(data: dict[str, Any], source: str = "user-data") -> None:
+    unknown = sorted(k for k in data if k not in KNOWN_KEYS)
+    if unknown:
+        log.warning("%s: unknown cloud-config keys (cloud-init ignores them): %s",
+                    source, ", ".join(map(str, unknown)))  # fmt: skip
+    if "hostname" in data and not isinstance(data["hostname"], str):
+        raise _type_error(source, "hostname", "a string", data["hostname"])
+    for key in ("packages", "runcmd", "users", "write_files", "ssh_authorized_keys", "bootcmd"):
+        if key in data and not isinstance(data[key], list):
+            raise _type_error(source, key, "a list", data[key])
+    for item in data.get("ssh_authorized_keys", []):
+        if not isinstance(item, str):
+            raise _type_error(source, "ssh_authorized_keys entries", "strings", item)
+    for item in data.get("packages", []):
+        if not isinstance(item, (str, list)):
+            raise _type_error(source, "packages entries", "strings", item)
+    for item in data.get("runcmd", []):
+        if not isinstance(item, (str, list)):
+            raise _type_error(source, "runcmd entries", "strings or lists", item)
+    for item in data.get("users", []):
+        if isinstance(item, str):
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise _type_error(source, "users entries", "'default' or mappings with a name", item)
+        keys = item.get("ssh_authorized_keys", [])
+        if not isinstance(keys, list):
+            raise _type_error(source, "users[].ssh_authorized_keys", "a list", keys)
+    for item in data.get("write_files", []):
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise _type_error(source, "write_files entries", "mappings with a path", item)
+
+
+def parse_network_config(text: str, source: str = "network-config") -> dict[str, Any]:
+    """A network-config v1 or v2 (optionally under a top-level ``network:`` key)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidInput(
+            f"{source} is not valid YAML: {exc}", code="invalid_network_config"
+        ) from None
+    if isinstance(data, dict) and isinstance(data.get("network"), dict):
+        data = data["network"]
+    if not isinstance(data, dict) or data.get("version") not in (1, 2):
+        raise InvalidInput(
+            f"{source} must be a network-config with 'version: 1' or 'version: 2'",
+            code="invalid_network_config",
+        )
+    if data["version"] == 1 and not isinstance(data.get("config"), list):
+        raise InvalidInput(
+            f"{source}: version 1 needs a 'config' list", code="invalid_network_config"
+        )
+    if data["version"] == 2 and not any(
+        isinstance(data.get(k), dict) for k in ("ethernets", "bonds", "bridges", "vlans")
+    ):
+        raise InvalidInput(
+            f"{source}: version 2 needs ethernets (or bonds, bridges, vlans)",
+            code="invalid_network_config",
+        )
+    return data
+
+
+def static_network(ip: str, gateway: str | None, dns: list[str], mac: str | None) -> dict[str, Any]:
+    """A v2 network-config giving the (first) NIC a static address."""
+    try:
+        iface = ipaddress.ip_interface(ip)
+    except ValueError:
+        raise InvalidInput(
+            f"invalid --ip {ip!r}: give an address with its prefix, like 198.18.0.10/24",
+            code="invalid_ip",
+        ) from None
+    if "/" not in ip:
+        raise InvalidInput(f"--ip {ip!r} needs a prefix length (like /24)", code="invalid_ip")
+    eth: dict[str, Any] = {"addresses": [str(iface)]}
+    if mac:
+        eth["match"] = {"macaddress": mac}
+        eth["set-name"] = "eth0"
+    else:
+        eth["match"] = {"name": "e*"}
+    if gateway:
+        try:
+            gw = ipaddress.ip_address(gateway)
+        except ValueError:
+            raise InvalidInput(f"invalid --gateway {gateway!r}", code="invalid_ip") from None
+        if gw not in iface.network:
+            raise InvalidInput(f"gateway {gateway} is outside {iface.network}", code="invalid_ip")
+        eth["routes"] = [{"to": "default" if iface.version == 4 else "::/0", "via": str(gw)}]
+    if dns:
+        for server in dns:
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                raise InvalidInput(f"invalid DNS server {server!r}", code="invalid_ip") from None
+        eth["nameservers"] = {"addresses": dns}
+    return {"version": 2, "ethernets": {"eth0": eth}}
+
+
+# -- user-data ---------------------------------------------------------------------------------
+
+
+def flags_config(ci: CloudInit, vm_name: str) -> dict[str, Any]:
+    """The cloud-config the flags ask for."""
+    config: dict[str, Any] = {"hostname": ci.hostname or vm_name}
+    if ci.user:
+        user: dict[str, Any] = {
+            "name": ci.user, "shell": "/bin/bash", "sudo": "ALL=(ALL) NOPASSWD:ALL",
+            "groups": ["sudo"], "lock_passwd": ci.password_hash is None,
+        }  # fmt: skip
+        if ci.ssh_keys:
+            user["ssh_authorized_keys"] = list(ci.ssh_keys)
+        if ci.password_hash:
+            user["passwd"] = ci.password_hash
+        config["users"] = ["default", user]
+    elif ci.ssh_keys:
+        config["ssh_authorized_keys"] = list(ci.ssh_keys)
+    if ci.password_hash:
+        config["ssh_pwauth"] = True
+        if not ci.user:
+            config["chpasswd"] = {"expire": False, "users": [
+                {"name": "root", "password": ci.password_hash, "type": "hash"}]}  # fmt: skip
+    if ci.packages:
+        config["packages"] = list(ci.packages)
+    if ci.runcmd:
+        config["runcmd"] = list(ci.runcmd)
+    return config
+
+
+def merge(base: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """The module's one rule: flags win for single values; lists are joined, base first."""
+    merged = dict(base)
+    for key, value in flags.items():
+        if key in LIST_KEYS and isinstance(merged.get(key), list):
+            extra = [v for v in value if not (v == "default" and "default" in merged[key])]
+            merged[key] = [*merged[key], *extra]
+        else:
+            merged[key] = value
+    return merged
+
+
+def render_user_data(ci: CloudInit, vm_name: str) -> str:
+    flags = flags_config(ci, vm_name)
+    if ci.user_data is None:
+        return "#cloud-config\n" + yaml.safe_dump(flags, sort_keys=False)
+    kind, parsed = parse_user_data(ci.user_data)
+    if kind == "cloud-config":
+        assert parsed is not None
+        return "#cloud-config\n" + yaml.safe_dump(merge(parsed, flags), sort_keys=False)
+
+    def part(text: str, subtype: str) -> MIMEText:
+        return MIMEText(text, subtype, "us-ascii" if text.isascii() else "utf-8")
+
+    message = MIMEMultipart()
+    ours = "#cloud-config\n" + yaml.safe_dump(flags, sort_keys=False)
+    message.attach(part(ours, "cloud-config"))
+    if kind == "script":
+        message.attach(part(ci.user_data, "x-shellscript"))
+    else:  # the user's own multipart: its parts, as they are
+        import email
+
+        theirs = email.message_from_string(ci.user_data)
+        for item in theirs.get_payload() if theirs.is_multipart() else [theirs]:
+            message.attach(item)
+    return message.as_string()
+
+
+# -- seeds -------------------------------------------------------------------------------------
+
+
+def new_instance_id() -> str:
+    return "i-" + secrets.token_hex(8)
+
+
+def _iso(volume_id: str, files: dict[str, bytes]) -> bytes:
+    import pycdlib
+
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=volume_id)
+    made: set[str] = set()
+    for path in sorted(files):
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            directory = "/".join(parts[:depth])
+            if directory not in made:
+                made.add(directory)
+                iso.add_directory(
+                    "/" + "/".join(_iso9660(p, True) for p in parts[:depth]),
+                    rr_name=parts[depth - 1], joliet_path="/" + directory,
+                )  # fmt: skip
+        name = "/" + "/".join(_iso9660(p, i < len(parts) - 1) for i, p in enumerate(parts))
+        data = files[path]
+        iso.add_fp(io.BytesIO(data), len(data), name + ";1", rr_name=parts[-1],
+                   joliet_path="/" + path)  # fmt: skip
+    out = io.BytesIO()
+    iso.write_fp(out)
+    iso.close()
+    return out.getvalue()
+
+
+def _iso9660(name: str, directory: bool) -> str:
+    """An ISO 9660 name (the Rock Ridge and Joliet names carry the real one)."""
+    clean = "".join(c if c.isalnum() else "_" for c in name.upper())
+    if directory:
+        return clean[:31]
+    stem, _, ext = clean.rpartition("_") if "." in name else (clean, "", "")
+    return f"{stem[:24]}.{ext[:6]}" if ext else clean[:30]
+
+
+def nocloud_files(
+    user_data: str, instance_id: str, hostname: str, network: dict[str, Any] | None
+) -> dict[str, bytes]:
+    files = {
+        "user-data": user_data.encode(),
+        "meta-data": yaml.safe_dump(
+            {"instance-id": instance_id, "local-hostname": hostname}, sort_keys=False
+        ).encode(),
+    }
+    if network is not None:
+        files["network-config"] = yaml.safe_dump(network, sort_keys=False).encode()
+    return files
+
+
+def _network_data(network: dict[str, Any]) -> dict[str, Any]:
+    """OpenStack network_data.json for a static v2 config virtkit made (ConfigDrive)."""
+    eth = network["ethernets"]["eth0"]
+    iface = ipaddress.ip_interface(eth["addresses"][0])
+    link: dict[str, Any] = {"id": "eth0", "type": "phy"}
+    mac = eth.get("match", {}).get("macaddress")
+    if mac:
+        link["ethernet_mac_address"] = mac
+    net: dict[str, Any] = {
+        "id": "network0", "link": "eth0",
+        "type": "ipv4" if iface.version == 4 else "ipv6",
+        "ip_address": str(iface.ip), "netmask": str(iface.network.netmask),
+    }  # fmt: skip
+    for route in eth.get("routes", []):
+        net["routes"] = [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": route["via"]}]
+    services = [
+        {"type": "dns", "address": a} for a in eth.get("nameservers", {}).get("addresses", [])
+    ]
+    return {"links": [link], "networks": [net], "services": services}
+
+
+def configdrive_files(
+    user_data: str, instance_id: str, hostname: str, network: dict[str, Any] | None,
+    ssh_keys: list[str],
+) -> dict[str, bytes]:  # fmt: skip
+    meta: dict[str, Any] = {
+        "uuid": instance_id, "instance-id": instance_id, "hostname": hostname, "name": hostname,
+        "availability_zone": "virtkit", "launch_index": 0,
+    }  # fmt: skip
+    if ssh_keys:
+        meta["public_keys"] = {f"key{i}": k for i, k in enumerate(ssh_keys)}
+    files = {
+        "openstack/latest/meta_data.json": json.dumps(meta, indent=2).encode(),
+        "openstack/latest/user_data": user_data.encode(),
+    }
+    if network is not None:
+        files["openstack/latest/network_data.json"] = json.dumps(_network_data(network)).encode()
+    return files
+
+
+def build_seed(ci: CloudInit, vm_name: str, instance_id: str, mac: str | None = None) -> bytes:
+    """The seed ISO: volume id ``cidata`` (NoCloud) or ``config-2`` (ConfigDrive v2)."""
+    user_data = render_user_data(ci, vm_name)
+    hostname = ci.hostname or vm_name
+    if ci.seed == "nocloud":
+        return _iso("cidata", nocloud_files(user_data, instance_id, hostname, ci.network_config))
+    if ci.seed == "configdrive":
+        network = ci.network_config
+        if (network is not None and network.get("version") != 2) or (
+            network is not None and "eth0" not in network.get("ethernets", {})
+        ):
+            raise InvalidInput(
+                "a ConfigDrive seed carries static addressing from --ip; a network-config file "
+                "needs --seed nocloud",
+                code="invalid_network_config",
+            )
+        return _iso("config-2", configdrive_files(user_data, instance_id, hostname, network,
+                                                  ci.ssh_keys))  # fmt: skip
+    raise InvalidInput(
+        f"unknown seed format {ci.seed!r} (known: {', '.join(SEED_FORMATS)})", code="invalid_seed"
+    )
+
+
+def read_seed(data: bytes) -> tuple[str, dict[str, bytes]]:
+    """(volume id, files by their Rock Ridge path) of a seed ISO (for clones and tests)."""
+    import pycdlib
+
+    iso = pycdlib.PyCdlib()
+    iso.open_fp(io.BytesIO(data))
+    try:
+        volume_id = iso.pvd.volume_identifier.decode().strip()
+        files: dict[str, bytes] = {}
+        for dirpath, _dirs, names in iso.walk(rr_path="/"):
+            for name in names:
+                path = f"{dirpath.rstrip('/')}/{name}"
+                out = io.BytesIO()
+                iso.get_file_from_iso_fp(out, rr_path=path)
+                files[path.lstrip("/")] = out.getvalue()
+    finally:
+        iso.close()
+    return volume_id, files
+
+
+def reseed(data: bytes, vm_name: str, instance_id: str) -> bytes:
+    """A copy of a seed ISO with a fresh instance-id and host name (a clone's)."""
+    volume_id, files = read_seed(data)
+    if volume_id == "cidata" and "meta-data" in files:
+        meta = yaml.safe_load(files["meta-data"]) or {}
+        meta["instance-id"] = instance_id
+        meta["local-hostname"] = vm_name
+        files["meta-data"] = yaml.safe_dump(meta, sort_keys=False).encode()
+        user = files.get("user-data", b"").decode()
+        kind, parsed = ("", None)
+        with contextlib.suppress(InvalidInput):
+            kind, parsed = parse_user_data(user)
+        if kind == "cloud-config" and parsed is not None and "hostname" in parsed:
+            parsed["hostname"] = vm_name
+            files["user-data"] = (
+                "#cloud-config\n" + yaml.safe_dump(parsed, sort_keys=False)
+            ).encode()
+    elif volume_id == "config-2":
+        key = "openstack/latest/meta_data.json"
+        meta = json.loads(files[key])
+        meta.update({"uuid": instance_id, "instance-id": instance_id, "hostname": vm_name,
+                     "name": vm_name})  # fmt: skip
+        files[key] = json.dumps(meta, indent=2).encode()
+    else:
+        raise InvalidInput(f"not a cloud-init seed (volume id {volume_id!r})", code="invalid_seed")
+    return _iso(volume_id, files)

@@ -1,0 +1,103 @@
+"""Reaching a guest: wait until it has booted, finished cloud-init, or answers SSH; and SSH in.
+
+``boot`` and ``cloud-init`` read the VM's serial console log (on the machine running virtkit);
+``ssh`` connects to the guest's SSH port: a user-mode NIC's forwarded port on 127.0.0.1, else
+the first address ``vm ip`` finds, port 22.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from pathlib import Path
+
+from virtkit.backend.host import Host
+from virtkit.errors import InvalidInput, InvalidState, NotFound, Timeout, Unsupported
+from virtkit.services.domainbuilder import ssh_forward_port
+from virtkit.services.nics import NicService
+from virtkit.services.tinyguest import BOOT_MARKER
+from virtkit.specs import validate_name
+from virtkit.xml.domain import Domain
+
+WAIT_FOR = ("boot", "cloud-init", "ssh")
+_LOGIN = re.compile(r"\blogin: ?$", re.MULTILINE)
+_CLOUD_INIT_DONE = re.compile(r"Cloud-init v\. \S+ finished at")
+
+
+class AccessService:
+    def __init__(self, host: Host, nics: NicService, console_log_dir: Path | None) -> None:
+        self.host = host
+        self.nics = nics
+        self.console_log_dir = console_log_dir
+
+    def _dom(self, name: str) -> Domain:
+        validate_name(name)
+        guest = self.host.lookup(name)
+        if not guest.is_active():
+            raise InvalidState(f"VM {name!r} is not running", code="vm_shutoff")
+        return Domain.parse(guest.xml())
+
+    def _console(self, name: str) -> str:
+        if self.console_log_dir is None or not self.host.is_local:
+            raise Unsupported(
+                "waiting for boot or cloud-init reads the serial console log, which is on the VM "
+                "host: run virtkit there, or wait --for ssh",
+            )
+        path = self.console_log_dir / f"{name}-serial0.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def ssh_target(self, name: str) -> tuple[str, int]:
+        """(address, port) of the guest's SSH server."""
+        dom = self._dom(name)
+        port = ssh_forward_port(dom)
+        if port is not None:
+            return "127.0.0.1", port
+        for address in self.nics.ip(name):
+            return address.ip, 22
+        raise NotFound(
+            f"VM {name!r} has no address yet (no lease, agent or neighbour entry)",
+            code="no_address",
+        )
+
+    @staticmethod
+    def _ssh_answers(address: str, port: int) -> bool:
+        try:
+            with socket.create_connection((address, port), timeout=3) as sock:
+                sock.settimeout(5)
+                return sock.recv(64).startswith(b"SSH-")
+        except OSError:
+            return False
+
+    def wait(self, name: str, what: str, timeout: float = 300.0) -> float:
+        """Wait until the VM has booted / finished cloud-init / answers SSH; returns seconds."""
+        if what not in WAIT_FOR:
+            raise InvalidInput(
+                f"wait for one of {', '.join(WAIT_FOR)}, not {what!r}", code="invalid_wait"
+            )
+        started = time.monotonic()
+        while True:
+            self._dom(name)  # still there and running
+            if what == "boot":
+                log = self._console(name)
+                if _LOGIN.search(log) or BOOT_MARKER in log:
+                    break
+            elif what == "cloud-init":
+                if _CLOUD_INIT_DONE.search(self._console(name)):
+                    break
+            else:
+                try:
+                    address, port = self.ssh_target(name)
+                except NotFound:
+                    address, port = "", 0
+                if address and self._ssh_answers(address, port):
+                    break
+            if time.monotonic() - started > timeout:
+                raise Timeout(f"VM {name!r}: no {what} within {timeout:.0f} s", code="wait_timeout")
+            time.sleep(0.5)
+        return time.monotonic() - started
+
+    def login_user(self, name: str) -> str | None:
+        dom = self._dom(name)
+        meta = dom.virtkit
+        return meta.login_user if meta is not None else None

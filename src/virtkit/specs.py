@@ -637,6 +637,10 @@ class ImageInfo(_View):
     os: str | None = None
     template: bool = False
     clones: list[str] = Field(default_factory=list, description="Linked clones built on it.")
+    boot: dict[str, str] | None = Field(
+        None, description="Direct kernel boot for images without a boot loader: kernel, initrd, "
+        "cmdline (files on the VM host).",
+    )  # fmt: skip
 
 
 class KsmVM(_View):

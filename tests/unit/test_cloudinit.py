@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from virtkit.errors import InvalidInput
 from virtkit.cloudinit import (
     CloudInit,
     build_seed,
@@ -26,6 +25,7 @@ from virtkit.cloudinit import (
     reseed,
     static_network,
 )
+from virtkit.errors import InvalidInput
 
 
 def _key(kind: str = "ssh-ed25519") -> str:

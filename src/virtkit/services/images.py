@@ -414,7 +414,19 @@ class ImageService:
             os=row["os"] if row else None,
             template=bool(row["template"]) if row else False,
             clones=self.pools.clones_of(volume.path),
+            boot=json.loads(row["boot"]) if row and row["boot"] else None,
         )
+
+    def set_boot(
+        self, pool: str, name: str, kernel: str, initrd: str | None, cmdline: str
+    ) -> ImageInfo:
+        """Record how VMs boot this image (direct kernel boot: it has no boot loader)."""
+        volume = self.pools.get_volume(pool, name)
+        if self.store.image(self._host_uuid(), volume.path) is None:
+            raise NotFound(f"{pool}/{name} is not an imported image", code="image_not_found")
+        boot = {"kernel": kernel, "cmdline": cmdline} | ({"initrd": initrd} if initrd else {})
+        self.store.set_boot(self._host_uuid(), volume.path, json.dumps(boot))
+        return self.get(pool, name)
 
     def list(self, *, templates_only: bool = False) -> list[ImageInfo]:
         infos = []

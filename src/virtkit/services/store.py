@@ -47,6 +47,9 @@ class Store:
         db.row_factory = sqlite3.Row
         try:
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(images)")}
+            if "boot" not in columns:  # added later: stores made before get the column
+                db.execute("ALTER TABLE images ADD COLUMN boot TEXT")
             with db:
                 yield db
         except sqlite3.Error as exc:
@@ -93,6 +96,14 @@ class Store:
                 "UPDATE images SET template = ?, os = COALESCE(?, os) "
                 "WHERE host_uuid = ? AND path = ?",
                 (1 if on else 0, os_name, host_uuid, path),
+            )
+
+    def set_boot(self, host_uuid: str, path: str, boot: str | None) -> None:
+        """How VMs boot an image that has no boot loader (JSON: kernel, initrd, cmdline)."""
+        with self._db() as db:
+            db.execute(
+                "UPDATE images SET boot = ? WHERE host_uuid = ? AND path = ?",
+                (boot, host_uuid, path),
             )
 
     def forget_image(self, host_uuid: str, path: str) -> None:

@@ -429,8 +429,22 @@ class VMService:
             macs=prepared.macs,
         )
 
+    def _with_template_boot(self, spec: VMSpec) -> VMSpec:
+        """A VM whose first disk is a template without a boot loader (``image build``) boots
+        the kernel recorded with the template, unless the spec names its own."""
+        first = spec.disks[0] if spec.disks else None
+        if spec.kernel or first is None or first.image is None or self.images is None:
+            return spec
+        template = self.images.resolve_template(first.image, self.storage_pool)
+        if not template.boot:
+            return spec
+        boot = template.boot
+        return spec.model_copy(update={"kernel": boot["kernel"], "initrd": boot.get("initrd"),
+                                       "cmdline": spec.cmdline or boot.get("cmdline")})  # fmt: skip
+
     def preview_xml(self, spec: VMSpec) -> str:
         """The domain XML ``create`` would define, after the same checks; creates nothing."""
+        spec = self._with_template_boot(spec)
         prepared = self._prepare(spec)
         pool = self.host.storage.pool_xml(self.storage_pool)
         pool_dir = (Pool.parse(pool).target_path if pool else None) or str(self.storage_pool_path)
@@ -449,6 +463,7 @@ class VMService:
     ) -> VMInfo:
         """Create a VM from a validated spec; on any failure nothing of it remains."""
         say = progress or (lambda _msg: None)
+        spec = self._with_template_boot(spec)
         prepared = self._prepare(spec)
         with Transaction(f"creating VM {spec.name}") as tx:
             new_disks: builtins.list[ResolvedDisk] = []

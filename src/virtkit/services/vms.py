@@ -319,7 +319,10 @@ class VMService:
         """The seed ISO as a raw volume beside the VM's disks (owned: removed with the VM)."""
         assert self.pools is not None
         volume = self.pools.create_volume(
-            self.storage_pool, VolumeSpec(name=self._seed_name(name), size=len(data), format="raw")
+            self.storage_pool,
+            VolumeSpec.model_validate(
+                {"name": self._seed_name(name), "size": f"{len(data)}B", "format": "raw"}
+            ),
         )
         tx.on_rollback(
             f"delete volume {volume.path}",

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import CACHE, Bed, console_log, run_cli
 from virtkit import Client
 from virtkit.services import storage
-from virtkit.services.imagebuild import BuiltImage, build_debian
+from virtkit.services.imagebuild import BuiltImage, build_debian, recipe_id
 
 pytestmark = pytest.mark.integration
 TEMPLATE = "vktest-debian12"
@@ -29,7 +29,7 @@ MARKER = "VIRTKIT-RUNCMD-DONE"
 @pytest.fixture(scope="session")
 def debian_image() -> BuiltImage:
     """Debian 12 with cloud-init, built once (about 1.5 min) and kept in the test cache."""
-    target = CACHE / "debian-12"
+    target = CACHE / f"debian-12-{recipe_id()}"
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "debian-12.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # parallel runs build it once
@@ -125,7 +125,8 @@ def test_configdrive_with_a_static_address(
     eth = [a for i in addresses for a in i["addr_info"] if i["ifname"] != "lo"]
     assert [(a["local"], a["prefixlen"]) for a in eth] == [("10.0.2.15", 24)]
     assert not any(a.get("dynamic") for a in eth)  # static, not a DHCP lease
-    assert "default via 10.0.2.2" in ssh(bed, vm_name, key, "ip", "route")
+    eni = ssh(bed, vm_name, key, "cat", "/etc/network/interfaces.d/50-cloud-init")
+    assert "default via 10.0.2.2" in ssh(bed, vm_name, key, "ip", "route"), eni
     assert ssh(bed, vm_name, key, "hostname") == vm_name
 
 

@@ -28,6 +28,7 @@ PACKAGES = (
     "linux-image-cloud-amd64", "initramfs-tools", "systemd-sysv", "udev", "dbus", "cloud-init",
     "python3-cffi-backend", "openssh-server", "ifupdown", "isc-dhcp-client", "iproute2",
     "netbase", "kmod", "sudo", "e2fsprogs",
+    "net-tools",  # cloud-init's ifupdown renderer adds routes with `route`
 )  # fmt: skip
 CLOUD_CFG = """\
 # written by virtkit image build
@@ -35,6 +36,14 @@ datasource_list: [ NoCloud, ConfigDrive, None ]
 locale: C.UTF-8
 """
 CMDLINE = "root=/dev/vda rw console=ttyS0"
+
+
+def recipe_id(suite: str = "bookworm") -> str:
+    """A short digest of what goes into an image: a cache of built images keys on it."""
+    import hashlib
+
+    recipe = "\n".join([suite, *PACKAGES, CLOUD_CFG, CMDLINE])
+    return hashlib.sha256(recipe.encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True)

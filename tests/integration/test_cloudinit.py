@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import CACHE, Bed, console_log, run_cli
 from virtkit import Client
@@ -90,6 +91,7 @@ def test_nocloud_user_key_sudo_hostname_runcmd_and_ssh(
     assert waited.returncode == 0, waited.stderr + console_log(bed, vm_name)[-3000:]
     assert MARKER in console_log(bed, vm_name)
     assert "DataSourceNoCloud" in console_log(bed, vm_name)
+    assert run_cli(bed, "vm", "wait", vm_name, "--for", "boot", "--timeout", "60").returncode == 0
     assert run_cli(bed, "vm", "wait", vm_name, "--for", "ssh", "--timeout", "60").returncode == 0
     assert ssh(bed, vm_name, key, "hostname") == "web1"
     assert ssh(bed, vm_name, key, "id", "-un") == "admin"  # the user cloud-init made
@@ -158,3 +160,32 @@ def test_bad_cloud_init_input_makes_nothing(
     assert not list(bed.pool_dir.glob(f"{vm_name}*"))
     if "private" in message:
         assert "AAAA" not in done.stderr and "not stored" in done.stderr
+
+
+def test_a_clone_gets_its_own_seed_with_a_fresh_instance_id(
+    bed: Bed, vk: Client, vm_name: str, tmp_path: Path
+) -> None:
+    from virtkit.cloudinit import read_seed
+
+    pub = tmp_path / "k.pub"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
+                   check=True)  # fmt: skip
+    made = run_cli(bed, "vm", "create", vm_name, "--memory", "64M", "--disk", "16M",
+                   "--user", "admin", "--ssh-key", str(pub))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    copy = f"{vm_name}-copy"
+    try:
+        cloned = run_cli(bed, "vm", "clone", vm_name, copy)
+        assert cloned.returncode == 0, cloned.stderr
+        seeds = {}
+        for name in (vm_name, copy):
+            cdrom = next(d for d in vk.vms.get(name).disks if d.device == "cdrom")
+            assert cdrom.owned and cdrom.source == str(bed.pool_dir / f"{name}-seed.iso")
+            _volume, files = read_seed(Path(cdrom.source).read_bytes())
+            seeds[name] = yaml.safe_load(files["meta-data"])
+        assert seeds[copy]["instance-id"] != seeds[vm_name]["instance-id"]
+        assert seeds[copy]["local-hostname"] == copy
+    finally:
+        if vk.host.exists(copy):
+            vk.vms.delete(copy, force=True, remove_storage=True)
+    assert not (bed.pool_dir / f"{copy}-seed.iso").exists()

@@ -111,7 +111,7 @@ def main() -> None:
                         overlay = settings.storage_pool_path / f"{name}.qcow2"
                         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
                                         "-b", template_path, str(overlay)], check=True)  # fmt: skip
-                        subprocess.run(
+                        done = subprocess.run(
                             ["virt-install", "--connect", daemon.uri, "--import", "--name", name,
                              "--memory", "512", "--vcpus", "1", "--machine", "pc",
                              "--virt-type", "qemu", "--osinfo", "detect=on,require=off",
@@ -122,11 +122,13 @@ def main() -> None:
                              "--cloud-init", f"user-data={work / 'user-data'},meta-data="
                              f"{work / 'meta-data'}",
                              "--network", "none", "--graphics", "none", "--noautoconsole",
-                             "--qemu-commandline", f"-netdev user,id=vk0,restrict=on,hostfwd=tcp:"
+                             f"--qemu-commandline=-netdev user,id=vk0,restrict=on,hostfwd=tcp:"
                              f"127.0.0.1:{port}-:22 -device virtio-net-pci,netdev=vk0,bus=pci.0,"
                              "addr=0x10"],
-                            check=True, capture_output=True,
+                            check=False, capture_output=True, text=True,
                         )  # fmt: skip
+                        if done.returncode != 0:
+                            sys.exit(f"virt-install failed: {done.stderr.strip()}")
                     ready = ssh_ready(port, started + 300)
                     times[method].append(ready - started)
                     print(f"run {run + 1} {method:12} SSH-ready in {ready - started:6.1f} s",

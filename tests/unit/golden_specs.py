@@ -16,11 +16,14 @@ CASES: dict[str, tuple[VMSpec, BuildPlan]] = {
                 "cmdline": "console=ttyS0",
                 "tags": ["demo", "env=test"],
                 "description": "tiny guest",
+                "nics": [{"user": True, "ssh_forward": 2222}],
+                "cloud_init": {"user": "admin"},
             }
         ),
         BuildPlan(
             domain_type="qemu",
             machine="q35",
+            macs=["52:54:00:00:00:09"],
             emulator="/usr/bin/qemu-system-x86_64",
             serial_log="/var/log/libvirt/qemu/tiny-serial0.log",
         ),

@@ -55,6 +55,25 @@ def new_mac(taken: set[str]) -> str:
             return mac
 
 
+def _user_nics(dom: Domain) -> builtins.list[NicInfo]:
+    """User-mode NICs virtkit passed to QEMU directly (libvirt does not list them)."""
+    values = [a.value or "" for a in dom.qemu_args]
+    forwards = {v.split("id=", 1)[1].split(",", 1)[0]: v for v in values
+                if v.startswith("user,") and "id=" in v}  # fmt: skip
+    found = []
+    for value in values:
+        if not value.startswith("virtio-net-pci,") or "netdev=" not in value:
+            continue
+        opts = dict(item.partition("=")[::2] for item in value.split(",")[1:])
+        netdev = forwards.get(opts.get("netdev", ""), "")
+        source = "user"
+        if "hostfwd=tcp:" in netdev:
+            source = "user, ssh on " + netdev.split("hostfwd=tcp:", 1)[1].split("-", 1)[0]
+        found.append(NicInfo(mac=opts.get("mac", "").lower(), type="user", source=source,
+                             model="virtio", link="up", target=None))  # fmt: skip
+    return found
+
+
 class NicService:
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -68,7 +87,8 @@ class NicService:
 
     def list(self, name: str) -> builtins.list[NicInfo]:
         _guest, config, live = self._guest(name)
-        return [_nic_info(i) for i in (live or config).interfaces]
+        dom = live or config
+        return [_nic_info(i) for i in dom.interfaces] + _user_nics(dom)
 
     def macs_in_use(self) -> set[str]:
         return macs_in_use(self.host)

@@ -7,9 +7,11 @@ networking with SSH forwarded to 127.0.0.1, under a private libvirtd. Each run: 
 run the command, poll 127.0.0.1:PORT until the guest's SSH server sends its banner, stop the
 clock, then destroy and remove the VM. Runs alternate; medians of ``--runs`` (3).
 
-virt-install's own seed goes on a CD-ROM whose bus it picks (SATA on q35, which Debian's cloud
-kernel cannot see), so both run on the i440fx machine (``pc``), where its CD-ROM is IDE; virtkit
-puts its seed on virtio-SCSI either way. Needs root and virtinst (WITH_BENCH=1 make deps).
+virt-install runs in the private daemon's mount namespace (it writes its seed ISO into
+/var/lib/libvirt/boot, which is the daemon's own there). Its seed goes on a CD-ROM whose bus
+it picks (SATA on q35, which Debian's cloud kernel cannot see), so both run on the i440fx
+machine (``pc``), where its CD-ROM is IDE; virtkit puts its seed on virtio-SCSI either way.
+Needs root and virtinst (WITH_BENCH=1 make deps).
 Usage: ``.venv/bin/python bench/cloudinit.py [--runs 3]``.
 """
 
@@ -111,8 +113,13 @@ def main() -> None:
                         overlay = settings.storage_pool_path / f"{name}.qcow2"
                         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
                                         "-b", template_path, str(overlay)], check=True)  # fmt: skip
+                        # in the private daemon's mount namespace: virt-install writes its seed
+                        # into /var/lib/libvirt/boot, which is the daemon's own there
+                        assert daemon.proc is not None
+                        ns = f"--mount=/proc/{daemon.proc.pid}/ns/mnt"
                         done = subprocess.run(
-                            ["virt-install", "--connect", daemon.uri, "--import", "--name", name,
+                            ["nsenter", ns, "virt-install", "--connect", daemon.uri, "--import",
+                             "--name", name,
                              "--memory", "512", "--vcpus", "1", "--machine", "pc",
                              "--virt-type", "qemu", "--osinfo", "detect=on,require=off",
                              "--disk", f"path={overlay},bus=virtio",

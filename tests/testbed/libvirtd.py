@@ -100,6 +100,7 @@ class PrivateLibvirtd:
             "sock",
             "shared",
             "lib/images",
+            "lib/boot",  # virt-install's scratch pool for kernels and seeds
             "lib/qemu",
             "run/qemu",
             "log/qemu",

@@ -21,7 +21,9 @@ from virtkit.xml.domain import (
     MemBalloon,
     OwnedDisk,
     QemuArg,
+    SysinfoEntry,
     Tag,
+    Timer,
     Video,
     serial_console,
 )
@@ -229,12 +231,27 @@ def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
     dom.vcpu = spec.vcpus
     dom.vcpu_placement = "static"
     dom.os = _os(spec, plan)
+    if spec.cloud_init is not None and spec.cloud_init.seed == "nocloud":
+        # tells cloud-init's ds-identify the seed is NoCloud, so it need not search
+        dom.smbios_mode = "sysinfo"
+        dom.sysinfo_type = "smbios"
+        hint = SysinfoEntry()
+        hint.name = "serial"
+        hint.value = "ds=nocloud"
+        dom.sysinfo_system.append(hint)
     dom.acpi = True
     dom.apic = True
     cpu = _cpu(plan)
     if cpu is not None:
         dom.cpu = cpu
     dom.clock_offset = "utc"
+    # what virt-install and libosinfo give x86 guests: no HPET (costly to emulate, and guests
+    # prefer it when present), RTC catch-up, delayed PIT ticks
+    for name, policy, present in (("rtc", "catchup", None), ("pit", "delay", None),
+                                  ("hpet", None, "no")):  # fmt: skip
+        timer = Timer()
+        timer.name, timer.tickpolicy, timer.present = name, policy, present
+        dom.timers.append(timer)
     dom.on_poweroff = "destroy"
     dom.on_reboot = "restart"
     dom.on_crash = "destroy"

@@ -157,6 +157,19 @@ class VirtkitMetadata(XMLObject):
     login_user = attr(VK + "cloud-init", "user")  # the user cloud-init made (vm ssh)
 
 
+class Timer(XMLObject):
+    TAG = "timer"
+    name = attr("", "name")
+    tickpolicy = attr("", "tickpolicy")
+    present = attr("", "present")
+
+
+class SysinfoEntry(XMLObject):
+    TAG = "entry"
+    name = attr("", "name")
+    value = text("")
+
+
 QEMU_NS = "{http://libvirt.org/schemas/domain/qemu/1.0}"
 
 
@@ -188,6 +201,10 @@ class Domain(XMLObject):
     apic = Flag("features/apic")
     nosharepages = Flag("memoryBacking/nosharepages")
     clock_offset = attr("clock", "offset")
+    timers = Children(Timer, "clock/timer")
+    smbios_mode = attr("os/smbios", "mode")
+    sysinfo_type = attr("sysinfo", "type")
+    sysinfo_system = Children(SysinfoEntry, "sysinfo/system/entry")
     on_poweroff = text("on_poweroff")
     on_reboot = text("on_reboot")
     on_crash = text("on_crash")

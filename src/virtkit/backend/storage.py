@@ -130,8 +130,17 @@ class Storage:
             raise
 
     def volume_xmls(self, pool: str) -> list[str]:
+        """Every volume's XML; a volume whose file went away behind libvirt's back (it lists
+        what it saw at the last refresh) is skipped, not an error for the whole pool."""
         with seam(self.connection):
-            return [str(v.XMLDesc(0)) for v in self._pool(pool).listAllVolumes(0)]
+            xmls = []
+            for volume in self._pool(pool).listAllVolumes(0):
+                try:
+                    xmls.append(str(volume.XMLDesc(0)))
+                except libvirt.libvirtError as exc:
+                    if not _not_found(exc.get_error_code()):
+                        raise
+            return xmls
 
     def volume_xml(self, pool: str, name: str) -> str:
         with seam(self.connection):

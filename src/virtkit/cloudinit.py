@@ -357,7 +357,8 @@ def static_network(ip: str, gateway: str | None, dns: list[str], mac: str | None
 
 def flags_config(ci: CloudInit, vm_name: str) -> dict[str, Any]:
     """The cloud-config the flags ask for."""
-    config: dict[str, Any] = {"hostname": ci.hostname or vm_name}
+    # manage_etc_hosts: the host name resolves (else sudo waits on DNS and warns)
+    config: dict[str, Any] = {"hostname": ci.hostname or vm_name, "manage_etc_hosts": True}
     if ci.user:
         user: dict[str, Any] = {
             "name": ci.user, "shell": "/bin/bash", "sudo": "ALL=(ALL) NOPASSWD:ALL",

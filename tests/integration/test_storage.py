@@ -509,3 +509,17 @@ def test_import_through_a_stream(bed: Bed, pool: str, vk: Client, tmp_path: Path
     info = json.loads(result.stdout)
     assert info["format"] == "qcow2" and info["capacity"] == 8 * MiB
     _qemu_img("compare", str(raw), info["path"])
+
+
+def test_a_volume_removed_behind_libvirts_back_does_not_break_the_pool(
+    bed: Bed, pool: str, vk: Client
+) -> None:
+    """libvirt lists volumes as of its last refresh: a file deleted by hand in between must not
+    make the pool (or its volume list) an error."""
+    for name in ("keep.qcow2", "gone.qcow2"):
+        assert run_cli(bed, "volume", "create", name, "1M", "--pool", pool).returncode == 0
+    Path(vk.pools.get_volume(pool, "gone.qcow2").path).unlink()
+    assert vk.pools.get_pool(pool).volumes == 1
+    listed = run_cli(bed, "volume", "list", "--pool", pool, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [v["name"] for v in json.loads(listed.stdout)] == ["keep.qcow2"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import io
 import ipaddress
 import json
@@ -560,29 +559,54 @@ def read_seed(data: bytes) -> tuple[str, dict[str, bytes]]:
     return volume_id, files
 
 
-def reseed(data: bytes, vm_name: str, instance_id: str) -> bytes:
-    """A copy of a seed ISO with a fresh instance-id and host name (a clone's)."""
+def _rename_in_user_data(text: bytes, vm_name: str) -> bytes:
+    """A cloud-config's ``hostname`` set to ``vm_name`` (other user-data kept as it is)."""
+    try:
+        kind, parsed = parse_user_data(text.decode())
+    except (InvalidInput, UnicodeDecodeError):
+        return text
+    if kind == "cloud-config" and parsed is not None and "hostname" in parsed:
+        parsed["hostname"] = vm_name
+        return ("#cloud-config\n" + yaml.safe_dump(parsed, sort_keys=False)).encode()
+    return text
+
+
+def reseed(data: bytes, vm_name: str, instance_id: str, mac: str | None = None) -> bytes:
+    """A copy of a seed ISO for a clone: a fresh instance-id, the clone's host name, and static
+    addressing matched to the clone's first NIC (``mac``) instead of the original's."""
     volume_id, files = read_seed(data)
     if volume_id == "cidata" and "meta-data" in files:
         meta = yaml.safe_load(files["meta-data"]) or {}
         meta["instance-id"] = instance_id
         meta["local-hostname"] = vm_name
         files["meta-data"] = yaml.safe_dump(meta, sort_keys=False).encode()
-        user = files.get("user-data", b"").decode()
-        kind, parsed = ("", None)
-        with contextlib.suppress(InvalidInput):
-            kind, parsed = parse_user_data(user)
-        if kind == "cloud-config" and parsed is not None and "hostname" in parsed:
-            parsed["hostname"] = vm_name
-            files["user-data"] = (
-                "#cloud-config\n" + yaml.safe_dump(parsed, sort_keys=False)
-            ).encode()
+        files["user-data"] = _rename_in_user_data(files.get("user-data", b""), vm_name)
+        if mac and "network-config" in files:
+            network = yaml.safe_load(files["network-config"]) or {}
+            for eth in (network.get("ethernets") or {}).values():
+                if (
+                    isinstance(eth, dict)
+                    and isinstance(eth.get("match"), dict)
+                    and ("macaddress" in eth["match"])
+                ):
+                    eth["match"]["macaddress"] = mac
+            files["network-config"] = yaml.safe_dump(network, sort_keys=False).encode()
     elif volume_id == "config-2":
         key = "openstack/latest/meta_data.json"
         meta = json.loads(files[key])
         meta.update({"uuid": instance_id, "instance-id": instance_id, "hostname": vm_name,
                      "name": vm_name})  # fmt: skip
         files[key] = json.dumps(meta, indent=2).encode()
+        user_key = "openstack/latest/user_data"
+        if user_key in files:
+            files[user_key] = _rename_in_user_data(files[user_key], vm_name)
+        net_key = "openstack/latest/network_data.json"
+        if mac and net_key in files:
+            network = json.loads(files[net_key])
+            for link in network.get("links", []):
+                if "ethernet_mac_address" in link:
+                    link["ethernet_mac_address"] = mac
+            files[net_key] = json.dumps(network).encode()
     else:
         raise InvalidInput(f"not a cloud-init seed (volume id {volume_id!r})", code="invalid_seed")
     return _iso(volume_id, files)

@@ -57,14 +57,17 @@ class Settings(BaseModel):
     kvm_probe_kernel: str | None = Field(None, description="Kernel the KVM probe boots.")
     shutdown_timeout: float = Field(60.0, description="Default seconds to wait for shutdown.")
     ksm_root: Path = Field(Path("/sys/kernel/mm/ksm"), description="The kernel's KSM directory.")
-    ksm_policy: Literal["adaptive", "ksmtuned"] = Field(
+    ksm_policy: Literal["adaptive", "ksmtuned", "observe"] = Field(
         "adaptive", description="Policy of `virtkit ksm tune`."
     )
     ksm_cpu_budget: float = Field(
         5.0, gt=0, le=100, description="Share of one core (percent) ksmd may use under `adaptive`."
     )
-    ksm_interval: float = Field(
-        10.0, gt=0, description="Seconds between the tuning daemon's decisions."
+    ksm_interval: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds between the tuning daemon's decisions (default: 60 for ksmtuned, "
+        "as its KSM_MONITOR_INTERVAL; 10 otherwise).",
     )
     ksm_history: Path | None = Field(
         None, description="SQLite file of KSM samples (default: STATE_DIR/ksm-history.sqlite)."

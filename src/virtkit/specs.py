@@ -260,6 +260,11 @@ class CloudInitSpec(_Spec):
             self.ssh_keys = [cloudinit.check_public_key(k) for k in self.ssh_keys]
             if self.user_data is not None:
                 cloudinit.parse_user_data(self.user_data)
+            if self.network_config is not None and self.seed == "configdrive":
+                raise ValueError(
+                    "a ConfigDrive seed carries static addressing from ip; a network_config "
+                    "needs seed nocloud"
+                )
             if self.ip is not None:
                 if self.network_config is not None:
                     raise ValueError("give either ip or network_config, not both")

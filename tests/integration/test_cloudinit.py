@@ -171,7 +171,8 @@ def test_a_clone_gets_its_own_seed_with_a_fresh_instance_id(
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
                    check=True)  # fmt: skip
     made = run_cli(bed, "vm", "create", vm_name, "--memory", "64M", "--disk", "16M",
-                   "--user", "admin", "--ssh-key", str(pub))  # fmt: skip
+                   "--user", "admin", "--ssh-key", str(pub), "--ip", "10.0.2.15/24",
+                   "--ssh-forward", str(free_port()))  # fmt: skip
     assert made.returncode == 0, made.stderr
     copy = f"{vm_name}-copy"
     try:
@@ -185,6 +186,14 @@ def test_a_clone_gets_its_own_seed_with_a_fresh_instance_id(
             seeds[name] = yaml.safe_load(files["meta-data"])
         assert seeds[copy]["instance-id"] != seeds[vm_name]["instance-id"]
         assert seeds[copy]["local-hostname"] == copy
+        # the clone's user-mode NIC: its own MAC and forwarded port; its static address is
+        # matched to that MAC, not the original's
+        nics = {n: vk.nics.list(n)[0] for n in (vm_name, copy)}
+        assert nics[copy].mac != nics[vm_name].mac and nics[copy].source != nics[vm_name].source
+        cdrom = next(d for d in vk.vms.get(copy).disks if d.device == "cdrom")
+        _volume, files = read_seed(Path(cdrom.source or "").read_bytes())
+        match = yaml.safe_load(files["network-config"])["ethernets"]["eth0"]["match"]
+        assert match["macaddress"] == nics[copy].mac
     finally:
         if vk.host.exists(copy):
             vk.vms.delete(copy, force=True, remove_storage=True)

@@ -110,6 +110,19 @@ def test_reseed_gives_a_clone_a_fresh_instance_id() -> None:
             assert (meta["uuid"], meta["hostname"]) == ("i-bbbb", "copy")
 
 
+def test_reseed_rematches_static_addressing_to_the_clones_nic() -> None:
+    net = static_network("198.18.0.10/24", None, [], "52:54:00:00:00:01")
+    nocloud = build_seed(CloudInit(network_config=net), "src", "i-1")
+    _v, files = read_seed(reseed(nocloud, "copy", "i-2", mac="52:54:00:00:00:99"))
+    eth = yaml.safe_load(files["network-config"])["ethernets"]["eth0"]
+    assert eth["match"]["macaddress"] == "52:54:00:00:00:99"
+    drive = build_seed(CloudInit(network_config=net, seed="configdrive"), "src", "i-1")
+    _v, files = read_seed(reseed(drive, "copy", "i-2", mac="52:54:00:00:00:99"))
+    links = json.loads(files["openstack/latest/network_data.json"])["links"]
+    assert links[0]["ethernet_mac_address"] == "52:54:00:00:00:99"
+    assert yaml.safe_load(files["openstack/latest/user_data"])["hostname"] == "copy"
+
+
 def test_merge_rule_flags_win_for_values_lists_are_joined() -> None:
     base = {"hostname": "fromfile", "packages": ["git"], "users": ["default", {"name": "ops"}],
             "timezone": "UTC"}  # fmt: skip

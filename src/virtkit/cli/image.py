@@ -157,16 +157,22 @@ def build(
     target = settings.cache_dir / "images" / name
     built = build_debian(target, suite=suite, mirror=mirror, size_gib=size_gib,
                          progress=lambda msg: click.echo(f"... {msg}", err=True))  # fmt: skip
+    chosen = pool or settings.storage_pool
+    images = state.client.images
+    imported = False
     try:
-        chosen = pool or settings.storage_pool
-        images = state.client.images
         images.import_image(str(built.disk), chosen, name)
+        imported = True
         images.set_template(chosen, name, os_name=f"debian-{suite}")
         info = images.set_boot(chosen, name, str(built.kernel), str(built.initrd), built.cmdline)
     except BaseException:
+        import contextlib
         import shutil
 
         shutil.rmtree(target, ignore_errors=True)
+        if imported:  # nothing half-made: the volume (and its store entry) go too
+            with contextlib.suppress(Exception):
+                state.client.pools.delete_volume(chosen, name)
         raise
     built.disk.unlink()  # imported: the pool holds it now
     click.echo(f"template {info.pool}/{info.name} ready ({render.size(info.capacity)}, "

@@ -173,9 +173,11 @@ def tune(
     if background:
         _background(settings.state_dir / "ksm-tune.log", lock)
         return
+    chosen = policy or settings.ksm_policy
+    default_interval = 60.0 if chosen == "ksmtuned" else 10.0  # ksmtuned's own default
     tuner = state.client.ksm.tuner(
-        policy or settings.ksm_policy,
-        interval=interval or settings.ksm_interval,
+        chosen,
+        interval=interval or settings.ksm_interval or default_interval,
         cpu_budget=cpu_budget or settings.ksm_cpu_budget,
         restore=restore,
         history=None if no_history else _history(state),

@@ -139,7 +139,13 @@ def _parse_disk(value: str) -> dict[str, Any]:
 @click.option("--user", "ci_user", help="cloud-init: a user to create, with sudo.")
 @click.option("--ssh-key", "ssh_keys", multiple=True, type=click.Path(),
               help="cloud-init: an SSH public key file for the user (repeatable).")  # fmt: skip
-@click.option("--password", help="cloud-init: the user's password (stored hashed).")
+@click.option(
+    "--password",
+    help="cloud-init: the user's password (stored hashed; visible to local users in the process "
+    "list while the command runs: prefer --password-file).",
+)
+@click.option("--password-file", type=click.Path(),
+              help="cloud-init: read the user's password from this file ('-': stdin).")  # fmt: skip
 @click.option("--hostname", help="cloud-init: host name (default: the VM's name).")
 @click.option("--packages", multiple=True, help="cloud-init: packages to install (a,b or repeat).")
 @click.option("--run", "runcmd", multiple=True, help="cloud-init: a command at first boot.")
@@ -181,6 +187,7 @@ def create(
     ci_user: str | None,
     ssh_keys: tuple[str, ...],
     password: str | None,
+    password_file: str | None,
     hostname: str | None,
     packages: tuple[str, ...],
     runcmd: tuple[str, ...],
@@ -232,6 +239,13 @@ def create(
         data["nics"] = [{"network": n} for n in networks] + [{"bridge": b} for b in bridges]
         if ssh_forward:
             data["nics"].append({"user": True, "ssh_forward": ssh_forward})
+    if password_file is not None:
+        if password is not None:
+            raise InvalidInput("give --password or --password-file, not both", code="invalid_spec")
+        text = (
+            sys.stdin.read() if password_file == "-" else _read_text(password_file, "password file")
+        )
+        password = text.rstrip("\n")
     ci = _cloud_init_flags(
         ci_user, ssh_keys, password, hostname, packages, runcmd, user_data, network_config, ip,
         gateway, dns, seed,
@@ -822,6 +836,6 @@ def ssh(state: State, name: str, login: str | None, identity: str | None,
             "-o", "BatchMode=yes" if command else "BatchMode=no"]  # fmt: skip
     if identity:
         argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
-    argv.append(f"{user}@{address}" if user else address)
+    argv += ["--", f"{user}@{address}" if user else address]  # never read as an option
     argv += list(command)
     sys.exit(subprocess.run(argv, check=False).returncode)

@@ -145,9 +145,12 @@ def estimate(pids: list[int]) -> Estimate:
     zero_pfn = zero_page_pfn()
     try:
         for pid in pids:
-            for block in _page_hashes(pid, zero_pfn):
-                hashes.append(block)
-                read += block.size * PAGE
+            try:
+                for block in _page_hashes(pid, zero_pfn):
+                    hashes.append(block)
+                    read += block.size * PAGE
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # the VM stopped while it was read: it has nothing to merge now
     except PermissionError:
         raise PermissionDenied(
             "reading guest memory for the estimate needs root", code="ksm_permission"

@@ -244,7 +244,8 @@ class KsmService:
         except (Unsupported, InvalidState, NotFound) as exc:
             log.info("no KSM estimate this time: %s", exc)
             return None
-        except PermissionDenied:
+        except (PermissionDenied, OSError) as exc:
+            log.info("no KSM estimate this time: %s", exc)
             return None
 
     def history(self, path: Path, keep_days: float = 30.0) -> KsmHistory:

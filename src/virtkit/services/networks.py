@@ -275,8 +275,9 @@ class NetworkService:
         except ValueError:
             raise InvalidInput(f"invalid IP address {ip!r}", code="invalid_ip") from None
         for block in net.ips:
-            if block.family in (None, "ipv4") and block.address and block.prefix is not None:
-                subnet = ipaddress.ip_interface(f"{block.address}/{block.prefix}").network
+            mask = block.prefix if block.prefix is not None else block.netmask
+            if block.family in (None, "ipv4") and block.address and mask is not None:
+                subnet = ipaddress.ip_interface(f"{block.address}/{mask}").network
                 if address in subnet:
                     if (
                         address in (subnet.network_address, subnet.broadcast_address)

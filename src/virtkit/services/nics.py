@@ -10,6 +10,7 @@ boot is not reported as current.
 from __future__ import annotations
 
 import builtins
+import ipaddress
 import logging
 import secrets
 import time
@@ -53,6 +54,15 @@ def new_mac(taken: set[str]) -> str:
         mac = "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
         if mac not in taken:
             return mac
+
+
+def _is_address(text: str) -> bool:
+    """Only real addresses: what a guest agent reports is the guest's word, unchecked."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _user_nics(dom: Domain) -> builtins.list[NicInfo]:
@@ -311,7 +321,7 @@ class NicService:
                 for mac, iface_name, addrs in answers
                 if mac.lower() in macs
                 for ip, prefix in addrs
-                if not ip.startswith(("127.", "::1", "fe80:"))
+                if _is_address(ip) and not ip.startswith(("127.", "::1", "fe80:"))
             ]
             if found:
                 return found

@@ -8,6 +8,8 @@ import contextlib
 import functools
 import io
 import logging
+import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -511,6 +513,26 @@ class VMService:
         log.info("created VM %s (%s)", spec.name, facts.domain_type)
         return self.get(spec.name)
 
+    @staticmethod
+    def _renew_user_nics(dom: Domain, taken: set[str]) -> builtins.list[str]:
+        """A clone's user-mode NICs (QEMU arguments): new MACs, and a new free local port for
+        an SSH forward (the original's would collide, and lead to the original)."""
+        macs = []
+        for arg in dom.qemu_args:
+            value = arg.value or ""
+            if value.startswith("virtio-net-pci,") and "mac=" in value:
+                mac = new_mac(taken)
+                taken.add(mac)
+                macs.append(mac)
+                arg.value = re.sub(r"mac=[0-9a-fA-F:]+", f"mac={mac}", value)
+            elif value.startswith("user,") and "hostfwd=tcp:127.0.0.1:" in value:
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", 0))
+                    port = probe.getsockname()[1]
+                forward = f"hostfwd=tcp:127.0.0.1:{port}-"
+                arg.value = re.sub(r"hostfwd=tcp:127\.0\.0\.1:\d+-", forward, value)
+        return macs
+
     def clone(self, name: str, new_name: str, *, linked: bool = False) -> VMInfo:
         """A new VM from a shut-off one: every disk copied (or, ``linked``, a qcow2 overlay on
         the source's disk, which must then stay unchanged), new UUID, new MAC addresses. CD-ROMs
@@ -550,6 +572,10 @@ class VMService:
         for nic in dom.interfaces:
             nic.mac = new_mac(taken)  # unique on the host (libvirt's own pick is not checked)
             taken.add(nic.mac)
+        user_macs = self._renew_user_nics(dom, taken)
+        first_mac = next((i.mac for i in dom.interfaces if i.mac), None) or next(
+            iter(user_macs), None
+        )
         for serial in dom.serials:
             if serial.log is not None and self.console_log_dir is not None:
                 serial.log.file = str(self.console_log_dir / f"{new_name}-serial0.log")
@@ -592,9 +618,13 @@ class VMService:
                     self.host.storage.volume_xml_by_path(cdrom.source or "") or ""
                 )
                 if pool is None or not seed_volume.name:
-                    continue
+                    raise InvalidInput(
+                        f"the cloud-init seed of {name!r} ({cdrom.source}) is not a volume in a "
+                        "pool: the clone cannot get a seed of its own",
+                        code="disk_not_in_pool",
+                    )
                 data = b"".join(self.pools.download(pool, seed_volume.name))
-                fresh = cloudinit.reseed(data, new_name, cloudinit.new_instance_id())
+                fresh = cloudinit.reseed(data, new_name, cloudinit.new_instance_id(), mac=first_mac)
                 made = self._make_seed(new_name, fresh, tx)
                 cdrom.source_file = made.path
                 owned = OwnedDisk()

@@ -21,7 +21,7 @@ from virtkit.specs import validate_name
 from virtkit.xml.domain import Domain
 
 WAIT_FOR = ("boot", "cloud-init", "ssh")
-_LOGIN = re.compile(r"\blogin: ?$", re.MULTILINE)
+_LOGIN = re.compile(r"^\s*\S+ login:", re.MULTILINE)  # a getty prompt; output may follow it
 _CLOUD_INIT_DONE = re.compile(r"Cloud-init v\. \S+ finished at")
 
 

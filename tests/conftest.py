@@ -26,6 +26,20 @@ PREFIX = "vktest-"
 VIRTKIT = str(Path(sys.executable).with_name("virtkit"))
 
 
+def cli_env(s: Settings) -> dict[str, str]:
+    """Environment that points the virtkit CLI at these settings (and no config file)."""
+    return {
+        **os.environ,
+        "VIRTKIT_URI": s.uri,
+        "VIRTKIT_CACHE_DIR": str(s.cache_dir),
+        "VIRTKIT_STORAGE_POOL": s.storage_pool,
+        "VIRTKIT_STORAGE_POOL_PATH": str(s.storage_pool_path),
+        "VIRTKIT_CONSOLE_LOG_DIR": str(s.console_log_dir),
+        "VIRTKIT_KVM_PROBE_TIMEOUT": str(s.kvm_probe_timeout),
+        "VIRTKIT_CONFIG": "/nonexistent",
+    }
+
+
 @dataclass
 class Bed:
     """The integration test bed: a private libvirtd, where its files go, and the tiny guest."""
@@ -48,17 +62,7 @@ class Bed:
 
     def env(self) -> dict[str, str]:
         """Environment for running the virtkit CLI against the private daemon."""
-        s = self.settings
-        return {
-            **os.environ,
-            "VIRTKIT_URI": self.uri,
-            "VIRTKIT_CACHE_DIR": str(s.cache_dir),
-            "VIRTKIT_STORAGE_POOL": s.storage_pool,
-            "VIRTKIT_STORAGE_POOL_PATH": str(s.storage_pool_path),
-            "VIRTKIT_CONSOLE_LOG_DIR": str(s.console_log_dir),
-            "VIRTKIT_KVM_PROBE_TIMEOUT": str(s.kvm_probe_timeout),
-            "VIRTKIT_CONFIG": "/nonexistent",
-        }
+        return cli_env(self.settings)
 
     def client(self) -> Client:
         return Client(settings=self.settings)
@@ -182,14 +186,7 @@ class HostBed:
         return Client(settings=self.settings)
 
     def env(self) -> dict[str, str]:
-        s = self.settings
-        return {
-            **os.environ, "VIRTKIT_URI": s.uri, "VIRTKIT_CACHE_DIR": str(s.cache_dir),
-            "VIRTKIT_STORAGE_POOL": s.storage_pool,
-            "VIRTKIT_STORAGE_POOL_PATH": str(s.storage_pool_path),
-            "VIRTKIT_CONSOLE_LOG_DIR": str(s.console_log_dir),
-            "VIRTKIT_KVM_PROBE_TIMEOUT": str(s.kvm_probe_timeout), "VIRTKIT_CONFIG": "/nonexistent",
-        }  # fmt: skip
+        return cli_env(self.settings)
 
 
 def host_bed(host: TestHost, guest: TinyGuest) -> HostBed:

@@ -214,6 +214,17 @@ def hash_password(password: str) -> str:
     return crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
 
 
+def load_yaml(text: str, source: str, code: str) -> Any:
+    """YAML, or an error naming ``source`` and the line and column of the problem."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidInput(f"{source} is not valid YAML{where}: {problem}", code=code) from None
+
+
 def parse_user_data(text: str, source: str = "user-data") -> tuple[str, dict[str, Any] | None]:
     """(kind, parsed cloud-config): kind is cloud-config, script or multipart. Refuses what
     cloud-init would not run, and type errors in the keys virtkit writes; warns of unknown keys."""
@@ -228,15 +239,7 @@ def parse_user_data(text: str, source: str = "user-data") -> tuple[str, dict[str
             f"script or a MIME multipart message); it starts with {first[:40]!r}",
             code="invalid_user_data",
         )
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InvalidInput(
-            f"{source} is not valid YAML{where}: {problem}", code="invalid_user_data"
-        ) from None
+    data = load_yaml(text, source, "invalid_user_data")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -289,12 +292,7 @@ def check_cloud_config(data: dict[str, Any], source: str = "user-data") -> None:
 
 def parse_network_config(text: str, source: str = "network-config") -> dict[str, Any]:
     """A network-config v1 or v2 (optionally under a top-level ``network:`` key)."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidInput(
-            f"{source} is not valid YAML: {exc}", code="invalid_network_config"
-        ) from None
+    data = load_yaml(text, source, "invalid_network_config")
     if isinstance(data, dict) and isinstance(data.get("network"), dict):
         data = data["network"]
     if not isinstance(data, dict) or data.get("version") not in (1, 2):

@@ -130,7 +130,8 @@ def test_a_lease_from_an_earlier_boot_is_not_current(net_host: HostBed, hvk: Cli
         assert time.monotonic() < deadline
         time.sleep(0.5)
     hvk.vms.stop(name)
-    assert [le.mac for le in hvk.networks.leases("vktest-stalenet")] == [mac]  # still there
+    leases = run_host_cli(hb, "net", "leases", "vktest-stalenet", "--json")
+    assert [le["mac"] for le in json.loads(leases.stdout)] == [mac]  # still there
     # the next boot with the cable pulled: no DHCP, so the old lease is all there is
     hvk.nics.set_link(name, mac, up=False)
     hvk.vms.start(name)
@@ -164,6 +165,15 @@ def test_taken_name_overlap_reservation_and_mac_errors(net_host: HostBed, hvk: C
     hb = net_host
     assert run_host_cli(hb, "net", "create", "vktest-a", "--kind", "isolated",
                         "--ipv4", "198.18.30.1/24").returncode == 0  # fmt: skip
+    # state: stop, start (twice: refused), autostart off
+    assert run_host_cli(hb, "net", "stop", "vktest-a").returncode == 0
+    assert not hvk.networks.get("vktest-a").active
+    assert run_host_cli(hb, "net", "start", "vktest-a").returncode == 0
+    again = run_host_cli(hb, "net", "start", "vktest-a")
+    assert again.returncode == 1 and "already running" in again.stderr
+    assert run_host_cli(hb, "net", "autostart", "vktest-a", "--off").returncode == 0
+    info = hvk.networks.get("vktest-a")
+    assert info.active and not info.autostart
     taken = run_host_cli(hb, "net", "create", "vktest-a", "--kind", "isolated")
     assert taken.returncode == 1 and "already exists" in taken.stderr
     overlap = run_host_cli(hb, "net", "create", "vktest-b", "--kind", "isolated",

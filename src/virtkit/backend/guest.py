@@ -14,6 +14,7 @@ from virtkit.specs import VMState
 
 if TYPE_CHECKING:
     from virtkit.backend.connection import Connection
+from virtkit.xml.domain import Domain
 
 _STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: VMState.NOSTATE,
@@ -181,6 +182,13 @@ class Guest:
     def update_device(self, xml: str, *, live: bool, config: bool) -> None:
         with seam(self._connection):
             self._dom.updateDeviceFlags(xml, _affect(live, config))
+
+    def definitions(self) -> tuple[Domain, Domain | None]:
+        """The persistent definition (the live one for a transient VM) and, while the VM runs,
+        the live one: what device changes work on."""
+        config = Domain.parse(self.xml(inactive=self.is_persistent()))
+        live = Domain.parse(self.xml()) if self.is_active() else None
+        return config, live
 
     def interface_addresses(self, source: str) -> list[tuple[str, str, list[tuple[str, int]]]]:
         """(MAC, interface name, [(address, prefix)]) from ``source``: lease (the host's DHCP

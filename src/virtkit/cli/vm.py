@@ -27,7 +27,7 @@ def vm() -> None:
 
 
 def _load_spec_file(path: str) -> dict[str, Any]:
-    import yaml
+    from virtkit.cloudinit import load_yaml
 
     try:
         text = Path(path).read_text()
@@ -35,15 +35,7 @@ def _load_spec_file(path: str) -> dict[str, Any]:
         raise InvalidInput(
             f"cannot read spec file {path}: {exc.strerror}", code="invalid_spec"
         ) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InvalidInput(
-            f"spec file {path} is not valid YAML{where}: {problem}", code="invalid_spec"
-        ) from None
+    data = load_yaml(text, f"spec file {path}", "invalid_spec")
     if data is None:
         return {}
     if not isinstance(data, dict):

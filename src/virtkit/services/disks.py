@@ -44,9 +44,7 @@ class DiskService:
         """The guest, its persistent config, and its live definition if it runs."""
         validate_name(name)
         guest = self.host.lookup(name)
-        config = Domain.parse(guest.xml(inactive=guest.is_persistent()))
-        live = Domain.parse(guest.xml()) if guest.is_active() else None
-        return guest, config, live
+        return (guest, *guest.definitions())
 
     def list(self, name: str) -> list[DiskView]:
         return self.vms.get(name).disks

@@ -91,9 +91,7 @@ class NicService:
     def _guest(self, name: str) -> tuple[Guest, Domain, Domain | None]:
         validate_name(name)
         guest = self.host.lookup(name)
-        config = Domain.parse(guest.xml(inactive=guest.is_persistent()))
-        live = Domain.parse(guest.xml()) if guest.is_active() else None
-        return guest, config, live
+        return (guest, *guest.definitions())
 
     def list(self, name: str) -> builtins.list[NicInfo]:
         _guest, config, live = self._guest(name)

@@ -2,7 +2,8 @@
 """From `virtkit vm create` to SSH-ready, against `virt-install --import --cloud-init`.
 
 The same Debian 12 cloud-init image (built by virtkit's image builder, cached in .cache/tests),
-the same user-data (a user with an SSH key and sudo), 512 MiB, direct kernel boot, user-mode
+the same user-data (a user with an SSH key and sudo; virtkit's also carries the SSH host keys it
+makes for every guest), 512 MiB, direct kernel boot, user-mode
 networking with SSH forwarded to 127.0.0.1, under a private libvirtd. Each run: start the clock,
 run the command, poll 127.0.0.1:PORT until the guest's SSH server sends its banner, stop the
 clock, then destroy and remove the VM. Runs alternate (neither always first); medians of

@@ -6,12 +6,20 @@ for single values (``hostname``, ``ssh_pwauth``...) the flags win; lists (``user
 ``packages``, ``runcmd``, ``write_files``, ``ssh_authorized_keys``) are joined, the file's
 entries first. A shell script or a MIME multipart file is kept as it is and sent together with
 the flags' cloud-config as a multipart message (cloud-init runs both).
+
+SSH host keys: virtkit makes the guest's host keys on the host (``host_keys``) and hands them to
+cloud-init (``ssh_keys``), so ``vm ssh`` can check the guest's identity from the first connection
+and the guest need not generate keys at first boot (an RSA key under TCG takes seconds, at boot
+when the kernel's entropy pool is youngest). A user-data that sets ``ssh_keys`` or
+``ssh_genkeytypes`` itself keeps control of them.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import email
+import hashlib
 import io
 import ipaddress
 import json
@@ -131,6 +139,17 @@ KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ssh-dss", "ecdsa-sha2-nistp256", "ecdsa-
              "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
              "sk-ecdsa-sha2-nistp256@openssh.com")  # fmt: skip
 PRIVATE_MARKERS = ("PRIVATE KEY-----", "PuTTY-User-Key-File")
+HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")  # cloud-init's own default set
+HOST_KEY_SETTINGS = ("ssh_keys", "ssh_genkeytypes")  # a user-data with these keeps control
+
+
+@dataclass(frozen=True)
+class HostKey:
+    """One SSH host key pair made for a guest: ``type`` is ed25519, ecdsa or rsa."""
+
+    type: str
+    private: str  # OpenSSH private key file text; goes into the seed only
+    public: str  # "ssh-ed25519 AAAA..." (no comment)
 
 
 @dataclass
@@ -146,6 +165,7 @@ class CloudInit:
     user_data: str | None = None  # the user's own file, checked
     network_config: dict[str, Any] | None = None
     seed: str = "nocloud"
+    host_keys: list[HostKey] = field(default_factory=list)
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -193,6 +213,12 @@ def check_public_key(text: str, source: str = "SSH key") -> str:
             f"{source}: the key data does not match its type {parts[0]}", code="invalid_ssh_key"
         )
     return " ".join(parts)
+
+
+def key_fingerprint(public: str) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key line (``ssh-keygen -l``)."""
+    blob = base64.b64decode(public.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def hash_password(password: str) -> str:
@@ -373,11 +399,48 @@ def flags_config(ci: CloudInit, vm_name: str) -> dict[str, Any]:
         if not ci.user:
             config["chpasswd"] = {"expire": False, "users": [
                 {"name": "root", "password": ci.password_hash, "type": "hash"}]}  # fmt: skip
+    if ci.host_keys:
+        config["ssh_keys"] = host_keys_config(ci.host_keys)
     if ci.packages:
         config["packages"] = list(ci.packages)
     if ci.runcmd:
         config["runcmd"] = list(ci.runcmd)
     return config
+
+
+def host_keys_config(keys: list[HostKey]) -> dict[str, str]:
+    """cloud-init's ``ssh_keys``: written to /etc/ssh instead of generating keys."""
+    config = {}
+    for key in keys:
+        config[f"{key.type}_private"] = key.private
+        config[f"{key.type}_public"] = key.public
+    return config
+
+
+def _cloud_configs(user_data: str) -> list[dict[str, Any]]:
+    """The cloud-config documents in a (checked) user-data: itself, or its multipart's parts."""
+
+    def config(text: str) -> dict[str, Any] | None:
+        if not text.lstrip().startswith("#cloud-config"):
+            return None
+        data = load_yaml(text, "user-data", "invalid_user_data")
+        return data if isinstance(data, dict) else None
+
+    texts = [user_data]
+    if user_data.lstrip().lower().startswith(("content-type: multipart", "mime-version:")):
+        texts = []
+        for part in email.message_from_string(user_data).walk():
+            payload = part.get_payload(decode=True)
+            if part.get_content_type() == "text/cloud-config" and isinstance(payload, bytes):
+                texts.append(payload.decode(errors="replace"))
+    return [c for c in map(config, texts) if c is not None]
+
+
+def sets_host_keys(user_data: str | None) -> bool:
+    """Whether a user's own user-data decides the guest's SSH host keys."""
+    if user_data is None:
+        return False
+    return any(key in config for config in _cloud_configs(user_data) for key in HOST_KEY_SETTINGS)
 
 
 def merge(base: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
@@ -410,8 +473,6 @@ def render_user_data(ci: CloudInit, vm_name: str) -> str:
     if kind == "script":
         message.attach(part(ci.user_data, "x-shellscript"))
     else:  # the user's own multipart: its parts, as they are
-        import email
-
         theirs = email.message_from_string(ci.user_data)
         for item in theirs.get_payload() if theirs.is_multipart() else [theirs]:
             message.attach(item)
@@ -557,28 +618,64 @@ def read_seed(data: bytes) -> tuple[str, dict[str, bytes]]:
     return volume_id, files
 
 
-def _rename_in_user_data(text: bytes, vm_name: str) -> bytes:
-    """A cloud-config's ``hostname`` set to ``vm_name`` (other user-data kept as it is)."""
+def _rewrite_user_data(text: bytes, vm_name: str, host_keys: list[HostKey] | None) -> bytes:
+    """A user-data for a clone: a cloud-config's ``hostname`` set to ``vm_name`` and, with
+    ``host_keys``, its ``ssh_keys`` replaced (in a multipart, in its first cloud-config part);
+    anything else kept as it is."""
+
+    def rewrite(config: dict[str, Any]) -> str:
+        if "hostname" in config:
+            config["hostname"] = vm_name
+        if host_keys is not None:
+            config["ssh_keys"] = host_keys_config(host_keys)
+        return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
+
     try:
         kind, parsed = parse_user_data(text.decode())
     except (InvalidInput, UnicodeDecodeError):
         return text
-    if kind == "cloud-config" and parsed is not None and "hostname" in parsed:
-        parsed["hostname"] = vm_name
-        return ("#cloud-config\n" + yaml.safe_dump(parsed, sort_keys=False)).encode()
-    return text
+    if kind == "cloud-config" and parsed is not None:
+        return rewrite(parsed).encode()
+    if kind != "multipart":
+        return text
+    message = email.message_from_bytes(text)
+    rebuilt, done = MIMEMultipart(), False
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        payload = part.get_payload(decode=True)
+        if (
+            not done
+            and part.get_content_type() == "text/cloud-config"
+            and isinstance(payload, bytes)
+        ):
+            _kind, config = parse_user_data(payload.decode(errors="replace"))
+            if config is not None:
+                rendered = rewrite(config)
+                part = MIMEText(rendered, "cloud-config", "us-ascii" if rendered.isascii()
+                                else "utf-8")  # fmt: skip
+                done = True
+        rebuilt.attach(part)
+    return rebuilt.as_bytes()
 
 
-def reseed(data: bytes, vm_name: str, instance_id: str, mac: str | None = None) -> bytes:
-    """A copy of a seed ISO for a clone: a fresh instance-id, the clone's host name, and static
-    addressing matched to the clone's first NIC (``mac``) instead of the original's."""
+def reseed(
+    data: bytes,
+    vm_name: str,
+    instance_id: str,
+    mac: str | None = None,
+    host_keys: list[HostKey] | None = None,
+) -> bytes:
+    """A copy of a seed ISO for a clone: a fresh instance-id, the clone's host name, static
+    addressing matched to the clone's first NIC (``mac``) instead of the original's, and the
+    clone's own SSH host keys (``host_keys``, when virtkit made the original's)."""
     volume_id, files = read_seed(data)
     if volume_id == "cidata" and "meta-data" in files:
         meta = yaml.safe_load(files["meta-data"]) or {}
         meta["instance-id"] = instance_id
         meta["local-hostname"] = vm_name
         files["meta-data"] = yaml.safe_dump(meta, sort_keys=False).encode()
-        files["user-data"] = _rename_in_user_data(files.get("user-data", b""), vm_name)
+        files["user-data"] = _rewrite_user_data(files.get("user-data", b""), vm_name, host_keys)
         if mac and "network-config" in files:
             network = yaml.safe_load(files["network-config"]) or {}
             for eth in (network.get("ethernets") or {}).values():
@@ -597,7 +694,7 @@ def reseed(data: bytes, vm_name: str, instance_id: str, mac: str | None = None) 
         files[key] = json.dumps(meta, indent=2).encode()
         user_key = "openstack/latest/user_data"
         if user_key in files:
-            files[user_key] = _rename_in_user_data(files[user_key], vm_name)
+            files[user_key] = _rewrite_user_data(files[user_key], vm_name, host_keys)
         net_key = "openstack/latest/network_data.json"
         if mac and net_key in files:
             network = json.loads(files[net_key])

@@ -236,6 +236,11 @@ class CloudInitSpec(_Spec):
     gateway: str | None = None
     dns: list[str] = Field(default_factory=list)
     seed: Literal["nocloud", "configdrive"] = Field("nocloud", description="Seed format.")
+    host_keys: bool = Field(
+        True,
+        description="virtkit makes the guest's SSH host keys and 'vm ssh' accepts only those; "
+        "false: the guest makes its own (cloudbase-init, or a user-data that sets ssh_keys).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -443,6 +448,10 @@ class VMInfo(VMSummary):
     serial_log: str | None = None
     console_pty: str | None = None
     created_by_virtkit: bool = False
+    ssh_host_keys: list[str] = Field(
+        default_factory=list,
+        description="Public SSH host keys virtkit made for the guest ('vm ssh' accepts these).",
+    )
 
 
 class KvmStatus(_View):

@@ -19,7 +19,9 @@ import yaml
 
 from tests.conftest import CACHE, Bed, console_log, run_cli
 from virtkit import Client
+from virtkit.cloudinit import key_fingerprint, read_seed
 from virtkit.services import storage
+from virtkit.services.hostkeys import PendingHostKeys
 from virtkit.services.imagebuild import BuiltImage, build_debian, recipe_id
 
 pytestmark = pytest.mark.integration
@@ -72,6 +74,18 @@ def ssh(bed: Bed, name: str, key: Path, *command: str) -> str:
     return done.stdout.strip()
 
 
+def tamper_host_key_pins(bed: Bed, name: str, pins: list[str]) -> None:
+    """Replace the running VM's pinned host keys with keys of a machine that is not it."""
+    other = PendingHostKeys().result()
+    ns = "https://virtkit.dev/xmlns/virtkit/1"
+    virsh = ["virsh", "-c", bed.settings.uri, "metadata", name, "--uri", ns]
+    current = subprocess.run(virsh, capture_output=True, text=True, check=True).stdout
+    for pin, fake in zip(pins, other, strict=True):
+        current = current.replace(pin, fake.public)
+    subprocess.run([*virsh, "--live", "--key", "vk", "--set", current], check=True,
+                   capture_output=True)  # fmt: skip
+
+
 def test_nocloud_user_key_sudo_hostname_runcmd_and_ssh(
     bed: Bed, vk: Client, template: str, key: Path, vm_name: str
 ) -> None:
@@ -98,6 +112,17 @@ def test_nocloud_user_key_sudo_hostname_runcmd_and_ssh(
     assert ssh(bed, vm_name, key, "sudo", "-n", "id", "-u") == "0"
     shadow = ssh(bed, vm_name, key, "sudo", "-n", "getent", "shadow", "admin")
     assert shadow.split(":")[1].startswith("$6$")  # the password, hashed
+    # the guest's SSH host keys are the ones virtkit made and pinned ('vm ssh' checks them)
+    pins = vk.vms.get(vm_name).ssh_host_keys
+    assert [p.split()[0] for p in pins] == ["ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa"]
+    served = ssh(bed, vm_name, key, "sudo", "-n", "cat", "/etc/ssh/ssh_host_ed25519_key.pub")
+    assert " ".join(served.split()[:2]) == pins[0]
+    shown = run_cli(bed, "vm", "show", vm_name).stdout
+    assert key_fingerprint(pins[0]) in shown
+    # a guest answering with another key is refused
+    tamper_host_key_pins(bed, vm_name, pins)
+    refused = run_cli(bed, "vm", "ssh", vm_name, "-i", str(key), "--", "true", timeout=60)
+    assert refused.returncode != 0 and "Host key verification failed" in refused.stderr
     # the plain password is nowhere: not in the domain, the seed, or the console
     xml = run_cli(bed, "vm", "xml", vm_name).stdout
     seed_bytes = Path(seed.path).read_bytes()
@@ -165,8 +190,6 @@ def test_bad_cloud_init_input_makes_nothing(
 def test_a_clone_gets_its_own_seed_with_a_fresh_instance_id(
     bed: Bed, vk: Client, vm_name: str, tmp_path: Path
 ) -> None:
-    from virtkit.cloudinit import read_seed
-
     pub = tmp_path / "k.pub"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
                    check=True)  # fmt: skip
@@ -194,7 +217,36 @@ def test_a_clone_gets_its_own_seed_with_a_fresh_instance_id(
         _volume, files = read_seed(Path(cdrom.source or "").read_bytes())
         match = yaml.safe_load(files["network-config"])["ethernets"]["eth0"]["match"]
         assert match["macaddress"] == nics[copy].mac
+        # each has its own SSH host keys: pinned in its metadata, the same in its seed
+        pins = {n: vk.vms.get(n).ssh_host_keys for n in (vm_name, copy)}
+        assert len(pins[vm_name]) == 3 and not set(pins[vm_name]) & set(pins[copy])
+        for name in (vm_name, copy):
+            cdrom = next(d for d in vk.vms.get(name).disks if d.device == "cdrom")
+            _volume, files = read_seed(Path(cdrom.source or "").read_bytes())
+            in_seed = yaml.safe_load(files["user-data"])["ssh_keys"]
+            assert [in_seed[f"{t}_public"] for t in ("ed25519", "ecdsa", "rsa")] == pins[name]
     finally:
         if vk.host.exists(copy):
             vk.vms.delete(copy, force=True, remove_storage=True)
     assert not (bed.pool_dir / f"{copy}-seed.iso").exists()
+
+
+def test_host_keys_left_to_the_guest(bed: Bed, vk: Client, vm_name: str, tmp_path: Path) -> None:
+    """--no-host-keys, or a user-data that sets its own: nothing pinned, nothing added."""
+    theirs = tmp_path / "ud.yaml"
+    theirs.write_text("#cloud-config\nssh_genkeytypes: [ed25519]\n")
+    cases = ((vm_name, ["--no-host-keys"]), (f"{vm_name}-b", ["--user-data", str(theirs)]))
+    for name, args in cases:
+        made = run_cli(bed, "vm", "create", name, "--memory", "64M", "--disk", "16M",
+                       "--user", "admin", *args)  # fmt: skip
+        try:
+            assert made.returncode == 0, made.stderr
+            assert vk.vms.get(name).ssh_host_keys == []
+            cdrom = next(d for d in vk.vms.get(name).disks if d.device == "cdrom")
+            _volume, files = read_seed(Path(cdrom.source or "").read_bytes())
+            user_data = yaml.safe_load(files["user-data"])
+            assert "ssh_keys" not in user_data
+            assert ("ssh_genkeytypes" in user_data) is (name != vm_name)
+        finally:
+            if vk.host.exists(name):
+                vk.vms.delete(name, force=True, remove_storage=True)

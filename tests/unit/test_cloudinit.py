@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,11 @@ import yaml
 
 from virtkit.cloudinit import (
     CloudInit,
+    HostKey,
     build_seed,
     check_public_key,
     hash_password,
+    key_fingerprint,
     merge,
     parse_network_config,
     parse_user_data,
@@ -23,9 +26,11 @@ from virtkit.cloudinit import (
     read_seed,
     render_user_data,
     reseed,
+    sets_host_keys,
     static_network,
 )
-from virtkit.errors import InvalidInput
+from virtkit.errors import InvalidInput, VirtkitError
+from virtkit.services.hostkeys import PendingHostKeys
 
 
 def _key(kind: str = "ssh-ed25519") -> str:
@@ -245,3 +250,98 @@ def test_a_multipart_user_data_keeps_its_parts() -> None:
 
     parts = [p.get_content_type() for p in email.message_from_string(out).get_payload()]
     assert parts == ["text/cloud-config", "text/x-shellscript", "text/cloud-config"]
+
+
+# -- SSH host keys made by virtkit ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def host_keys() -> list[HostKey]:
+    return PendingHostKeys().result()
+
+
+def test_host_keys_are_real_key_pairs_of_cloud_inits_types(
+    host_keys: list[HostKey], tmp_path: Path
+) -> None:
+    assert [k.type for k in host_keys] == ["ed25519", "ecdsa", "rsa"]
+    for key in host_keys:
+        private = tmp_path / key.type
+        private.write_text(key.private)
+        private.chmod(0o600)
+        derived = subprocess.run(["ssh-keygen", "-y", "-f", str(private)], check=True,
+                                 capture_output=True, text=True).stdout.split()  # fmt: skip
+        assert " ".join(derived[:2]) == key.public
+        listed = subprocess.run(["ssh-keygen", "-l", "-f", "-"], input=key.public, check=True,
+                                capture_output=True, text=True).stdout.split()  # fmt: skip
+        assert key_fingerprint(key.public) == listed[1]
+    assert not list(Path(tempfile.gettempdir()).glob("virtkit-hostkeys-*"))  # nothing left
+
+
+def test_a_failing_ssh_keygen_is_an_error_and_leaves_nothing() -> None:
+    pending = PendingHostKeys(("ed25519", "no-such-type"))
+    with pytest.raises(VirtkitError, match="could not make a no-such-type host key"):
+        pending.result()
+    assert not list(Path(tempfile.gettempdir()).glob("virtkit-hostkeys-*"))
+
+
+def test_host_keys_go_to_cloud_inits_ssh_keys(host_keys: list[HostKey]) -> None:
+    for seed in ("nocloud", "configdrive"):
+        iso = build_seed(CloudInit(user="admin", seed=seed, host_keys=host_keys), "vm", "i-1")
+        _v, files = read_seed(iso)
+        user_data = files["user-data" if seed == "nocloud" else "openstack/latest/user_data"]
+        ssh_keys = yaml.safe_load(user_data)["ssh_keys"]
+        assert ssh_keys == {f"{k.type}_{half}": getattr(k, half) for k in host_keys
+                            for half in ("private", "public")}  # fmt: skip
+    assert "ssh_keys" not in yaml.safe_load(render_user_data(CloudInit(), "vm"))
+
+
+@pytest.mark.parametrize(
+    ("user_data", "decides"),
+    [
+        (None, False),
+        ("#cloud-config\npackages: [git]\n", False),
+        ("#cloud-config\nssh_keys: {ed25519_private: x, ed25519_public: y}\n", True),
+        ("#cloud-config\nssh_genkeytypes: [ed25519]\n", True),
+        ("#!/bin/sh\necho ssh_keys\n", False),
+    ],
+)
+def test_a_user_data_that_sets_host_keys_keeps_them(user_data: str | None, decides: bool) -> None:
+    assert sets_host_keys(user_data) is decides
+
+
+def test_host_keys_in_a_multipart_user_data() -> None:
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+
+    theirs = MIMEMultipart()
+    theirs.attach(MIMEText("#!/bin/sh\necho one\n", "x-shellscript"))
+    assert not sets_host_keys(theirs.as_string())
+    theirs.attach(MIMEText("#cloud-config\nssh_genkeytypes: [rsa]\n", "cloud-config"))
+    assert sets_host_keys(theirs.as_string())
+
+
+def test_a_clone_gets_new_host_keys_in_every_seed_format(host_keys: list[HostKey]) -> None:
+    import email
+
+    other = [HostKey(k.type, k.private + "#other", k.public) for k in host_keys]
+    script = "#!/bin/sh\necho hi\n"
+    for seed, user_data in (("nocloud", None), ("configdrive", None), ("nocloud", script)):
+        ci = CloudInit(user="admin", seed=seed, host_keys=host_keys, user_data=user_data)
+        _v, files = read_seed(reseed(build_seed(ci, "src", "i-1"), "copy", "i-2",
+                                     host_keys=other))  # fmt: skip
+        text = files["user-data" if seed == "nocloud" else "openstack/latest/user_data"].decode()
+        if user_data is None:
+            config = yaml.safe_load(text)
+        else:  # multipart: its cloud-config part rewritten, the script kept
+            parts = email.message_from_string(text).get_payload()
+            assert [p.get_content_type() for p in parts] == ["text/cloud-config",
+                                                             "text/x-shellscript"]  # fmt: skip
+            assert parts[1].get_payload(decode=True).decode() == script
+            config = yaml.safe_load(parts[0].get_payload(decode=True))
+        assert config["hostname"] == "copy"
+        assert config["ssh_keys"]["rsa_private"].endswith("#other")
+        assert config["users"][1]["name"] == "admin"
+    # without new keys (the guest made its own), the user-data keeps what it had
+    plain = build_seed(CloudInit(user="admin"), "src", "i-1")
+    _v, files = read_seed(reseed(plain, "copy", "i-2"))
+    assert "ssh_keys" not in yaml.safe_load(files["user-data"])

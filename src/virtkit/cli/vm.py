@@ -148,6 +148,9 @@ def _parse_disk(value: str) -> dict[str, Any]:
 @click.option("--dns", multiple=True, help="cloud-init: DNS server (with --ip; repeatable).")
 @click.option("--seed", type=click.Choice(["nocloud", "configdrive"]),
               help="cloud-init seed format (default nocloud).")  # fmt: skip
+@click.option("--no-host-keys", is_flag=True,
+              help="cloud-init: let the guest make its SSH host keys (default: virtkit makes "
+                   "them; 'vm ssh' accepts only those; cloudbase-init needs this).")  # fmt: skip
 @click.option("--no-serial", is_flag=True, help="No serial console.")
 @click.option("--autostart", is_flag=True, default=None, help="Start with the host.")
 @click.option("--start", is_flag=True, help="Start the VM once created.")
@@ -189,6 +192,7 @@ def create(
     gateway: str | None,
     dns: tuple[str, ...],
     seed: str | None,
+    no_host_keys: bool,
     no_serial: bool,
     autostart: bool | None,
     start: bool,
@@ -242,6 +246,8 @@ def create(
         ci_user, ssh_keys, password, hostname, packages, runcmd, user_data, network_config, ip,
         gateway, dns, seed,
     )  # fmt: skip
+    if no_host_keys:
+        ci["host_keys"] = False
     if ci:
         data["cloud_init"] = {**(data.get("cloud_init") or {}), **ci}
     if boot:
@@ -378,6 +384,12 @@ def _show(info: VMInfo) -> None:
             ("Console log", info.serial_log),
         ]
     )
+    if info.ssh_host_keys:
+        from virtkit.cloudinit import key_fingerprint
+
+        click.echo("SSH host keys (made by virtkit; 'vm ssh' accepts only these):")
+        for key in info.ssh_host_keys:
+            click.echo(f"  {key.split()[0]:20} {key_fingerprint(key)}")
     if info.disks:
         click.echo("Disks:")
         for d in info.disks:
@@ -818,16 +830,29 @@ def ssh(state: State, name: str, login: str | None, identity: str | None,
     """SSH into the VM (user-mode forward or its address): virtkit vm ssh NAME [-- cmd ...]."""
     import shutil
     import subprocess
+    import tempfile
 
-    address, port = state.client.access.ssh_target(name)
-    user = login or state.client.access.login_user(name)
+    access = state.client.access
+    address, port = access.ssh_target(name)
+    user = login or access.login_user(name)
+    pinned = access.known_hosts(name)
     if not shutil.which("ssh"):
         raise InvalidInput("ssh is not installed (apt-get install openssh-client)", code="no_ssh")
-    argv = ["ssh", "-p", str(port), "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+    argv = ["ssh", "-p", str(port), "-o", "LogLevel=ERROR",
             "-o", "BatchMode=yes" if command else "BatchMode=no"]  # fmt: skip
     if identity:
         argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
-    argv += ["--", f"{user}@{address}" if user else address]  # never read as an option
-    argv += list(command)
-    sys.exit(subprocess.run(argv, check=False).returncode)
+    with tempfile.TemporaryDirectory(prefix="virtkit-ssh-") as tmp:
+        if pinned is not None:  # only the host keys virtkit made for this guest are accepted
+            alias, text = pinned
+            known = Path(tmp) / "known_hosts"
+            known.write_text(text)
+            argv += ["-o", f"HostKeyAlias={alias}", "-o", f"UserKnownHostsFile={known}",
+                     "-o", "GlobalKnownHostsFile=/dev/null",
+                     "-o", "StrictHostKeyChecking=yes"]  # fmt: skip
+        else:  # the guest made its own keys: nothing to check them against
+            argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        argv += ["--", f"{user}@{address}" if user else address]  # never read as an option
+        argv += list(command)
+        code = subprocess.run(argv, check=False).returncode
+    sys.exit(code)

@@ -101,3 +101,18 @@ class AccessService:
         dom = self._dom(name)
         meta = dom.virtkit
         return meta.login_user if meta is not None else None
+
+    def host_keys(self, name: str) -> list[str]:
+        """The public SSH host keys virtkit made for the guest (empty: it made its own)."""
+        meta = self._dom(name).virtkit
+        return [pin.key for pin in meta.host_keys if pin.key] if meta is not None else []
+
+    def known_hosts(self, name: str) -> tuple[str, str] | None:
+        """(host key alias, known_hosts text) pinning the guest's host keys, for ``ssh -o
+        HostKeyAlias=ALIAS -o UserKnownHostsFile=FILE -o StrictHostKeyChecking=yes``; None when
+        virtkit did not make them."""
+        keys = self.host_keys(name)
+        if not keys:
+            return None
+        alias = f"virtkit-{name}"
+        return alias, "".join(f"{alias} {key}\n" for key in keys)

@@ -16,6 +16,7 @@ from virtkit.xml.domain import (
     Disk,
     Domain,
     Graphics,
+    HostKeyPin,
     Input,
     Interface,
     MemBalloon,
@@ -57,6 +58,7 @@ class BuildPlan:
     cpu: str | None = None
     serial_log: str | None = None
     macs: list[str] = field(default_factory=list)  # one per spec.nics, chosen by the service
+    host_keys: list[str] = field(default_factory=list)  # public SSH host keys made for the guest
 
 
 def target_prefix(bus: str) -> str:
@@ -214,6 +216,10 @@ def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
     meta.version = __version__
     if spec.cloud_init is not None and spec.cloud_init.user:
         meta.login_user = spec.cloud_init.user
+    for public in plan.host_keys:
+        pin = HostKeyPin()
+        pin.key = public
+        meta.host_keys.append(pin)
     for name in spec.tags:
         tag = Tag()
         tag.name = name

@@ -12,7 +12,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from virtkit import cloudinit
@@ -29,8 +29,9 @@ from virtkit.errors import (
     Unsupported,
     VirtkitError,
 )
-from virtkit.services import storage
+from virtkit.services import hostkeys, storage
 from virtkit.services.domainbuilder import CPU_MODES, BuildPlan, ResolvedDisk, build_domain
+from virtkit.services.hostkeys import PendingHostKeys
 from virtkit.services.images import ImageService
 from virtkit.services.nics import macs_in_use, new_mac
 from virtkit.services.pools import PoolService
@@ -51,7 +52,7 @@ from virtkit.specs import (
     format_size,
     validate_name,
 )
-from virtkit.xml.domain import Domain, OwnedDisk
+from virtkit.xml.domain import Disk, Domain, HostKeyPin, OwnedDisk
 from virtkit.xml.storage import Pool, Volume
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class _Prepared:
     templates: dict[int, ImageInfo]  # disk index -> template to clone
     macs: list[str]  # one per spec.nics
     seed: bytes | None = None  # the cloud-init seed ISO, built and checked before anything
+    host_keys: list[str] = field(default_factory=list)  # public halves of the seed's host keys
 
 
 class VMService:
@@ -190,6 +192,9 @@ class VMService:
                 "serial_log": serial.log.file if serial is not None and serial.log else None,
                 "console_pty": serial.source_path if serial is not None else None,
                 "created_by_virtkit": config.virtkit is not None,
+                "ssh_host_keys": [p.key for p in config.virtkit.host_keys if p.key]
+                if config.virtkit is not None
+                else [],
             }
         )
 
@@ -279,8 +284,9 @@ class VMService:
                 storage.check_local_file(path, what)
         return resolved
 
-    def _prepare(self, spec: VMSpec) -> _Prepared:
-        """Every check that can be made before anything is created."""
+    def _prepare(self, spec: VMSpec, host_keys: PendingHostKeys | None = None) -> _Prepared:
+        """Every check that can be made before anything is created. ``host_keys``, being made
+        meanwhile, go into the seed."""
         if self.host.exists(spec.name):
             raise AlreadyExists(f"a VM named {spec.name!r} already exists", code="vm_exists")
         facts = self.probe.facts(spec.arch)
@@ -292,13 +298,26 @@ class VMService:
             else None
         )
         macs = self._macs(spec)
+        templates = self._templates(spec)
+        keys = host_keys.result() if host_keys is not None else []
         return _Prepared(
-            facts, machine, cpu, existing, serial_log, self._templates(spec), macs,
-            self._seed(spec, macs),
+            facts, machine, cpu, existing, serial_log, templates, macs,
+            self._seed(spec, macs, keys), [k.public for k in keys],
         )  # fmt: skip
 
     @staticmethod
-    def _seed(spec: VMSpec, macs: builtins.list[str]) -> bytes | None:
+    def _host_keys(spec: VMSpec) -> PendingHostKeys | None:
+        """The guest's SSH host keys, being made (unless the spec or its user-data leaves
+        them to the guest)."""
+        c = spec.cloud_init
+        if c is None or not c.host_keys or cloudinit.sets_host_keys(c.user_data):
+            return None
+        return hostkeys.start()
+
+    @staticmethod
+    def _seed(
+        spec: VMSpec, macs: builtins.list[str], host_keys: builtins.list[cloudinit.HostKey]
+    ) -> bytes | None:
         """The cloud-init seed ISO for a spec (pure; every check of the user's input here)."""
         c = spec.cloud_init
         if c is None:
@@ -309,7 +328,7 @@ class VMService:
         ci = cloudinit.CloudInit(
             user=c.user, ssh_keys=list(c.ssh_keys), password_hash=c.password_hash,
             hostname=c.hostname, packages=list(c.packages), runcmd=list(c.runcmd),
-            user_data=c.user_data, network_config=network, seed=c.seed,
+            user_data=c.user_data, network_config=network, seed=c.seed, host_keys=host_keys,
         )  # fmt: skip
         return cloudinit.build_seed(ci, spec.name, cloudinit.new_instance_id())
 
@@ -432,6 +451,7 @@ class VMService:
             cpu=prepared.cpu,
             serial_log=prepared.serial_log,
             macs=prepared.macs,
+            host_keys=prepared.host_keys,
         )
 
     def _with_template_boot(self, spec: VMSpec) -> VMSpec:
@@ -468,8 +488,13 @@ class VMService:
     ) -> VMInfo:
         """Create a VM from a validated spec; on any failure nothing of it remains."""
         say = progress or (lambda _msg: None)
-        spec = self._with_template_boot(spec)
-        prepared = self._prepare(spec)
+        pending = self._host_keys(spec)  # ssh-keygen runs while the checks are made
+        try:
+            spec = self._with_template_boot(spec)
+            prepared = self._prepare(spec, pending)
+        finally:
+            if pending is not None:
+                pending.cancel()
         with Transaction(f"creating VM {spec.name}") as tx:
             new_disks: builtins.list[ResolvedDisk] = []
             new = [d for d in spec.disks if d.is_new]
@@ -585,6 +610,32 @@ class VMService:
             meta.owned_disks.remove(entry)
         seeds = [d for d in dom.disks if d.device == "cdrom" and d.source in owned_before
                  and (d.source or "").endswith("-seed.iso")]  # fmt: skip
+        # a clone is another machine: new SSH host keys, if virtkit made the original's
+        pending = hostkeys.start() if seeds and len(meta.host_keys) else None
+        try:
+            self._clone_storage(dom, sources, seeds, name, new_name, first_mac, pending,
+                                linked=linked)  # fmt: skip
+        finally:
+            if pending is not None:
+                pending.cancel()
+        log.info("cloned VM %s to %s (%s)", name, new_name, "linked" if linked else "full")
+        return self.get(new_name)
+
+    def _clone_storage(
+        self,
+        dom: Domain,
+        sources: builtins.list[tuple[Disk, str]],
+        seeds: builtins.list[Disk],
+        name: str,
+        new_name: str,
+        first_mac: str | None,
+        pending: PendingHostKeys | None,
+        *,
+        linked: bool,
+    ) -> None:
+        """The clone's disks and seed, then its definition (a transaction)."""
+        assert self.pools is not None
+        meta = dom.ensure_virtkit_metadata()
         with Transaction(f"cloning {name} to {new_name}") as tx:
             if storage.ensure_pool(self.host, self.storage_pool, self.storage_pool_path):
                 tx.on_rollback(
@@ -611,20 +662,29 @@ class VMService:
                 owned = OwnedDisk()
                 owned.path = copy.path
                 meta.owned_disks.append(owned)
+            keys = pending.result() if pending is not None else None
+            if keys is not None:
+                for old in list(meta.host_keys):
+                    meta.host_keys.remove(old)
+                for key in keys:
+                    pin = HostKeyPin()
+                    pin.key = key.public
+                    meta.host_keys.append(pin)
             for cdrom in seeds:
                 # a clone is a new instance: its own seed, with a fresh instance-id and name
-                pool = self.host.storage.volume_pool_by_path(cdrom.source or "")
+                seed_pool = self.host.storage.volume_pool_by_path(cdrom.source or "")
                 seed_volume = Volume.parse(
                     self.host.storage.volume_xml_by_path(cdrom.source or "") or ""
                 )
-                if pool is None or not seed_volume.name:
+                if seed_pool is None or not seed_volume.name:
                     raise InvalidInput(
                         f"the cloud-init seed of {name!r} ({cdrom.source}) is not a volume in a "
                         "pool: the clone cannot get a seed of its own",
                         code="disk_not_in_pool",
                     )
-                data = b"".join(self.pools.download(pool, seed_volume.name))
-                fresh = cloudinit.reseed(data, new_name, cloudinit.new_instance_id(), mac=first_mac)
+                data = b"".join(self.pools.download(seed_pool, seed_volume.name))
+                fresh = cloudinit.reseed(data, new_name, cloudinit.new_instance_id(),
+                                         mac=first_mac, host_keys=keys)  # fmt: skip
                 made = self._make_seed(new_name, fresh, tx)
                 cdrom.source_file = made.path
                 owned = OwnedDisk()
@@ -632,8 +692,6 @@ class VMService:
                 meta.owned_disks.append(owned)
             self.host.define(dom.to_xml())
             tx.on_rollback(f"undefine VM {new_name}", functools.partial(self._undefine, new_name))
-        log.info("cloned VM %s to %s (%s)", name, new_name, "linked" if linked else "full")
-        return self.get(new_name)
 
     def _undefine(self, name: str) -> None:
         guest = self.host.lookup(name)

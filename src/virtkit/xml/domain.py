@@ -147,6 +147,13 @@ class OwnedDisk(XMLObject):
     path = attr("", "path")
 
 
+class HostKeyPin(XMLObject):
+    """A public SSH host key virtkit made for the guest (``vm ssh`` accepts only these)."""
+
+    TAG = VK + "host-key"
+    key = text("")
+
+
 class VirtkitMetadata(XMLObject):
     """virtkit's own element inside ``<metadata>``, in virtkit's XML namespace."""
 
@@ -155,6 +162,7 @@ class VirtkitMetadata(XMLObject):
     tags = Children(Tag, VK + "tags/" + VK + "tag")
     owned_disks = Children(OwnedDisk, VK + "storage/" + VK + "owned-disk")
     login_user = attr(VK + "cloud-init", "user")  # the user cloud-init made (vm ssh)
+    host_keys = Children(HostKeyPin, VK + "cloud-init/" + VK + "host-key")
 
 
 class Timer(XMLObject):

@@ -305,6 +305,11 @@ class VMSpec(_Spec):
     graphics: GraphicsType = "none"
     graphics_listen: str = Field("127.0.0.1", description="Address VNC/SPICE listens on.")
     serial: bool = Field(True, description="A serial console (pty), logged to a file.")
+    guest_agent: bool = Field(
+        True,
+        description="A channel for the QEMU guest agent (qemu-guest-agent in the guest): "
+        "addresses, clean shutdown, consistent snapshots.",
+    )
     machine: str | None = Field(None, description="Machine type, e.g. q35, pc; default q35.")
     arch: str = "x86_64"
     cpu: str | None = Field(
@@ -448,6 +453,11 @@ class VMInfo(VMSummary):
     serial_log: str | None = None
     console_pty: str | None = None
     created_by_virtkit: bool = False
+    guest_agent: str | None = Field(
+        None,
+        description="The guest agent's channel: connected, disconnected (no agent answering), "
+        "or null (no channel).",
+    )
     ssh_host_keys: list[str] = Field(
         default_factory=list,
         description="Public SSH host keys virtkit made for the guest ('vm ssh' accepts these).",

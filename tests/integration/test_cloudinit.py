@@ -11,6 +11,7 @@ import json
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,6 +120,15 @@ def test_nocloud_user_key_sudo_hostname_runcmd_and_ssh(
     assert " ".join(served.split()[:2]) == pins[0]
     shown = run_cli(bed, "vm", "show", vm_name).stdout
     assert key_fingerprint(pins[0]) in shown
+    # the guest agent answers on the channel virtkit adds, and knows the user-mode NIC's address
+    deadline = time.monotonic() + 60
+    while vk.vms.get(vm_name).guest_agent != "connected" and time.monotonic() < deadline:
+        time.sleep(1)
+    assert vk.vms.get(vm_name).guest_agent == "connected"
+    found = json.loads(run_cli(bed, "vm", "ip", vm_name, "--json").stdout)[vm_name]
+    user_mac = vk.nics.list(vm_name)[0].mac
+    assert (user_mac, "10.0.2.15", "agent") in [(a["mac"], a["ip"], a["source"]) for a in found]
+    assert {a["source"] for a in found} == {"agent"}  # (and QEMU's IPv6 fec0::/64 address)
     # a guest answering with another key is refused
     tamper_host_key_pins(bed, vm_name, pins)
     refused = run_cli(bed, "vm", "ssh", vm_name, "-i", str(key), "--", "true", timeout=60)

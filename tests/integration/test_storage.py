@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import Bed, console_log, run_cli, tiny_spec, wait_for_text
 from virtkit import Client
 from virtkit.errors import AlreadyExists, InvalidInput, InvalidState, NotFound
+from virtkit.services.domainbuilder import SPARE_ROOT_PORTS
 from virtkit.services.tinyguest import BLOCK_MARKER, VDA_MARKER
 from virtkit.specs import MiB, PoolSpec, VolumeSpec, parse_model, parse_vm_spec
 
@@ -426,6 +427,16 @@ def test_hot_plug_a_disk_into_a_running_guest(bed: Bed, vm_name: str, vk: Client
     volume = vk.pools.get_volume(bed.settings.storage_pool, f"{vm_name}-disk0.qcow2")
     assert vm_name in volume.used_by
     assert disks[0]["source"] in vk.vms.storage_to_remove(vm_name)
+    # a new PCIe VM keeps SPARE_ROOT_PORTS free ports, whatever its own devices took: as many
+    # disks again go in while it runs
+    for _ in range(SPARE_ROOT_PORTS - 1):
+        more = run_cli(bed, "vm", "disk", "attach", vm_name, "16M")
+        assert more.returncode == 0, more.stderr
+    wait_for_text(bed, vm_name, f"{BLOCK_MARKER} [vda vdb vdc vdd]", timeout=30)
+    for target in ("vdb", "vdc", "vdd"):
+        gone = run_cli(bed, "vm", "disk", "detach", vm_name, target, "--remove-storage")
+        assert gone.returncode == 0, gone.stderr
+    wait_for_text(bed, vm_name, f"{BLOCK_MARKER} [vda]", count=2, timeout=30)
     detached = run_cli(bed, "vm", "disk", "detach", vm_name, "vda", "--remove-storage")
     assert detached.returncode == 0, detached.stderr
     assert "removed" in detached.stdout

@@ -146,3 +146,27 @@ def test_machine_names_per_domain_type() -> None:
     assert caps.domain_types("x86_64") == ["qemu", "kvm"]
     assert caps.machine_names("x86_64", "qemu") == ["pc-i440fx-7.2", "pc"]
     assert caps.machine_names("x86_64", "kvm") == ["pc-i440fx-7.2", "pc", "q35", "pc-q35-7.2"]
+
+
+def test_free_root_ports_counts_ports_no_device_sits_behind() -> None:
+    from virtkit.services.domainbuilder import add_root_ports, free_root_ports
+    from virtkit.xml.domain import Domain
+
+    dom = Domain.parse(
+        "<domain type='qemu'><name>x</name><devices>"
+        "<controller type='pci' index='0' model='pcie-root'/>"
+        "<controller type='pci' index='1' model='pcie-root-port'>"
+        "<address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/></controller>"
+        "<controller type='pci' index='2' model='pcie-root-port'>"
+        "<address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x1'/></controller>"
+        "<controller type='pci' index='3' model='pcie-root-port'/>"
+        "<disk type='file' device='disk'><target dev='vda' bus='virtio'/>"
+        "<address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/></disk>"
+        "<memballoon model='virtio'>"
+        "<address type='pci' domain='0x0000' bus='0x03' slot='0x00' function='0x0'/></memballoon>"
+        "</devices></domain>"
+    )
+    assert free_root_ports(dom) == 1  # port 2; ports 1 and 3 hold the disk and the balloon
+    add_root_ports(dom, 3)
+    ports = [c for c in dom.controllers if c.model == "pcie-root-port"]
+    assert len(ports) == 6 and all(p.index is None for p in ports[3:])

@@ -152,6 +152,7 @@ def _parse_disk(value: str) -> dict[str, Any]:
               help="cloud-init: let the guest make its SSH host keys (default: virtkit makes "
                    "them; 'vm ssh' accepts only those; cloudbase-init needs this).")  # fmt: skip
 @click.option("--no-serial", is_flag=True, help="No serial console.")
+@click.option("--no-guest-agent", is_flag=True, help="No channel for the QEMU guest agent.")
 @click.option("--autostart", is_flag=True, default=None, help="Start with the host.")
 @click.option("--start", is_flag=True, help="Start the VM once created.")
 @click.option("--print-xml", is_flag=True, help="Print the domain XML instead of creating.")
@@ -194,6 +195,7 @@ def create(
     seed: str | None,
     no_host_keys: bool,
     no_serial: bool,
+    no_guest_agent: bool,
     autostart: bool | None,
     start: bool,
     print_xml: bool,
@@ -254,6 +256,8 @@ def create(
         data["boot"] = [b.strip() for b in boot.split(",")]
     if no_serial:
         data["serial"] = False
+    if no_guest_agent:
+        data["guest_agent"] = False
     if "name" not in data:
         raise InvalidInput(
             "a VM needs a name: give NAME or 'name:' in the spec file", code="invalid_spec"
@@ -381,6 +385,7 @@ def _show(info: VMInfo) -> None:
             ("Tags", ", ".join(info.tags)),
             ("Serial console", (info.console_pty or "yes") if info.serial_console else "no"),
             ("KSM", "on" if info.ksm else "off (nosharepages)"),
+            ("Guest agent", info.guest_agent or "no channel"),
             ("Console log", info.serial_log),
         ]
     )

@@ -10,8 +10,10 @@ from virtkit._version import __version__
 from virtkit.specs import NicSpec, VMSpec
 from virtkit.xml.domain import (
     CPU,
+    GUEST_AGENT_CHANNEL,
     OS,
     Boot,
+    Channel,
     Controller,
     Disk,
     Domain,
@@ -30,8 +32,10 @@ from virtkit.xml.domain import (
 )
 
 CPU_MODES = ("host-passthrough", "host-model", "maximum")
-# PCIe machines hot-plug into root ports; libvirt adds only the ports the defined devices use,
-# so a few spare ones make disks and NICs hot-pluggable (virt-install adds 14).
+# PCIe machines hot-plug into root ports; libvirt adds only the ports the defined devices use
+# (and puts devices into any ports it is given), so once libvirt has placed the devices, the VM
+# service tops the ports up to this many free ones: disks and NICs stay hot-pluggable
+# (virt-install adds 14 ports in all, however many its devices take).
 SPARE_ROOT_PORTS = 4
 
 
@@ -206,6 +210,26 @@ def ssh_forward_port(dom: Domain) -> int | None:
     return None
 
 
+def free_root_ports(dom: Domain) -> int:
+    """PCIe root ports of a defined (addressed) domain that no device is plugged into."""
+    ports = {c.index for c in dom.controllers if c.type == "pci" and c.model == "pcie-root-port"}
+    used = set()
+    for address in dom.node.iter("address"):
+        bus = address.get("bus")
+        if address.get("type") == "pci" and bus is not None:
+            used.add(int(bus, 0))
+    return len(ports - used)
+
+
+def add_root_ports(dom: Domain, count: int) -> None:
+    """``count`` more PCIe root ports (libvirt numbers and places them)."""
+    for _ in range(count):
+        port = Controller()
+        port.type = "pci"
+        port.model = "pcie-root-port"
+        dom.controllers.append(port)
+
+
 def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
     """The complete domain definition for a new VM."""
     dom = Domain()
@@ -283,15 +307,16 @@ def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
         root.index = 0
         root.model = "pcie-root"
         dom.controllers.append(root)
-        for _ in range(SPARE_ROOT_PORTS):
-            port = Controller()
-            port.type = "pci"
-            port.model = "pcie-root-port"
-            dom.controllers.append(port)
     if spec.serial:
         serial, console = serial_console(plan.serial_log)
         dom.serials.append(serial)
         dom.consoles.append(console)
+    if spec.guest_agent:  # libvirt adds the virtio-serial controller and the socket
+        agent = Channel()
+        agent.type = "unix"
+        agent.target_type = "virtio"
+        agent.target_name = GUEST_AGENT_CHANNEL
+        dom.channels.append(agent)
     balloon = MemBalloon()
     balloon.model = "virtio"
     dom.memballoon = balloon

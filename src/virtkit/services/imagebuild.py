@@ -29,6 +29,7 @@ PACKAGES = (
     "python3-cffi-backend", "openssh-server", "ifupdown", "isc-dhcp-client", "iproute2",
     "netbase", "kmod", "sudo", "e2fsprogs",
     "net-tools",  # cloud-init's ifupdown renderer adds routes with `route`
+    "qemu-guest-agent",  # addresses, clean shutdown, filesystem freeze (virtkit adds its channel)
 )  # fmt: skip
 CLOUD_CFG = """\
 # written by virtkit image build

@@ -295,6 +295,8 @@ class NicService:
                 found += current
                 if not current:
                     uncovered.append(mac)
+            if dom.guest_agent is not None:  # only the agent knows a user-mode NIC's address
+                uncovered += [n.mac for n in _user_nics(dom) if n.mac]
             if uncovered:
                 found += self._ask(guest, dom, set(uncovered))
             result[name] = found
@@ -302,11 +304,7 @@ class NicService:
 
     def _ask(self, guest: Guest, dom: Domain, macs: set[str]) -> builtins.list[GuestAddress]:
         """The guest agent (when the VM has its channel), then the neighbour table."""
-        has_agent = any(
-            c.get("name") == "org.qemu.guest_agent.0"
-            for c in dom.node.iterfind("devices/channel/target")
-        )
-        for source in ("agent", "arp") if has_agent else ("arp",):
+        for source in ("agent", "arp") if dom.guest_agent is not None else ("arp",):
             try:
                 answers = guest.interface_addresses(source)
             except (Unsupported, InvalidState, VirtkitError) as exc:

@@ -30,7 +30,15 @@ from virtkit.errors import (
     VirtkitError,
 )
 from virtkit.services import hostkeys, storage
-from virtkit.services.domainbuilder import CPU_MODES, BuildPlan, ResolvedDisk, build_domain
+from virtkit.services.domainbuilder import (
+    CPU_MODES,
+    SPARE_ROOT_PORTS,
+    BuildPlan,
+    ResolvedDisk,
+    add_root_ports,
+    build_domain,
+    free_root_ports,
+)
 from virtkit.services.hostkeys import PendingHostKeys
 from virtkit.services.images import ImageService
 from virtkit.services.nics import macs_in_use, new_mac
@@ -192,6 +200,7 @@ class VMService:
                 "serial_log": serial.log.file if serial is not None and serial.log else None,
                 "console_pty": serial.source_path if serial is not None else None,
                 "created_by_virtkit": config.virtkit is not None,
+                "guest_agent": _agent_state(dom),
                 "ssh_host_keys": [p.key for p in config.virtkit.host_keys if p.key]
                 if config.virtkit is not None
                 else [],
@@ -530,6 +539,7 @@ class VMService:
             guest = self.host.define(xml)
             # Undo by name: the guest object dies with its connection if libvirtd restarts.
             tx.on_rollback(f"undefine VM {spec.name}", functools.partial(self._undefine, spec.name))
+            self._spare_root_ports(guest)
             if spec.autostart:
                 guest.set_autostart(True)
             if start:
@@ -537,6 +547,17 @@ class VMService:
                 guest.start()
         log.info("created VM %s (%s)", spec.name, facts.domain_type)
         return self.get(spec.name)
+
+    def _spare_root_ports(self, guest: Guest) -> None:
+        """On a PCIe machine, free root ports for hot-plug, counted after libvirt has placed
+        the devices (it fills any port it is given)."""
+        dom = Domain.parse(guest.xml(inactive=True))
+        if not any(c.model == "pcie-root" for c in dom.controllers):
+            return
+        missing = SPARE_ROOT_PORTS - free_root_ports(dom)
+        if missing > 0:
+            add_root_ports(dom, missing)
+            self.host.define(dom.to_xml())
 
     @staticmethod
     def _renew_user_nics(dom: Domain, taken: set[str]) -> builtins.list[str]:
@@ -690,8 +711,9 @@ class VMService:
                 owned = OwnedDisk()
                 owned.path = made.path
                 meta.owned_disks.append(owned)
-            self.host.define(dom.to_xml())
+            guest = self.host.define(dom.to_xml())
             tx.on_rollback(f"undefine VM {new_name}", functools.partial(self._undefine, new_name))
+            self._spare_root_ports(guest)
 
     def _undefine(self, name: str) -> None:
         guest = self.host.lookup(name)
@@ -930,6 +952,13 @@ class VMService:
         console_log = self._own_console_log(dom)
         extra = [str(console_log)] if console_log is not None and console_log.exists() else []
         return dom.owned_disk_paths + extra
+
+
+def _agent_state(dom: Domain) -> str | None:
+    agent = dom.guest_agent
+    if agent is None:
+        return None
+    return agent.target_state or "disconnected"
 
 
 def _state_code(state: VMState) -> str:

@@ -109,6 +109,19 @@ class Console(XMLObject):
     target_port = int_attr("target", "port")
 
 
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+class Channel(XMLObject):
+    """A host-guest channel, e.g. the QEMU guest agent's virtio-serial port."""
+
+    TAG = "channel"
+    type = attr("", "type")
+    target_type = attr("target", "type")
+    target_name = attr("target", "name")
+    target_state = attr("target", "state")  # live XML: connected / disconnected
+
+
 class Graphics(XMLObject):
     TAG = "graphics"
     type = attr("", "type")
@@ -223,6 +236,7 @@ class Domain(XMLObject):
     qemu_args = Children(QemuArg, f"{QEMU_NS}commandline/{QEMU_NS}arg")
     serials = Children(Serial, "devices/serial")
     consoles = Children(Console, "devices/console")
+    channels = Children(Channel, "devices/channel")
     graphics = Children(Graphics, "devices/graphics")
     videos = Children(Video, "devices/video")
     inputs = Children(Input, "devices/input")
@@ -240,6 +254,11 @@ class Domain(XMLObject):
     def tag_names(self) -> list[str]:
         meta = self.virtkit
         return [] if meta is None else [t.name for t in meta.tags if t.name]
+
+    @property
+    def guest_agent(self) -> Channel | None:
+        """The QEMU guest agent's channel, if the VM has one."""
+        return next((c for c in self.channels if c.target_name == GUEST_AGENT_CHANNEL), None)
 
     @property
     def owned_disk_paths(self) -> list[str]:

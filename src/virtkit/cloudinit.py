@@ -148,8 +148,8 @@ class HostKey:
     """One SSH host key pair made for a guest: ``type`` is ed25519, ecdsa or rsa."""
 
     type: str
-    private: str  # OpenSSH private key file text; goes into the seed only
-    public: str  # "ssh-ed25519 AAAA..." (no comment)
+    private: str = field(repr=False)  # OpenSSH private key text; goes into the seed only
+    public: str = field()  # "ssh-ed25519 AAAA..." (no comment)
 
 
 @dataclass
@@ -216,9 +216,40 @@ def check_public_key(text: str, source: str = "SSH key") -> str:
 
 
 def key_fingerprint(public: str) -> str:
-    """OpenSSH's SHA256 fingerprint of a public key line (``ssh-keygen -l``)."""
-    blob = base64.b64decode(public.split()[1])
+    """OpenSSH's SHA256 fingerprint of a public key line (``ssh-keygen -l``); "?" if it is
+    not one."""
+    try:
+        blob = base64.b64decode(public.split()[1], validate=True)
+    except (IndexError, binascii.Error, ValueError):
+        return "?"
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def _is_multipart(text: str) -> bool:
+    return text.lstrip().lower().startswith(("content-type: multipart", "mime-version:"))
+
+
+def _cloud_config_text(config: dict[str, Any]) -> str:
+    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+def _mime_text(text: str, subtype: str) -> MIMEText:
+    return MIMEText(text, subtype, "us-ascii" if text.isascii() else "utf-8")
+
+
+def _cloud_config_part(part: Any) -> str | None:
+    """A multipart leaf's text if cloud-init reads it as cloud-config: typed so, or plain text
+    starting with the header (cloud-init looks at the first line of untyped parts)."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return None
+    text = payload.decode(errors="replace")
+    kind = part.get_content_type()
+    if kind == "text/cloud-config" or (
+        kind in ("text/plain", "text/x-not-multipart") and text.lstrip().startswith("#cloud-config")
+    ):
+        return text
+    return None
 
 
 def hash_password(password: str) -> str:
@@ -257,7 +288,7 @@ def parse_user_data(text: str, source: str = "user-data") -> tuple[str, dict[str
     first = text.lstrip().split("\n", 1)[0].strip()
     if first.startswith("#!"):
         return "script", None
-    if first.lower().startswith(("content-type: multipart", "mime-version:")):
+    if _is_multipart(text):
         return "multipart", None
     if first != "#cloud-config":
         raise InvalidInput(
@@ -427,12 +458,9 @@ def _cloud_configs(user_data: str) -> list[dict[str, Any]]:
         return data if isinstance(data, dict) else None
 
     texts = [user_data]
-    if user_data.lstrip().lower().startswith(("content-type: multipart", "mime-version:")):
-        texts = []
-        for part in email.message_from_string(user_data).walk():
-            payload = part.get_payload(decode=True)
-            if part.get_content_type() == "text/cloud-config" and isinstance(payload, bytes):
-                texts.append(payload.decode(errors="replace"))
+    if _is_multipart(user_data):
+        parts = email.message_from_string(user_data).walk()
+        texts = [t for t in map(_cloud_config_part, parts) if t is not None]
     return [c for c in map(config, texts) if c is not None]
 
 
@@ -458,20 +486,15 @@ def merge(base: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
 def render_user_data(ci: CloudInit, vm_name: str) -> str:
     flags = flags_config(ci, vm_name)
     if ci.user_data is None:
-        return "#cloud-config\n" + yaml.safe_dump(flags, sort_keys=False)
+        return _cloud_config_text(flags)
     kind, parsed = parse_user_data(ci.user_data)
     if kind == "cloud-config":
         assert parsed is not None
-        return "#cloud-config\n" + yaml.safe_dump(merge(parsed, flags), sort_keys=False)
-
-    def part(text: str, subtype: str) -> MIMEText:
-        return MIMEText(text, subtype, "us-ascii" if text.isascii() else "utf-8")
-
+        return _cloud_config_text(merge(parsed, flags))
     message = MIMEMultipart()
-    ours = "#cloud-config\n" + yaml.safe_dump(flags, sort_keys=False)
-    message.attach(part(ours, "cloud-config"))
+    message.attach(_mime_text(_cloud_config_text(flags), "cloud-config"))
     if kind == "script":
-        message.attach(part(ci.user_data, "x-shellscript"))
+        message.attach(_mime_text(ci.user_data, "x-shellscript"))
     else:  # the user's own multipart: its parts, as they are
         theirs = email.message_from_string(ci.user_data)
         for item in theirs.get_payload() if theirs.is_multipart() else [theirs]:
@@ -618,45 +641,54 @@ def read_seed(data: bytes) -> tuple[str, dict[str, bytes]]:
     return volume_id, files
 
 
-def _rewrite_user_data(text: bytes, vm_name: str, host_keys: list[HostKey] | None) -> bytes:
-    """A user-data for a clone: a cloud-config's ``hostname`` set to ``vm_name`` and, with
-    ``host_keys``, its ``ssh_keys`` replaced (in a multipart, in its first cloud-config part);
-    anything else kept as it is."""
+def _rewrite_user_data(
+    text: bytes, vm_name: str, host_keys: list[HostKey] | None
+) -> tuple[bytes, bool]:
+    """A user-data for a clone, and whether its host keys were placed: a cloud-config's
+    ``hostname`` set to ``vm_name`` and, with ``host_keys``, its ``ssh_keys`` replaced by them
+    (an empty list removes them: the guest makes new ones). In a multipart, virtkit's own
+    cloud-config part (the first) is the one rewritten; everything else is kept as it is."""
+
+    def needs(config: dict[str, Any]) -> bool:
+        return "hostname" in config or host_keys is not None
 
     def rewrite(config: dict[str, Any]) -> str:
         if "hostname" in config:
             config["hostname"] = vm_name
-        if host_keys is not None:
+        if host_keys:
             config["ssh_keys"] = host_keys_config(host_keys)
-        return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
+        elif host_keys is not None:
+            config.pop("ssh_keys", None)
+        return _cloud_config_text(config)
 
     try:
         kind, parsed = parse_user_data(text.decode())
     except (InvalidInput, UnicodeDecodeError):
-        return text
+        return text, False
     if kind == "cloud-config" and parsed is not None:
-        return rewrite(parsed).encode()
+        return (rewrite(parsed).encode(), True) if needs(parsed) else (text, True)
     if kind != "multipart":
-        return text
+        return text, False
     message = email.message_from_bytes(text)
-    rebuilt, done = MIMEMultipart(), False
-    for part in message.walk():
-        if part.is_multipart():
+    leaves = [p for p in message.walk() if not p.is_multipart()]
+    for index, part in enumerate(leaves):
+        body = _cloud_config_part(part)
+        if body is None:
             continue
-        payload = part.get_payload(decode=True)
-        if (
-            not done
-            and part.get_content_type() == "text/cloud-config"
-            and isinstance(payload, bytes)
-        ):
-            _kind, config = parse_user_data(payload.decode(errors="replace"))
-            if config is not None:
-                rendered = rewrite(config)
-                part = MIMEText(rendered, "cloud-config", "us-ascii" if rendered.isascii()
-                                else "utf-8")  # fmt: skip
-                done = True
-        rebuilt.attach(part)
-    return rebuilt.as_bytes()
+        try:
+            _kind, config = parse_user_data(body)
+        except InvalidInput:
+            return text, False
+        if config is None or not needs(config):
+            return text, config is not None
+        rebuilt = MIMEMultipart()
+        for other in leaves[:index]:
+            rebuilt.attach(other)
+        rebuilt.attach(_mime_text(rewrite(config), "cloud-config"))
+        for other in leaves[index + 1 :]:
+            rebuilt.attach(other)
+        return rebuilt.as_bytes(), True
+    return text, False
 
 
 def reseed(
@@ -668,14 +700,23 @@ def reseed(
 ) -> bytes:
     """A copy of a seed ISO for a clone: a fresh instance-id, the clone's host name, static
     addressing matched to the clone's first NIC (``mac``) instead of the original's, and the
-    clone's own SSH host keys (``host_keys``, when virtkit made the original's)."""
+    clone's own SSH host keys (``host_keys``, when virtkit made the original's; an empty list:
+    the original's are removed and the guest makes new ones)."""
     volume_id, files = read_seed(data)
+    placed = True
+
+    def rewritten(text: bytes) -> bytes:
+        nonlocal placed
+        out, ok = _rewrite_user_data(text, vm_name, host_keys)
+        placed = placed and ok
+        return out
+
     if volume_id == "cidata" and "meta-data" in files:
         meta = yaml.safe_load(files["meta-data"]) or {}
         meta["instance-id"] = instance_id
         meta["local-hostname"] = vm_name
         files["meta-data"] = yaml.safe_dump(meta, sort_keys=False).encode()
-        files["user-data"] = _rewrite_user_data(files.get("user-data", b""), vm_name, host_keys)
+        files["user-data"] = rewritten(files.get("user-data", b""))
         if mac and "network-config" in files:
             network = yaml.safe_load(files["network-config"]) or {}
             for eth in (network.get("ethernets") or {}).values():
@@ -694,7 +735,7 @@ def reseed(
         files[key] = json.dumps(meta, indent=2).encode()
         user_key = "openstack/latest/user_data"
         if user_key in files:
-            files[user_key] = _rewrite_user_data(files[user_key], vm_name, host_keys)
+            files[user_key] = rewritten(files[user_key])
         net_key = "openstack/latest/network_data.json"
         if mac and net_key in files:
             network = json.loads(files[net_key])
@@ -704,4 +745,10 @@ def reseed(
             files[net_key] = json.dumps(network).encode()
     else:
         raise InvalidInput(f"not a cloud-init seed (volume id {volume_id!r})", code="invalid_seed")
+    if host_keys is not None and not placed:
+        raise InvalidInput(
+            "the seed's user-data is not a cloud-config virtkit can rewrite: the clone cannot "
+            "be given SSH host keys of its own",
+            code="invalid_seed",
+        )
     return _iso(volume_id, files)

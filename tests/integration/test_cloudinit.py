@@ -76,14 +76,14 @@ def ssh(bed: Bed, name: str, key: Path, *command: str) -> str:
 
 
 def tamper_host_key_pins(bed: Bed, name: str, pins: list[str]) -> None:
-    """Replace the running VM's pinned host keys with keys of a machine that is not it."""
+    """Replace the VM's pinned host keys with keys of a machine that is not it."""
     other = PendingHostKeys().result()
     ns = "https://virtkit.dev/xmlns/virtkit/1"
     virsh = ["virsh", "-c", bed.settings.uri, "metadata", name, "--uri", ns]
     current = subprocess.run(virsh, capture_output=True, text=True, check=True).stdout
     for pin, fake in zip(pins, other, strict=True):
         current = current.replace(pin, fake.public)
-    subprocess.run([*virsh, "--live", "--key", "vk", "--set", current], check=True,
+    subprocess.run([*virsh, "--live", "--config", "--key", "vk", "--set", current], check=True,
                    capture_output=True)  # fmt: skip
 
 
@@ -133,6 +133,10 @@ def test_nocloud_user_key_sudo_hostname_runcmd_and_ssh(
     tamper_host_key_pins(bed, vm_name, pins)
     refused = run_cli(bed, "vm", "ssh", vm_name, "-i", str(key), "--", "true", timeout=60)
     assert refused.returncode != 0 and "Host key verification failed" in refused.stderr
+    assert "--no-host-key-check" in refused.stderr  # and virtkit says what to do about it
+    unchecked = run_cli(bed, "vm", "ssh", vm_name, "-i", str(key), "--no-host-key-check", "--",
+                        "hostname", timeout=60)  # fmt: skip
+    assert unchecked.returncode == 0 and unchecked.stdout.strip() == "web1", unchecked.stderr
     # the plain password is nowhere: not in the domain, the seed, or the console
     xml = run_cli(bed, "vm", "xml", vm_name).stdout
     seed_bytes = Path(seed.path).read_bytes()
@@ -235,6 +239,13 @@ def test_a_clone_gets_its_own_seed_with_a_fresh_instance_id(
             _volume, files = read_seed(Path(cdrom.source or "").read_bytes())
             in_seed = yaml.safe_load(files["user-data"])["ssh_keys"]
             assert [in_seed[f"{t}_public"] for t in ("ed25519", "ecdsa", "rsa")] == pins[name]
+            for kind, pin in zip(("ed25519", "ecdsa", "rsa"), pins[name], strict=True):
+                private = tmp_path / f"{name}-{kind}"
+                private.write_text(in_seed[f"{kind}_private"])
+                private.chmod(0o600)
+                derived = subprocess.run(["ssh-keygen", "-y", "-f", str(private)], check=True,
+                                         capture_output=True, text=True).stdout  # fmt: skip
+                assert " ".join(derived.split()[:2]) == pin  # the pair in the seed is the pin's
     finally:
         if vk.host.exists(copy):
             vk.vms.delete(copy, force=True, remove_storage=True)
@@ -249,14 +260,27 @@ def test_host_keys_left_to_the_guest(bed: Bed, vk: Client, vm_name: str, tmp_pat
     for name, args in cases:
         made = run_cli(bed, "vm", "create", name, "--memory", "64M", "--disk", "16M",
                        "--user", "admin", *args)  # fmt: skip
+        copy = f"{name}-copy"
         try:
             assert made.returncode == 0, made.stderr
-            assert vk.vms.get(name).ssh_host_keys == []
-            cdrom = next(d for d in vk.vms.get(name).disks if d.device == "cdrom")
-            _volume, files = read_seed(Path(cdrom.source or "").read_bytes())
-            user_data = yaml.safe_load(files["user-data"])
-            assert "ssh_keys" not in user_data
-            assert ("ssh_genkeytypes" in user_data) is (name != vm_name)
+            cloned = run_cli(bed, "vm", "clone", name, copy)
+            assert cloned.returncode == 0, cloned.stderr
+            for each in (name, copy):  # a clone of such a VM pins and adds nothing either
+                assert vk.vms.get(each).ssh_host_keys == []
+                cdrom = next(d for d in vk.vms.get(each).disks if d.device == "cdrom")
+                _volume, files = read_seed(Path(cdrom.source or "").read_bytes())
+                user_data = yaml.safe_load(files["user-data"])
+                assert "ssh_keys" not in user_data
+                assert ("ssh_genkeytypes" in user_data) is (name != vm_name)
         finally:
-            if vk.host.exists(name):
-                vk.vms.delete(name, force=True, remove_storage=True)
+            for each in (copy, name):
+                if vk.host.exists(each):
+                    vk.vms.delete(each, force=True, remove_storage=True)
+    # --no-host-keys without anything for cloud-init asks for no seed at all
+    bare = run_cli(bed, "vm", "create", vm_name, "--memory", "64M", "--disk", "16M",
+                   "--no-host-keys")  # fmt: skip
+    try:
+        assert bare.returncode == 0, bare.stderr
+        assert [d.device for d in vk.vms.get(vm_name).disks] == ["disk"]
+    finally:
+        vk.vms.delete(vm_name, force=True, remove_storage=True)

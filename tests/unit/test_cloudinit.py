@@ -15,9 +15,11 @@ import yaml
 from virtkit.cloudinit import (
     CloudInit,
     HostKey,
+    _iso,
     build_seed,
     check_public_key,
     hash_password,
+    host_keys_config,
     key_fingerprint,
     merge,
     parse_network_config,
@@ -260,8 +262,17 @@ def host_keys() -> list[HostKey]:
     return PendingHostKeys().result()
 
 
+@pytest.fixture
+def own_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Temporary files of the code under test go here (not the machine's shared /tmp)."""
+    place = tmp_path / "tmp"
+    place.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(place))
+    return place
+
+
 def test_host_keys_are_real_key_pairs_of_cloud_inits_types(
-    host_keys: list[HostKey], tmp_path: Path
+    host_keys: list[HostKey], tmp_path: Path, own_tmp: Path
 ) -> None:
     assert [k.type for k in host_keys] == ["ed25519", "ecdsa", "rsa"]
     for key in host_keys:
@@ -274,14 +285,18 @@ def test_host_keys_are_real_key_pairs_of_cloud_inits_types(
         listed = subprocess.run(["ssh-keygen", "-l", "-f", "-"], input=key.public, check=True,
                                 capture_output=True, text=True).stdout.split()  # fmt: skip
         assert key_fingerprint(key.public) == listed[1]
-    assert not list(Path(tempfile.gettempdir()).glob("virtkit-hostkeys-*"))  # nothing left
+        assert key.private not in repr(key)  # never in a log line or an assertion diff
+    assert key_fingerprint("ssh-ed25519 !!!") == "?"
+    PendingHostKeys().result()
+    assert list(own_tmp.iterdir()) == []  # nothing left
 
 
-def test_a_failing_ssh_keygen_is_an_error_and_leaves_nothing() -> None:
+def test_a_failing_ssh_keygen_is_an_error_and_leaves_nothing(own_tmp: Path) -> None:
     pending = PendingHostKeys(("ed25519", "no-such-type"))
     with pytest.raises(VirtkitError, match="could not make a no-such-type host key"):
         pending.result()
-    assert not list(Path(tempfile.gettempdir()).glob("virtkit-hostkeys-*"))
+    PendingHostKeys().cancel()  # given up before its result: its processes and files go
+    assert list(own_tmp.iterdir()) == []
 
 
 def test_host_keys_go_to_cloud_inits_ssh_keys(host_keys: list[HostKey]) -> None:
@@ -316,14 +331,20 @@ def test_host_keys_in_a_multipart_user_data() -> None:
     theirs = MIMEMultipart()
     theirs.attach(MIMEText("#!/bin/sh\necho one\n", "x-shellscript"))
     assert not sets_host_keys(theirs.as_string())
+    theirs.attach(MIMEText("#cloud-config\ntimezone: UTC\n", "cloud-config"))
+    assert not sets_host_keys(theirs.as_string())
     theirs.attach(MIMEText("#cloud-config\nssh_genkeytypes: [rsa]\n", "cloud-config"))
     assert sets_host_keys(theirs.as_string())
+    # cloud-init reads an untyped (text/plain) part by its first line, base64 or not
+    plain = MIMEMultipart()
+    plain.attach(MIMEText("#cloud-config\nssh_keys: {}\n", "plain", "utf-8"))
+    assert sets_host_keys(plain.as_string())
 
 
 def test_a_clone_gets_new_host_keys_in_every_seed_format(host_keys: list[HostKey]) -> None:
     import email
 
-    other = [HostKey(k.type, k.private + "#other", k.public) for k in host_keys]
+    other = PendingHostKeys().result()
     script = "#!/bin/sh\necho hi\n"
     for seed, user_data in (("nocloud", None), ("configdrive", None), ("nocloud", script)):
         ci = CloudInit(user="admin", seed=seed, host_keys=host_keys, user_data=user_data)
@@ -339,9 +360,19 @@ def test_a_clone_gets_new_host_keys_in_every_seed_format(host_keys: list[HostKey
             assert parts[1].get_payload(decode=True).decode() == script
             config = yaml.safe_load(parts[0].get_payload(decode=True))
         assert config["hostname"] == "copy"
-        assert config["ssh_keys"]["rsa_private"].endswith("#other")
+        assert config["ssh_keys"] == host_keys_config(other)
         assert config["users"][1]["name"] == "admin"
     # without new keys (the guest made its own), the user-data keeps what it had
     plain = build_seed(CloudInit(user="admin"), "src", "i-1")
     _v, files = read_seed(reseed(plain, "copy", "i-2"))
     assert "ssh_keys" not in yaml.safe_load(files["user-data"])
+    # none could be made: the original's go, and the clone's cloud-init makes its own
+    pinned = build_seed(CloudInit(user="admin", host_keys=host_keys), "src", "i-1")
+    _v, files = read_seed(reseed(pinned, "copy", "i-2", host_keys=[]))
+    assert "ssh_keys" not in yaml.safe_load(files["user-data"])
+    # a user-data virtkit cannot rewrite: refused, rather than a clone with the old keys
+    script_only = build_seed(CloudInit(), "src", "i-1")
+    volume, files = read_seed(script_only)
+    files["user-data"] = b"#!/bin/sh\necho hi\n"
+    with pytest.raises(InvalidInput, match="host keys of its own"):
+        reseed(_iso(volume, files), "copy", "i-2", host_keys=other)

@@ -102,7 +102,8 @@ class Guest:
             self._dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
 
     def shutdown(self) -> None:
-        """Ask the guest to power off (ACPI power button by default)."""
+        """Ask the guest to power off: libvirt uses the guest agent when one answers on the
+        VM's channel, else the ACPI power button."""
         with seam(self._connection):
             self._dom.shutdown()
 

@@ -248,7 +248,7 @@ def create(
         ci_user, ssh_keys, password, hostname, packages, runcmd, user_data, network_config, ip,
         gateway, dns, seed,
     )  # fmt: skip
-    if no_host_keys:
+    if no_host_keys and (ci or data.get("cloud_init")):  # alone it asks for no seed
         ci["host_keys"] = False
     if ci:
         data["cloud_init"] = {**(data.get("cloud_init") or {}), **ci}
@@ -463,7 +463,8 @@ def start(state: State, name: str, paused: bool) -> None:
 @click.option("--force", is_flag=True, help="Power off if the guest has not shut down in time.")
 @pass_state
 def shutdown(state: State, name: str, timeout: float | None, force: bool) -> None:
-    """Shut a VM down gracefully (ACPI power button), waiting for it."""
+    """Shut a VM down gracefully (its guest agent when one answers, else the ACPI power
+    button), waiting for it."""
     client = state.client
     wait = client.settings.shutdown_timeout if timeout is None else timeout
     if sys.stderr.isatty():
@@ -502,7 +503,7 @@ def _simple(action: str, method: str, done: str, help_text: str) -> None:
         click.echo(f"{done} {name}")
 
 
-_simple("reboot", "reboot", "rebooting", "Reboot a running VM (ACPI; the guest restarts).")
+_simple("reboot", "reboot", "rebooting", "Reboot a running VM (guest agent, else ACPI).")
 _simple("reset", "reset", "reset", "Hard-reset a VM, like the reset button.")
 _simple("pause", "pause", "paused", "Pause a running VM's CPUs.")
 _simple("resume", "resume", "resumed", "Resume a paused VM.")
@@ -828,10 +829,13 @@ def wait(state: State, name: str, what: str, timeout: float) -> None:
 @click.argument("name")
 @click.option("--user", "-l", "login", help="Login (default: the user cloud-init made).")
 @click.option("--identity", "-i", type=click.Path(), help="Private key file for ssh.")
+@click.option("--no-host-key-check", is_flag=True,
+              help="Accept whatever host key the guest shows (for a guest that did not take the "
+                   "keys virtkit made for it).")  # fmt: skip
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_state
 def ssh(state: State, name: str, login: str | None, identity: str | None,
-        command: tuple[str, ...]) -> None:  # fmt: skip
+        no_host_key_check: bool, command: tuple[str, ...]) -> None:  # fmt: skip
     """SSH into the VM (user-mode forward or its address): virtkit vm ssh NAME [-- cmd ...]."""
     import shutil
     import subprocess
@@ -840,7 +844,7 @@ def ssh(state: State, name: str, login: str | None, identity: str | None,
     access = state.client.access
     address, port = access.ssh_target(name)
     user = login or access.login_user(name)
-    pinned = access.known_hosts(name)
+    pinned = None if no_host_key_check else access.known_hosts(name)
     if not shutil.which("ssh"):
         raise InvalidInput("ssh is not installed (apt-get install openssh-client)", code="no_ssh")
     argv = ["ssh", "-p", str(port), "-o", "LogLevel=ERROR",
@@ -852,7 +856,7 @@ def ssh(state: State, name: str, login: str | None, identity: str | None,
             alias, text = pinned
             known = Path(tmp) / "known_hosts"
             known.write_text(text)
-            argv += ["-o", f"HostKeyAlias={alias}", "-o", f"UserKnownHostsFile={known}",
+            argv += ["-o", f"HostKeyAlias={alias}", "-o", f'UserKnownHostsFile="{known}"',
                      "-o", "GlobalKnownHostsFile=/dev/null",
                      "-o", "StrictHostKeyChecking=yes"]  # fmt: skip
         else:  # the guest made its own keys: nothing to check them against
@@ -860,4 +864,12 @@ def ssh(state: State, name: str, login: str | None, identity: str | None,
         argv += ["--", f"{user}@{address}" if user else address]  # never read as an option
         argv += list(command)
         code = subprocess.run(argv, check=False).returncode
+    if code == 255 and pinned is not None:  # ssh's own failures (not the remote command's)
+        click.echo(
+            f"virtkit: if ssh said 'Host key verification failed', {name} does not show the host "
+            "keys virtkit made for it ('vm show' lists them): a guest that ignores cloud-init's "
+            "ssh_keys (cloudbase-init) or another machine answering. --no-host-key-check skips "
+            "the check.",
+            err=True,
+        )
     sys.exit(code)

@@ -103,9 +103,11 @@ class AccessService:
         return meta.login_user if meta is not None else None
 
     def host_keys(self, name: str) -> list[str]:
-        """The public SSH host keys virtkit made for the guest (empty: it made its own)."""
-        meta = self._dom(name).virtkit
-        return [pin.key for pin in meta.host_keys if pin.key] if meta is not None else []
+        """The public SSH host keys virtkit made for the guest (empty: it made its own), from
+        the VM's definition (what ``vm show`` lists)."""
+        validate_name(name)
+        meta = Domain.parse(self.host.lookup(name).xml(inactive=True)).virtkit
+        return meta.pinned_host_keys if meta is not None else []
 
     def known_hosts(self, name: str) -> tuple[str, str] | None:
         """(host key alias, known_hosts text) pinning the guest's host keys, for ``ssh -o

@@ -18,7 +18,6 @@ from virtkit.xml.domain import (
     Disk,
     Domain,
     Graphics,
-    HostKeyPin,
     Input,
     Interface,
     MemBalloon,
@@ -214,7 +213,7 @@ def free_root_ports(dom: Domain) -> int:
     """PCIe root ports of a defined (addressed) domain that no device is plugged into."""
     ports = {c.index for c in dom.controllers if c.type == "pci" and c.model == "pcie-root-port"}
     used = set()
-    for address in dom.node.iter("address"):
+    for address in dom.node.iterfind("devices/*/address"):  # not a host device's own address
         bus = address.get("bus")
         if address.get("type") == "pci" and bus is not None:
             used.add(int(bus, 0))
@@ -240,10 +239,7 @@ def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
     meta.version = __version__
     if spec.cloud_init is not None and spec.cloud_init.user:
         meta.login_user = spec.cloud_init.user
-    for public in plan.host_keys:
-        pin = HostKeyPin()
-        pin.key = public
-        meta.host_keys.append(pin)
+    meta.pin_host_keys(plan.host_keys)
     for name in spec.tags:
         tag = Tag()
         tag.name = name

@@ -33,6 +33,9 @@ class PendingHostKeys:
                      str(self._dir / kind)],
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 )  # fmt: skip
+        except OSError as exc:
+            self.cancel()
+            raise VirtkitError(f"cannot run ssh-keygen: {exc}", code="host_key_failed") from None
         except BaseException:
             self.cancel()
             raise
@@ -41,7 +44,12 @@ class PendingHostKeys:
         keys = []
         try:
             for kind, proc in self._procs.items():
-                _out, err = proc.communicate(timeout=60)
+                try:
+                    _out, err = proc.communicate(timeout=60)
+                except subprocess.TimeoutExpired:
+                    raise VirtkitError(
+                        f"ssh-keygen made no {kind} host key within 60 s", code="host_key_failed"
+                    ) from None
                 if proc.returncode != 0:
                     raise VirtkitError(
                         f"ssh-keygen could not make a {kind} host key: "

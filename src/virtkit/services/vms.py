@@ -60,7 +60,7 @@ from virtkit.specs import (
     format_size,
     validate_name,
 )
-from virtkit.xml.domain import Disk, Domain, HostKeyPin, OwnedDisk
+from virtkit.xml.domain import Disk, Domain, OwnedDisk
 from virtkit.xml.storage import Pool, Volume
 
 log = logging.getLogger(__name__)
@@ -201,9 +201,7 @@ class VMService:
                 "console_pty": serial.source_path if serial is not None else None,
                 "created_by_virtkit": config.virtkit is not None,
                 "guest_agent": _agent_state(dom),
-                "ssh_host_keys": [p.key for p in config.virtkit.host_keys if p.key]
-                if config.virtkit is not None
-                else [],
+                "ssh_host_keys": config.virtkit.pinned_host_keys if config.virtkit else [],
             }
         )
 
@@ -551,7 +549,7 @@ class VMService:
     def _spare_root_ports(self, guest: Guest) -> None:
         """On a PCIe machine, free root ports for hot-plug, counted after libvirt has placed
         the devices (it fills any port it is given)."""
-        dom = Domain.parse(guest.xml(inactive=True))
+        dom = Domain.parse(guest.xml(inactive=True, secure=True))  # keeps graphics passwords
         if not any(c.model == "pcie-root" for c in dom.controllers):
             return
         missing = SPARE_ROOT_PORTS - free_root_ports(dom)
@@ -632,9 +630,11 @@ class VMService:
         seeds = [d for d in dom.disks if d.device == "cdrom" and d.source in owned_before
                  and (d.source or "").endswith("-seed.iso")]  # fmt: skip
         # a clone is another machine: new SSH host keys, if virtkit made the original's
-        pending = hostkeys.start() if seeds and len(meta.host_keys) else None
+        renew_keys = bool(seeds and meta.pinned_host_keys)
+        pending = hostkeys.start() if renew_keys else None
         try:
-            self._clone_storage(dom, sources, seeds, name, new_name, first_mac, pending,
+            self._clone_storage(dom, sources, seeds, name, new_name, first_mac,
+                                pending, renew_keys,
                                 linked=linked)  # fmt: skip
         finally:
             if pending is not None:
@@ -651,6 +651,7 @@ class VMService:
         new_name: str,
         first_mac: str | None,
         pending: PendingHostKeys | None,
+        renew_keys: bool,
         *,
         linked: bool,
     ) -> None:
@@ -683,14 +684,12 @@ class VMService:
                 owned = OwnedDisk()
                 owned.path = copy.path
                 meta.owned_disks.append(owned)
-            keys = pending.result() if pending is not None else None
-            if keys is not None:
-                for old in list(meta.host_keys):
-                    meta.host_keys.remove(old)
-                for key in keys:
-                    pin = HostKeyPin()
-                    pin.key = key.public
-                    meta.host_keys.append(pin)
+            keys = None
+            if renew_keys:
+                # without ssh-keygen (pending None): the original's keys are taken out of the
+                # seed and nothing is pinned; the clone's cloud-init makes new ones
+                keys = pending.result() if pending is not None else []
+                meta.pin_host_keys([k.public for k in keys])
             for cdrom in seeds:
                 # a clone is a new instance: its own seed, with a fresh instance-id and name
                 seed_pool = self.host.storage.volume_pool_by_path(cdrom.source or "")
@@ -747,7 +746,8 @@ class VMService:
             time.sleep(0.2)
 
     def shutdown(self, name: str, *, timeout: float = 60.0, force: bool = False) -> str:
-        """ACPI shutdown, waiting up to ``timeout`` s; with ``force``, power off after that.
+        """Graceful shutdown (the guest agent when one answers, else ACPI), waiting up to
+        ``timeout`` s; with ``force``, power off after that.
 
         Returns how it ended: ``shutdown``, ``forced`` (powered off after the timeout) or
         ``forced-paused`` (a paused VM, powered off at once with ``force``).

@@ -177,6 +177,20 @@ class VirtkitMetadata(XMLObject):
     login_user = attr(VK + "cloud-init", "user")  # the user cloud-init made (vm ssh)
     host_keys = Children(HostKeyPin, VK + "cloud-init/" + VK + "host-key")
 
+    @property
+    def pinned_host_keys(self) -> list[str]:
+        """The public SSH host keys virtkit made for the guest."""
+        return [pin.key for pin in self.host_keys if pin.key]
+
+    def pin_host_keys(self, keys: list[str]) -> None:
+        """Pin exactly these public host keys (none: nothing pinned)."""
+        for old in list(self.host_keys):
+            self.host_keys.remove(old)
+        for key in keys:
+            pin = HostKeyPin()
+            pin.key = key
+            self.host_keys.append(pin)
+
 
 class Timer(XMLObject):
     TAG = "timer"

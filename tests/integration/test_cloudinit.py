@@ -284,3 +284,26 @@ def test_host_keys_left_to_the_guest(bed: Bed, vk: Client, vm_name: str, tmp_pat
         assert [d.device for d in vk.vms.get(vm_name).disks] == ["disk"]
     finally:
         vk.vms.delete(vm_name, force=True, remove_storage=True)
+
+
+def test_a_windows_template_makes_its_own_host_keys(bed: Bed, vk: Client, vm_name: str) -> None:
+    """cloudbase-init does not read ssh_keys: a VM from a template marked Windows pins none."""
+    from virtkit.specs import VolumeSpec
+
+    base = f"{vm_name}-win"
+    storage.ensure_pool(vk.host, bed.settings.storage_pool, bed.pool_dir)
+    vk.pools.create_volume(bed.settings.storage_pool,
+                           VolumeSpec.model_validate({"name": base, "size": "16M"}))  # fmt: skip
+    vk.images.set_template(bed.settings.storage_pool, base, os_name="windows-2022")
+    try:
+        made = run_cli(bed, "vm", "create", vm_name, "--image", base, "--memory", "64M",
+                       "--user", "admin", "--seed", "configdrive")  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        assert vk.vms.get(vm_name).ssh_host_keys == []
+        cdrom = next(d for d in vk.vms.get(vm_name).disks if d.device == "cdrom")
+        _volume, files = read_seed(Path(cdrom.source or "").read_bytes())
+        assert "ssh_keys" not in yaml.safe_load(files["openstack/latest/user_data"])
+    finally:
+        if vk.host.exists(vm_name):
+            vk.vms.delete(vm_name, force=True, remove_storage=True)
+        vk.pools.delete_volume(bed.settings.storage_pool, base)

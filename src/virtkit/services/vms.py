@@ -312,13 +312,19 @@ class VMService:
             self._seed(spec, macs, keys), [k.public for k in keys],
         )  # fmt: skip
 
-    @staticmethod
-    def _host_keys(spec: VMSpec) -> PendingHostKeys | None:
-        """The guest's SSH host keys, being made (unless the spec or its user-data leaves
-        them to the guest)."""
+    def _host_keys(self, spec: VMSpec) -> PendingHostKeys | None:
+        """The guest's SSH host keys, being made, unless the spec or its user-data leaves them
+        to the guest, or its template is Windows (cloudbase-init does not read ``ssh_keys``)."""
         c = spec.cloud_init
         if c is None or not c.host_keys or cloudinit.sets_host_keys(c.user_data):
             return None
+        first = spec.disks[0] if spec.disks else None
+        if first is not None and first.image is not None and self.images is not None:
+            os_name = self.images.resolve_template(first.image, self.storage_pool).os or ""
+            if os_name.lower().startswith("win"):
+                log.info("%s: a Windows template (cloudbase-init) makes its own SSH host keys",
+                         spec.name)  # fmt: skip
+                return None
         return hostkeys.start()
 
     @staticmethod
@@ -495,9 +501,9 @@ class VMService:
     ) -> VMInfo:
         """Create a VM from a validated spec; on any failure nothing of it remains."""
         say = progress or (lambda _msg: None)
+        spec = self._with_template_boot(spec)
         pending = self._host_keys(spec)  # ssh-keygen runs while the checks are made
         try:
-            spec = self._with_template_boot(spec)
             prepared = self._prepare(spec, pending)
         finally:
             if pending is not None:

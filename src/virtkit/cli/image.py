@@ -149,12 +149,15 @@ def build(
     """Build a Debian cloud image with cloud-init (debootstrap; root) and make it a template:
     'virtkit vm create web1 --image NAME --user admin --ssh-key ~/.ssh/id_ed25519.pub' then
     boots it (direct kernel boot; the kernel stays in virtkit's cache on this host)."""
+    import time
+
     from virtkit.services.imagebuild import build_debian
     from virtkit.specs import validate_volume_name
 
     validate_volume_name(name)
     settings = state.client.settings
-    target = settings.cache_dir / "images" / name
+    # a directory per build: VMs made from an earlier build of NAME keep booting its kernel
+    target = settings.cache_dir / "images" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     built = build_debian(target, suite=suite, mirror=mirror, size_gib=size_gib,
                          progress=lambda msg: click.echo(f"... {msg}", err=True))  # fmt: skip
     chosen = pool or settings.storage_pool

@@ -151,32 +151,16 @@ def build(
     boots it (direct kernel boot; the kernel stays in virtkit's cache on this host)."""
     import time
 
-    from virtkit.services.imagebuild import build_debian
-    from virtkit.specs import validate_volume_name
-
-    validate_volume_name(name)
     settings = state.client.settings
     # a directory per build: VMs made from an earlier build of NAME keep booting its kernel
-    target = settings.cache_dir / "images" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    built = build_debian(target, suite=suite, mirror=mirror, size_gib=size_gib,
-                         progress=lambda msg: click.echo(f"... {msg}", err=True))  # fmt: skip
+    build_dir = settings.cache_dir / "images" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     chosen = pool or settings.storage_pool
-    images = state.client.images
-    imported = False
-    try:
-        images.import_image(str(built.disk), chosen, name)
-        imported = True
-        images.set_template(chosen, name, os_name=f"debian-{suite}")
-        info = images.set_boot(chosen, name, str(built.kernel), str(built.initrd), built.cmdline)
-    except BaseException:
-        import contextlib
-        import shutil
-
-        shutil.rmtree(target, ignore_errors=True)
-        if imported:  # nothing half-made: the volume (and its store entry) go too
-            with contextlib.suppress(Exception):
-                state.client.pools.delete_volume(chosen, name)
-        raise
-    built.disk.unlink()  # imported: the pool holds it now
+    info = state.client.images.build(
+        name, chosen, build_dir,
+        pool_path=settings.storage_pool_path if chosen == settings.storage_pool else None,
+        suite=suite, mirror=mirror, size_gib=size_gib,
+        progress=lambda msg: click.echo(f"... {msg}", err=True),
+    )  # fmt: skip
+    kernel = (info.boot or {}).get("kernel")
     click.echo(f"template {info.pool}/{info.name} ready ({render.size(info.capacity)}, "
-               f"kernel {built.kernel})")  # fmt: skip
+               f"kernel {kernel})")  # fmt: skip

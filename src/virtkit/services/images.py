@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import functools
 import gzip
 import hashlib
 import json
@@ -18,6 +19,7 @@ import logging
 import lzma
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -416,6 +418,46 @@ class ImageService:
             clones=self.pools.clones_of(volume.path),
             boot=json.loads(row["boot"]) if row and row["boot"] else None,
         )
+
+    def build(
+        self,
+        name: str,
+        pool: str,
+        build_dir: Path,
+        *,
+        pool_path: Path | None = None,
+        suite: str = "bookworm",
+        mirror: str | None = None,
+        size_gib: int = 2,
+        progress: Callable[[str], None] | None = None,
+    ) -> ImageInfo:
+        """Build Debian with cloud-init (``imagebuild.build_debian``, into ``build_dir``) and
+        make it template ``name`` in ``pool`` that boots its own kernel (which stays in
+        ``build_dir``). With ``pool_path``, a missing pool is made there (virtkit's default
+        pool); without, it must exist. Checked before the build; nothing is left on failure."""
+        from virtkit.services import imagebuild, storage
+
+        validate_volume_name(name)
+        check = pool_path is None or self.host.storage.pool_xml(pool) is not None
+        # (list_volumes says NotFound for a pool that is not there, before 80 s of building)
+        if check and any(v.name == name for v in self.pools.list_volumes(pool)):
+            raise AlreadyExists(
+                f"a volume named {name!r} exists in pool {pool!r}", code="volume_exists"
+            )
+        built = imagebuild.build_debian(build_dir, suite=suite, mirror=mirror,
+                                        size_gib=size_gib, progress=progress)  # fmt: skip
+        with Transaction(f"making template {name} of the image built in {build_dir}") as tx:
+            tx.on_rollback(f"remove {build_dir}", functools.partial(shutil.rmtree, build_dir, True))
+            if pool_path is not None and storage.ensure_pool(self.host, pool, pool_path):
+                tx.on_rollback(f"remove storage pool {pool}",
+                               functools.partial(self.host.storage.remove_pool, pool))  # fmt: skip
+            self.import_image(str(built.disk), pool, name)
+            tx.on_rollback(f"delete volume {pool}/{name}",
+                           functools.partial(self.pools.delete_volume, pool, name))  # fmt: skip
+            self.set_template(pool, name, os_name=f"debian-{suite}")
+            info = self.set_boot(pool, name, str(built.kernel), str(built.initrd), built.cmdline)
+        built.disk.unlink()  # imported: the pool holds it now
+        return info
 
     def set_boot(
         self, pool: str, name: str, kernel: str, initrd: str | None, cmdline: str

@@ -89,6 +89,10 @@ def test_print_xml_creates_nothing(bed: Bed, vm_name: str, vk: Client) -> None:
     assert result.returncode == 0, result.stderr
     dom = Domain.parse(result.stdout)
     assert dom.name == vm_name and dom.tag_names == ["x"] and len(dom.disks) == 1
+    assert dom.guest_agent is not None  # the guest agent's channel, unless asked not to
+    bare = run_cli(bed, "vm", "create", vm_name, "--kernel", g.kernel, "--no-guest-agent",
+                   "--print-xml")  # fmt: skip
+    assert bare.returncode == 0 and Domain.parse(bare.stdout).guest_agent is None, bare.stderr
     assert not vk.host.exists(vm_name)
     assert not list(bed.pool_dir.glob(f"{vm_name}-*"))
 
@@ -97,6 +101,7 @@ def test_list_json_has_uptime_for_running_vms(bed: Bed, vm_name: str, vk: Client
     vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name)), start=True)
     rows = {r["name"]: r for r in json.loads(run_cli(bed, "vm", "list", "--json").stdout)}
     assert rows[vm_name]["uptime"] is not None
+    assert vk.vms.get(vm_name).guest_agent == "disconnected"  # a channel, no agent in the guest
     vk.vms.stop(vm_name)
     rows = {r["name"]: r for r in json.loads(run_cli(bed, "vm", "list", "--json").stdout)}
     assert rows[vm_name]["uptime"] is None and rows[vm_name]["state"] == "shutoff"

@@ -4,6 +4,9 @@ set -eu
 VIRTKIT=${VIRTKIT:-.venv/bin/virtkit}
 NAME=virtkit-demo
 
+# Where no udev manages /dev, /dev/kvm is often root:root 0600 and libvirt's QEMU user is
+# denied it: give it what Debian's udev rule gives it (root:kvm 0660), and say so.
+$VIRTKIT host fix-kvm
 $VIRTKIT host info
 echo
 # the default directory pool, where new disks, clones and imported images go

@@ -469,6 +469,7 @@ class KvmStatus(_View):
     reason: str
     checked_at: float
     cached: bool
+    fix: str | None = Field(None, description="What to change on the host to make KVM usable.")
 
 
 class NumaNode(_View):

@@ -44,8 +44,8 @@ log_outputs = "3:file:{log_file}"
 """
 
 QEMU_CONF = """\
-user = "root"
-group = "root"
+user = "{qemu_user}"
+group = "{qemu_group}"
 dynamic_ownership = 0
 remember_owner = 0
 security_driver = "none"
@@ -76,6 +76,7 @@ class PrivateLibvirtd:
         listen_addr: str | None = None,
         host_uuid: str | None = None,
         hostname: str | None = None,
+        qemu_user: str = "root",
     ) -> None:
         """``netns``: run inside this network namespace (a test host, see hosts.py);
         ``listen_addr``: also listen for ``qemu+tcp://`` there (no authentication: tests only)."""
@@ -86,6 +87,8 @@ class PrivateLibvirtd:
         self.shared = self.base / "shared"  # visible under the same path in both namespaces
         self.host_uuid = host_uuid or str(uuid.uuid4())
         self.hostname = hostname
+        # Guests run as root unless a test needs libvirt's usual unprivileged QEMU user.
+        self.qemu_user = qemu_user
         self.proc: subprocess.Popen[bytes] | None = None
         self._prepare()
 
@@ -117,7 +120,8 @@ class PrivateLibvirtd:
                 listen_addr=f'listen_addr = "{self.listen_addr}"\n' if self.listen_addr else "",
             )
         )
-        qemu_conf = QEMU_CONF
+        qemu_group = "root" if self.qemu_user == "root" else self.qemu_user
+        qemu_conf = QEMU_CONF.format(qemu_user=self.qemu_user, qemu_group=qemu_group)
         if self.listen_addr:
             qemu_conf += (
                 f'migration_address = "{self.listen_addr}"\nmigration_host = "{self.listen_addr}"\n'

@@ -10,18 +10,22 @@ hosts the kernel release) in a small JSON file, and decides each new VM's domain
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+from virtkit.backend import kvmdev, verdicts
 from virtkit.backend.console import ConsoleStream
 from virtkit.backend.host import Host
-from virtkit.errors import Unsupported, VirtkitError
+from virtkit.backend.kvmdev import QemuIdentity
+from virtkit.backend.verdicts import KvmVerdict
+from virtkit.errors import ConnectionLost, Unsupported, VirtkitError
 from virtkit.xml.capabilities import Capabilities, DomainCapabilities
 from virtkit.xml.domain import OS, Domain, serial_console
 
@@ -29,18 +33,20 @@ log = logging.getLogger(__name__)
 
 PROBE_PREFIX = "virtkit-kvmprobe-"
 PROBE_MARKER = b"Linux version"
+NO_MODULE_FIX = (
+    "load the kvm module (modprobe kvm_intel or modprobe kvm_amd) and enable hardware "
+    "virtualization (VT-x/AMD-V) in the firmware; on a cloud VM, ask for nested virtualization"
+)
+SILENT_FIX = (
+    "use a host with hardware virtualization (not a nested or PVM kvm module), or accept TCG"
+)
+PERMISSION_FIX = (
+    "give /dev/kvm the kvm group and mode 0660 (chgrp kvm /dev/kvm && chmod 0660 /dev/kvm, "
+    "what Debian's udev rule sets) and put the user QEMU runs as in group kvm"
+)
+# QEMU's words when it cannot use KVM: deterministic, unlike a lost connection or memory.
+KVM_REFUSED = re.compile(r"kvm kernel module|/dev/kvm|initiali[sz]e kvm|kvm_init", re.IGNORECASE)
 _warned: set[str] = set()
-
-
-@dataclass(frozen=True)
-class KvmVerdict:
-    usable: bool
-    reason: str
-    checked_at: float
-    cached: bool = False
-    # Only a firm verdict (the kernel booted, or it ran and printed nothing) is cached; a probe
-    # that could not run (no kernel, a dropped connection, a busy console) is tried again.
-    firm: bool = True
 
 
 @dataclass(frozen=True)
@@ -84,22 +90,52 @@ class CapabilityProbe:
         cache_dir: Path | None = None,
         probe_kernel: str | None = None,
         probe_timeout: float = 15.0,
+        kvm_device: Path = kvmdev.KVM_DEVICE,
+        qemu_conf: Path = kvmdev.QEMU_CONF,
     ) -> None:
         self.host = host
+        self.kvm_device = kvm_device
+        self.qemu_conf = qemu_conf
         self.cache_dir = cache_dir
         self.probe_kernel = probe_kernel
         self.probe_timeout = probe_timeout
         self._facts: dict[tuple[int, str], HostFacts] = {}
+        self.store = verdicts.VerdictStore(cache_dir)
+        # The local fingerprint whose kept libvirt answers this probe serves, if any.
+        self._kept_for: str | None = None
+        self._primed = -1
+        self._reprobing = False
 
     def capabilities(self) -> Capabilities:
+        self._prime()
         return Capabilities.parse(self.host.capabilities_xml())
+
+    def _prime(self) -> None:
+        """Once per connection: where libvirt re-probes QEMU on every call, serve its kept
+        answers (found by the local fingerprint alone, without asking libvirt)."""
+        self.host.connection.get()
+        generation = self.host.connection.generation
+        if self._primed == generation:
+            return
+        self._primed = generation
+        if not self._reprobing:
+            self._from_local(self._local_fingerprint())
+
+    def reprobe(self) -> None:
+        """Ask libvirt afresh in this process: no kept answers, no cached verdict."""
+        self._reprobing = True
 
     def domain_capabilities(
         self, arch: str, machine: str | None, virt_type: str
     ) -> DomainCapabilities:
-        return DomainCapabilities.parse(
-            self.host.domain_capabilities_xml(None, arch, machine, virt_type)
-        )
+        xml = self.host.domain_capabilities_xml(None, arch, machine, virt_type)
+        if self._kept_for is not None:
+            self.store.add_answers(self._kept_for, self.host.capability_answers())
+        return DomainCapabilities.parse(xml)
+
+    def hypervisor(self) -> tuple[str, str]:
+        """(driver, version), from the kept copy where libvirt re-probes on every call."""
+        return self.host.hypervisor()
 
     def facts(self, arch: str = "x86_64", *, refresh: bool = False) -> HostFacts:
         self.host.connection.get()  # a reconnect bumps the generation and so refreshes facts
@@ -109,12 +145,14 @@ class CapabilityProbe:
         return self._facts[key]
 
     def _collect(self, arch: str, refresh: bool) -> HostFacts:
+        if refresh:
+            self.reprobe()
         caps = self.capabilities()
+        verdict = self.kvm_verdict(caps, arch, refresh=refresh)
         guest = caps.guest_arch(arch)
         if guest is None:
             raise Unsupported(f"this host cannot run {arch} guests (no emulator for {arch})")
         types = caps.domain_types(arch)
-        verdict = self.kvm_verdict(caps, arch, refresh=refresh)
         if verdict.usable:
             domain_type = "kvm"
         elif "qemu" in types:
@@ -142,43 +180,71 @@ class CapabilityProbe:
 
     # -- the KVM verdict --------------------------------------------------------------------
 
+    def _qemu_identity(self, caps: Capabilities) -> QemuIdentity | None:
+        """Who QEMU runs as under KVM: libvirt's DAC label, else qemu.conf (local hosts)."""
+        label = caps.dac_label("kvm")
+        if label is not None:
+            return kvmdev.identity_from_label(label)
+        return kvmdev.identity_from_qemu_conf(self.qemu_conf)
+
     def _cache_key(self, caps: Capabilities) -> str:
+        """Everything that can change the verdict: the host, QEMU's and libvirt's versions and,
+        for a local host, the kernel, the device node (owner, mode, ctime) and QEMU's user."""
         _driver, hv_version = self.host.hypervisor()
-        key = f"{caps.host_uuid}|{hv_version}"
+        parts = [caps.host_uuid or self.host.uri, hv_version, self.host.libvirt_version()]
         if self.host.is_local:
-            key += f"|{os.uname().release}"
-        return key
+            node = kvmdev.stat_device(self.kvm_device)
+            who = self._qemu_identity(caps)
+            parts += [
+                os.uname().release,
+                node.fingerprint if node else "no-device",
+                who.fingerprint if who else "?",
+            ]
+        return "|".join(parts)
 
-    def _cache_file(self) -> Path | None:
-        return None if self.cache_dir is None else self.cache_dir / "kvm-verdicts.json"
+    def _local_fingerprint(self) -> str | None:
+        if not self.host.is_local:
+            return None
+        node = kvmdev.stat_device(self.kvm_device)
+        stamp = node.fingerprint if node else "no-device"
+        return verdicts.local_fingerprint(self.host.uri, self.host.libvirt_version(), stamp)
 
-    def _load_cache(self) -> dict[str, dict[str, object]]:
-        path = self._cache_file()
-        if path is None or not path.exists():
-            return {}
-        try:
-            data = json.loads(path.read_text())
-            return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            return {}
+    def _from_local(self, local: str | None) -> KvmVerdict | None:
+        """The verdict for this local state, without asking libvirt for its capabilities."""
+        if local is None:
+            return None
+        if local in verdicts.process_verdicts:
+            return replace(verdicts.process_verdicts[local], cached=True)
+        found = self.store.by_local(local)
+        if found is None:
+            return None
+        verdict, answers = found
+        if verdict.libvirt_reprobes and answers:
+            self._serve_kept(local, answers)
+        verdicts.process_verdicts[local] = verdict
+        return verdict
 
-    def _save_cache(self, key: str, verdict: KvmVerdict) -> None:
-        path = self._cache_file()
-        if path is None:
-            return
-        data = self._load_cache()
-        data[key] = {k: v for k, v in asdict(verdict).items() if k not in ("cached", "firm")}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=2))
-            tmp.replace(path)
-        except OSError as exc:
-            log.warning("cannot cache the KVM verdict in %s: %s", path, exc)
+    def _serve_kept(self, local: str, answers: dict[tuple[Any, ...], str]) -> None:
+        log.info(
+            "libvirt re-probes QEMU on every call while its QEMU user is denied /dev/kvm: "
+            "using virtkit's copy of %s's capabilities",
+            self.host.uri,
+        )
+        self.host.seed_capability_answers(answers)
+        self._kept_for = local
 
     def kvm_verdict(
         self, caps: Capabilities | None = None, arch: str = "x86_64", *, refresh: bool = False
     ) -> KvmVerdict:
+        """Usable or not, why, and the fix. Decided once: a firm verdict is kept on disk
+        until something that decides it changes (see ``_cache_key`` and
+        ``verdicts.local_fingerprint``), and one process asks at most once whatever the
+        outcome; ``refresh`` tests again."""
+        local = self._local_fingerprint()
+        if not refresh:
+            hit = self._from_local(local)
+            if hit is not None:
+                return hit
         caps = caps or self.capabilities()
         if "kvm" not in caps.domain_types(arch):
             return KvmVerdict(
@@ -186,21 +252,54 @@ class CapabilityProbe:
                 "libvirt offers no 'kvm' domain type on this host "
                 "(no /dev/kvm, or the kvm module is not loaded)",
                 time.time(),
+                fix=NO_MODULE_FIX,
+                kind="no-kvm-type",
             )
         key = self._cache_key(caps)
         if not refresh:
-            cached = self._load_cache().get(key)
-            if cached is not None:
-                return KvmVerdict(
-                    bool(cached["usable"]),
-                    str(cached["reason"]),
-                    float(str(cached["checked_at"])),
-                    cached=True,
-                )
-        verdict = self._boot_probe(arch)
+            memo = verdicts.process_verdicts.get(key)
+            hit = replace(memo, cached=True) if memo else self.store.by_key(key)
+            if hit is not None:
+                verdicts.process_verdicts[key] = hit
+                if local is not None:
+                    self.store.remember_local(key, local)
+                    verdicts.process_verdicts[local] = hit
+                return hit
+        verdict = self._precheck(caps) or self._boot_probe(arch)
+        verdicts.process_verdicts[key] = verdict
+        if local is not None:
+            verdicts.process_verdicts[local] = verdict
         if verdict.firm:
-            self._save_cache(key, verdict)
+            answers = self.host.capability_answers() if verdict.libvirt_reprobes else None
+            self.store.save(key, verdict, local=local, answers=answers)
+            if answers and local is not None:
+                self._kept_for = local
         return verdict
+
+    def _precheck(self, caps: Capabilities) -> KvmVerdict | None:
+        """A firm 'no' from local facts, in microseconds; None when only a boot can tell."""
+        if not self.host.is_local:
+            return None
+        node = kvmdev.stat_device(self.kvm_device)
+        if node is None:
+            return KvmVerdict(
+                False,
+                f"{self.kvm_device} does not exist (the kvm module is not loaded)",
+                time.time(),
+                fix=NO_MODULE_FIX,
+                kind="no-device",
+            )
+        who = self._qemu_identity(caps)
+        if who is None or kvmdev.can_open(node, who):
+            return None
+        return KvmVerdict(
+            False,
+            f"libvirt runs QEMU as {who.describe()}, which cannot open "
+            f"{node.path} ({node.describe()}): KVM fails with 'Permission denied'",
+            time.time(),
+            fix=kvmdev.permission_fix(node, who),
+            kind="permission",
+        )
 
     def _probe_kernel(self) -> str | None:
         if self.probe_kernel:
@@ -234,6 +333,7 @@ class CapabilityProbe:
                 "image to boot: set kvm_probe_kernel)",
                 time.time(),
                 firm=False,
+                kind="unverified",
             )
         name = PROBE_PREFIX + secrets.token_hex(4)
         started = time.monotonic()
@@ -246,8 +346,18 @@ class CapabilityProbe:
         try:
             outcome = self._boot_and_watch(name, kernel, arch)
         except VirtkitError as exc:
+            # QEMU refusing KVM ("Could not access KVM kernel module", "failed to initialize
+            # kvm") is deterministic; anything else (a lost connection, memory) may pass.
+            message = " ".join(exc.message.split())
+            firm = bool(KVM_REFUSED.search(message)) and not isinstance(exc, ConnectionLost)
+            denied = firm and "permission denied" in message.lower()
             return KvmVerdict(
-                False, f"a KVM test guest failed to start: {exc.message}", time.time(), firm=False
+                False,
+                f"a KVM test guest failed to start: {message}",
+                time.time(),
+                firm=firm,
+                fix=PERMISSION_FIX if denied else NO_MODULE_FIX if firm else None,
+                kind="permission" if denied else "refused" if firm else "failed",
             )
         elapsed = time.monotonic() - started
         if outcome == "booted":
@@ -260,6 +370,7 @@ class CapabilityProbe:
                 "the KVM test guest stopped before its kernel printed anything",
                 time.time(),
                 firm=False,
+                kind="failed",
             )
         return KvmVerdict(
             False,
@@ -267,6 +378,8 @@ class CapabilityProbe:
             "under KVM (libvirt lists KVM but guests hang, as on a nested or PVM "
             "kvm module)",
             time.time(),
+            fix=SILENT_FIX,
+            kind="silent",
         )
 
     def _boot_and_watch(self, name: str, kernel: str, arch: str) -> str:

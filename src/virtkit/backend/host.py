@@ -56,11 +56,14 @@ class Host:
     def _conn(self) -> libvirt.virConnect:
         return self.connection.get()
 
-    def _cached(self, key: tuple[Any, ...], fetch: Any) -> str:
+    def _align_cache(self) -> None:
         """Capabilities per connection: a reconnect (new generation) may meet a new daemon."""
         if self._caps_generation != self.connection.generation:
             self._caps_cache.clear()
             self._caps_generation = self.connection.generation
+
+    def _cached(self, key: tuple[Any, ...], fetch: Any) -> str:
+        self._align_cache()
         if key not in self._caps_cache:
             with seam(self.connection):
                 self._caps_cache[key] = str(fetch())
@@ -88,10 +91,24 @@ class Host:
             return _version(int(self._conn().getLibVersion()))
 
     def hypervisor(self) -> tuple[str, str]:
-        """(driver type, hypervisor version), e.g. ("QEMU", "7.2.0")."""
-        with seam(self.connection):
-            conn = self._conn()
-            return str(conn.getType()), _version(int(conn.getVersion()))
+        """(driver type, hypervisor version), e.g. ("QEMU", "7.2.0"); once per connection."""
+        conn = self._conn()
+        driver, _, version = self._cached(
+            ("hypervisor",), lambda: f"{conn.getType()} {_version(int(conn.getVersion()))}"
+        ).partition(" ")
+        return driver, version
+
+    def capability_answers(self) -> dict[tuple[Any, ...], str]:
+        """What this connection has answered so far (capabilities, domain capabilities,
+        hypervisor version), to keep a copy of where libvirt is slow to answer again."""
+        self._align_cache()
+        return dict(self._caps_cache)
+
+    def seed_capability_answers(self, answers: dict[tuple[Any, ...], str]) -> None:
+        """Answer these from a kept copy instead of asking libvirt (see capabilities.py)."""
+        self._conn()
+        self._align_cache()
+        self._caps_cache.update(answers)
 
     def node_info(self) -> NodeInfo:
         with seam(self.connection):

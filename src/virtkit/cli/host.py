@@ -70,8 +70,17 @@ def info(state: State, as_json: bool, reprobe: bool) -> None:
                 f"{'yes' if kvm.usable else 'NO'}: {kvm.reason} "
                 f"({'cached, ' if kvm.cached else ''}checked {checked})",
             ),
+            *([("KVM fix", kvm.fix)] if kvm.fix and not kvm.usable else []),
             ("New VMs run as", facts.domain_type + ("" if kvm.usable else " (TCG: slow)")),
             ("Machine types", ", ".join(facts.machines)),
             ("Max vCPUs", facts.max_vcpus),
         ]
     )
+
+
+@host.command("fix-kvm")
+@pass_state
+def fix_kvm(state: State) -> None:
+    """Give /dev/kvm root:kvm 0660 (Debian's udev rule) where no udev manages /dev."""
+    result = state.client.hosts.fix_kvm()
+    click.echo(result.message)

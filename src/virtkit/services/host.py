@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from virtkit.backend import kvmdev
 from virtkit.backend.capabilities import CapabilityProbe
 from virtkit.backend.host import Host
 from virtkit.backend.procfs import ksm_run_state
-from virtkit.errors import VirtkitError
+from virtkit.errors import Unsupported, VirtkitError
 from virtkit.specs import HostInfo, HugePages, KsmState, KvmStatus, NumaNode
 
 PAGE_SIZE = 4096
@@ -37,12 +38,14 @@ class HostService:
         )
 
     def info(self, *, refresh_kvm: bool = False) -> HostInfo:
+        if refresh_kvm:
+            self.probe.reprobe()
         caps = self.probe.capabilities()
         arch = caps.host_arch or "x86_64"
         facts = self.probe.facts(arch, refresh=refresh_kvm)
         node = self.host.node_info()
         memory_total, memory_free = self.host.memory()
-        driver, hv_version = self.host.hypervisor()
+        driver, hv_version = self.probe.hypervisor()
         cells = list(caps.cells)
         hugepages: dict[int, int] = {}
         for cell in cells:
@@ -90,8 +93,17 @@ class HostService:
                 reason=facts.kvm.reason,
                 checked_at=facts.kvm.checked_at,
                 cached=facts.kvm.cached,
+                fix=facts.kvm.fix,
             ),
             domain_type=facts.domain_type,
             machines=[m for m in facts.machines if "-" not in m],
             max_vcpus=max_vcpus,
         )
+
+    def fix_kvm(self) -> kvmdev.FixResult:
+        """Give /dev/kvm the group and mode Debian's udev rule gives it, where no udev runs.
+
+        Local hosts only: the device is this machine's."""
+        if not self.host.is_local:
+            raise Unsupported(f"{self.host.uri} is not this machine: fix /dev/kvm on that host")
+        return kvmdev.apply_udev_default(self.probe.kvm_device)

@@ -47,6 +47,18 @@ class Guest(XMLObject):
     arch = Children(GuestArch)
 
 
+class BaseLabel(XMLObject):
+    TAG = "baselabel"
+    type = attr("", "type")
+    label = text("")
+
+
+class SecModel(XMLObject):
+    TAG = "secmodel"
+    model = text("model")
+    base_labels = Children(BaseLabel)
+
+
 class Capabilities(XMLObject):
     TAG = "capabilities"
     host_uuid = text("host/uuid")
@@ -58,6 +70,16 @@ class Capabilities(XMLObject):
     threads = int_attr("host/cpu/topology", "threads")
     cells = Children(Cell, "host/topology/cells/cell")
     guests = Children(Guest)
+    secmodels = Children(SecModel, "host/secmodel")
+
+    def dac_label(self, domain_type: str) -> str | None:
+        """The ``uid:gid`` libvirt runs QEMU as for this domain type (``+64055:+64055``)."""
+        for model in self.secmodels:
+            if model.model == "dac":
+                for label in model.base_labels:
+                    if label.type == domain_type and label.label:
+                        return label.label
+        return None
 
     def guest_arch(self, arch: str, os_type: str = "hvm") -> GuestArch | None:
         for guest in self.guests:

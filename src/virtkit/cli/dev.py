@@ -6,9 +6,7 @@ import json
 
 import click
 
-from virtkit.cli.main import State
-
-pass_state = click.make_pass_decorator(State)
+from virtkit.cli.state import State, pass_state
 
 
 @click.group()

@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING
 import click
 
 from virtkit.cli import render
-from virtkit.cli.main import State
+from virtkit.cli.state import State, json_option, pass_state
 from virtkit.errors import InvalidInput, InvalidState
 
 if TYPE_CHECKING:
     from virtkit.ksm.history import KsmHistory
-
-pass_state = click.make_pass_decorator(State)
 
 
 @click.group()
@@ -29,7 +27,7 @@ def ksm() -> None:
 
 
 @ksm.command()
-@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@json_option
 @pass_state
 def status(state: State, as_json: bool) -> None:
     """Run mode, settings, pages shared and sharing, memory saved, ksmd CPU, and per VM."""
@@ -100,7 +98,7 @@ def set_(state: State, pairs: tuple[str, ...]) -> None:
 
 @ksm.command("estimate")
 @click.argument("vms", nargs=-1)
-@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@json_option
 @pass_state
 def estimate_(state: State, vms: tuple[str, ...], as_json: bool) -> None:
     """Predict what KSM would merge across running VMs (all, or the ones named), before it
@@ -217,7 +215,7 @@ def _background(log_file: Path, lock: Path) -> None:
 @ksm.command()
 @click.option("--since", help="Only samples newer than this: 90s, 30m, 6h, 7d.")
 @click.option("--vm", "vms", multiple=True, help="Per-VM samples of this VM (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@json_option
 @pass_state
 def history(state: State, since: str | None, vms: tuple[str, ...], as_json: bool) -> None:
     """KSM samples recorded by 'ksm tune' (any policy; 'observe' only records)."""

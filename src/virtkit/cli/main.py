@@ -16,6 +16,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 import click
 
 from virtkit._version import __version__
+from virtkit.cli.state import State
 from virtkit.errors import VirtkitError
 
 log = logging.getLogger("virtkit.cli")
@@ -52,23 +53,6 @@ def setup_logging(level: int, as_json: bool) -> None:
     root.setLevel(level)
 
 
-class State:
-    """What every command gets: settings overrides and a lazily made client."""
-
-    def __init__(self, uri: str | None) -> None:
-        self.uri = uri
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            from virtkit.client import Client  # lazy: `virtkit --help` stays fast
-            from virtkit.settings import Settings
-
-            self._client = Client(settings=Settings.load(uri=self.uri))
-        return self._client
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="virtkit")
 @click.option(
@@ -88,7 +72,7 @@ def cli(ctx: click.Context, uri: str | None, verbose: bool, debug: bool, log_jso
         logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING, log_json
     )
     ctx.obj = State(uri)
-    ctx.call_on_close(lambda: ctx.obj._client.close() if ctx.obj._client else None)
+    ctx.call_on_close(ctx.obj.close)
 
 
 def _register() -> None:

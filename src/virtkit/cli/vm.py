@@ -10,12 +10,9 @@ from typing import Any
 import click
 
 from virtkit.cli import render
-from virtkit.cli.main import State
+from virtkit.cli.state import State, json_option, pass_state
 from virtkit.errors import InvalidInput
 from virtkit.specs import VMInfo, VMSpec, parse_size, parse_vm_spec
-
-pass_state = click.make_pass_decorator(State)
-json_option = click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 
 
 @click.group()

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from virtkit.cli import render
 from virtkit.cli.state import State, json_option, pass_state
 from virtkit.errors import InvalidInput
-from virtkit.specs import VMInfo, VMSpec, parse_size, parse_vm_spec
+
+if TYPE_CHECKING:
+    from virtkit.specs import VMInfo
 
 
 @click.group()
@@ -259,6 +261,8 @@ def create(
         raise InvalidInput(
             "a VM needs a name: give NAME or 'name:' in the spec file", code="invalid_spec"
         )
+    from virtkit.specs import parse_vm_spec
+
     spec = parse_vm_spec(data, source)
     if print_xml:
         click.echo(state.client.vms.preview_xml(spec), nl=False)
@@ -322,6 +326,8 @@ def _cloud_init_flags(
 @vm.command("spec-schema")
 def spec_schema() -> None:
     """Print the JSON schema of the VM spec file."""
+    from virtkit.specs import VMSpec
+
     json.dump(VMSpec.model_json_schema(), sys.stdout, indent=2)
     sys.stdout.write("\n")
 
@@ -525,6 +531,8 @@ def set_(
 ) -> None:
     """Change vCPUs and memory (persistently, and live where the running VM allows), and
     whether KSM may merge the VM's memory."""
+    from virtkit.specs import parse_size
+
     size = None
     if memory is not None:
         try:
@@ -668,6 +676,8 @@ def disk_list(state: State, name: str, as_json: bool) -> None:
 @pass_state
 def disk_attach(state: State, name: str, source: str, bus: str, readonly: bool) -> None:
     """Attach SOURCE: an image path, or a size (e.g. 10G) for a new blank volume."""
+    from virtkit.specs import parse_size
+
     spec = _parse_disk(source)
     try:
         size = parse_size(spec["size"], "G") if "size" in spec else None

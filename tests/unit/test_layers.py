@@ -17,6 +17,7 @@ LAYERS = {
     "specs": 0,
     "_version": 0,
     "settings": 0,
+    "extras": 0,
     "cloudinit": 0,
     "xml": 1,
     "backend": 2,

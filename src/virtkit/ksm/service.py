@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from virtkit.backend.host import Host
 from virtkit.errors import InvalidInput, InvalidState, NotFound, PermissionDenied, Unsupported
+from virtkit.extras import require
 from virtkit.ksm.guests import require_local, running_vms
 from virtkit.ksm.lock import LOCK_DIR, lock_path, running_pid, stop_daemon
 from virtkit.ksm.sysfs import KNOBS, RUN_MODES, KsmSysfs, ksmd_cpu_seconds
@@ -135,7 +136,8 @@ class KsmService:
                 )
             if running[name].pid is None:
                 raise Unsupported(f"cannot find the QEMU process of {name!r} on this host")
-        from virtkit.ksm.estimate import estimate  # numpy: imported when used (CLI start-up)
+        require("numpy", "the KSM estimate")  # an extra, imported when used (CLI start-up)
+        from virtkit.ksm.estimate import estimate
 
         pids = [running[n].pid for n in chosen if running[n].pid is not None]
         result = estimate([p for p in pids if p is not None])

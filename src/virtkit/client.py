@@ -25,6 +25,7 @@ from virtkit.services.networks import NetworkService
 from virtkit.services.nics import NicService
 from virtkit.services.pools import PoolService
 from virtkit.services.store import Store
+from virtkit.services.tinyguest import TinyGuest, build_tiny_guest
 from virtkit.services.vms import VMService
 from virtkit.settings import Settings
 
@@ -125,6 +126,10 @@ class Client:
     @cached_property
     def consoles(self) -> ConsoleService:
         return ConsoleService(self.host)
+
+    def tiny_guest(self, kernel: str | None = None) -> TinyGuest:
+        """Build (or reuse from the cache directory) the tiny busybox test guest; no libvirt."""
+        return build_tiny_guest(self.settings.cache_dir, kernel=kernel)
 
     def subscribe(self, callback: Any) -> Any:
         """Receive :class:`DomainEvent` lifecycle events; returns an unsubscribe function."""

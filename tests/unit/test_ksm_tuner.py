@@ -19,11 +19,12 @@ import pytest
 from virtkit import Client, Settings
 from virtkit.errors import InvalidInput, InvalidState, NotFound
 from virtkit.ksm.history import KsmHistory
+from virtkit.ksm.lock import lock_path, running_pid
 from virtkit.ksm.policies import Decision, Sample
 from virtkit.ksm.report import plot
 from virtkit.ksm.service import KsmService
 from virtkit.ksm.sysfs import KsmSysfs
-from virtkit.ksm.tuner import Tuner, lock_path, running_pid
+from virtkit.ksm.tuner import Tuner
 
 VIRTKIT = str(Path(sys.executable).with_name("virtkit"))
 FILES = {
@@ -77,7 +78,7 @@ def test_applies_only_what_changed_and_logs_why(
         Decision(True, 5000, 10, "still growing"),
         Decision(True, 100, 10, "stalled"),
     )
-    tuner = Tuner(ksm, policy, interval=0.01, lock_dir=tmp_path / "locks")
+    tuner = Tuner(ksm.host, ksm.sysfs, policy, interval=0.01, lock_dir=tmp_path / "locks")
     caplog.set_level(logging.INFO, logger="virtkit.ksm")
     tuner.run(threading.Event(), max_steps=3)
     reasons = [r.getMessage() for r in caplog.records if r.name == "virtkit.ksm.tuner"]
@@ -95,7 +96,7 @@ def test_applies_only_what_changed_and_logs_why(
 
 def test_restore_puts_back_what_it_found(ksm: KsmService, root: Path, tmp_path: Path) -> None:
     tuner = Tuner(
-        ksm, Scripted(Decision(True, 5000, 10, "go")), interval=0.01, restore=True,
+        ksm.host, ksm.sysfs, Scripted(Decision(True, 5000, 10, "go")), interval=0.01, restore=True,
         lock_dir=tmp_path / "locks",
     )  # fmt: skip
     message = tuner.run(threading.Event(), max_steps=1)
@@ -106,7 +107,7 @@ def test_restore_puts_back_what_it_found(ksm: KsmService, root: Path, tmp_path: 
 def test_one_daemon_per_ksm_directory(ksm: KsmService, tmp_path: Path) -> None:
     locks = tmp_path / "locks"
     stop = threading.Event()
-    first = Tuner(ksm, Scripted(), interval=0.05, lock_dir=locks)
+    first = Tuner(ksm.host, ksm.sysfs, Scripted(), interval=0.05, lock_dir=locks)
     thread = threading.Thread(target=first.run, args=(stop,))
     thread.start()
     try:
@@ -114,7 +115,7 @@ def test_one_daemon_per_ksm_directory(ksm: KsmService, tmp_path: Path) -> None:
         while running_pid(lock_path(ksm.sysfs.root, locks)) != os.getpid():
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        second = Tuner(ksm, Scripted(), lock_dir=locks)
+        second = Tuner(ksm.host, ksm.sysfs, Scripted(), lock_dir=locks)
         with pytest.raises(
             InvalidState, match=f"already running on this host \\(pid {os.getpid()}"
         ):
@@ -124,7 +125,7 @@ def test_one_daemon_per_ksm_directory(ksm: KsmService, tmp_path: Path) -> None:
         stop.set()
         thread.join(5)
     assert running_pid(lock_path(ksm.sysfs.root, locks)) is None  # released on stop
-    Tuner(ksm, Scripted(), lock_dir=locks).run(threading.Event(), max_steps=1)
+    Tuner(ksm.host, ksm.sysfs, Scripted(), lock_dir=locks).run(threading.Event(), max_steps=1)
 
 
 def test_bad_policy_budget_and_interval(ksm: KsmService) -> None:

@@ -6,9 +6,7 @@ import json
 
 import click
 
-from virtkit.cli.main import State
-
-pass_state = click.make_pass_decorator(State)
+from virtkit.cli.state import State, pass_state
 
 
 @click.group()
@@ -21,8 +19,5 @@ def dev() -> None:
 @pass_state
 def tiny_guest(state: State, kernel: str | None) -> None:
     """Build (or reuse) the tiny busybox guest; print its kernel, initrd and cmdline as JSON."""
-    from virtkit.services.tinyguest import build_tiny_guest
-    from virtkit.settings import Settings
-
-    guest = build_tiny_guest(Settings.load().cache_dir, kernel=kernel)
+    guest = state.client.tiny_guest(kernel=kernel)
     click.echo(json.dumps(guest.to_dict(), indent=2))

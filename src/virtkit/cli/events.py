@@ -8,9 +8,7 @@ import time
 
 import click
 
-from virtkit.cli.main import State
-
-pass_state = click.make_pass_decorator(State)
+from virtkit.cli.state import State, pass_state
 
 
 @click.command()

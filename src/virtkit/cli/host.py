@@ -7,9 +7,7 @@ import time
 import click
 
 from virtkit.cli import render
-from virtkit.cli.main import State
-
-pass_state = click.make_pass_decorator(State)
+from virtkit.cli.state import State, json_option, pass_state
 
 
 @click.group()
@@ -18,7 +16,7 @@ def host() -> None:
 
 
 @host.command()
-@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@json_option
 @click.option("--reprobe", is_flag=True, help="Test KVM again instead of using the cached verdict.")
 @pass_state
 def info(state: State, as_json: bool, reprobe: bool) -> None:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import click
 
 from virtkit.cli import render
-from virtkit.cli.main import State
 from virtkit.cli.progress import ProgressBar
+from virtkit.cli.state import State, json_option, pass_state
 from virtkit.specs import ImageInfo
-
-pass_state = click.make_pass_decorator(State)
-json_option = click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 
 
 class _PhasedProgress:

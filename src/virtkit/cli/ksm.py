@@ -9,18 +9,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
 
 from virtkit.cli import render
-from virtkit.cli.main import State
+from virtkit.cli.state import State, json_option, pass_state
 from virtkit.errors import InvalidInput, InvalidState
-
-if TYPE_CHECKING:
-    from virtkit.ksm.history import KsmHistory
-
-pass_state = click.make_pass_decorator(State)
 
 
 @click.group()
@@ -29,7 +24,7 @@ def ksm() -> None:
 
 
 @ksm.command()
-@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@json_option
 @pass_state
 def status(state: State, as_json: bool) -> None:
     """Run mode, settings, pages shared and sharing, memory saved, ksmd CPU, and per VM."""
@@ -100,7 +95,7 @@ def set_(state: State, pairs: tuple[str, ...]) -> None:
 
 @ksm.command("estimate")
 @click.argument("vms", nargs=-1)
-@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@json_option
 @pass_state
 def estimate_(state: State, vms: tuple[str, ...], as_json: bool) -> None:
     """Predict what KSM would merge across running VMs (all, or the ones named), before it
@@ -132,12 +127,10 @@ def _since(text: str | None) -> float | None:
     return time.time() - float(number) * units[unit]
 
 
-def _history(state: State) -> KsmHistory:
+def _history(state: State) -> Any:
+    """The KSM history store (a ``KsmHistory``; close it)."""
     settings = state.client.settings
-    store: KsmHistory = state.client.ksm.history(
-        settings.ksm_history_path, settings.ksm_history_days
-    )
-    return store
+    return state.client.ksm.history(settings.ksm_history_path, settings.ksm_history_days)
 
 
 @ksm.command()
@@ -162,16 +155,13 @@ def tune(
 
     Runs in the foreground until Ctrl+C or SIGTERM (or in the background with --background;
     --stop ends it). On stop KSM stays as the policy last set it, unless --restore."""
-    from virtkit.ksm.tuner import lock_path, stop_daemon
-
     settings = state.client.settings
-    lock = lock_path(settings.ksm_root)
     if stop_it:
-        pid = stop_daemon(lock)
+        pid = state.client.ksm.stop_tuner()
         click.echo(f"KSM tuning daemon (pid {pid}) stopped; see its log for what it left")
         return
     if background:
-        _background(settings.state_dir / "ksm-tune.log", lock)
+        _background(state, settings.state_dir / "ksm-tune.log")
         return
     chosen = policy or settings.ksm_policy
     default_interval = 60.0 if chosen == "ksmtuned" else 10.0  # ksmtuned's own default
@@ -193,9 +183,7 @@ def tune(
     tuner.run(stop, max_steps=steps)
 
 
-def _background(log_file: Path, lock: Path) -> None:
-    from virtkit.ksm.tuner import running_pid
-
+def _background(state: State, log_file: Path) -> None:
     argv = [a for a in sys.argv[1:] if a != "--background"]
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "a") as out:
@@ -204,7 +192,7 @@ def _background(log_file: Path, lock: Path) -> None:
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     deadline = time.monotonic() + 15
-    while running_pid(lock) != proc.pid:
+    while state.client.ksm.tuner_pid() != proc.pid:
         if proc.poll() is not None or time.monotonic() > deadline:
             tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
             raise InvalidState(
@@ -217,7 +205,7 @@ def _background(log_file: Path, lock: Path) -> None:
 @ksm.command()
 @click.option("--since", help="Only samples newer than this: 90s, 30m, 6h, 7d.")
 @click.option("--vm", "vms", multiple=True, help="Per-VM samples of this VM (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@json_option
 @pass_state
 def history(state: State, since: str | None, vms: tuple[str, ...], as_json: bool) -> None:
     """KSM samples recorded by 'ksm tune' (any policy; 'observe' only records)."""
@@ -259,13 +247,9 @@ def history(state: State, since: str | None, vms: tuple[str, ...], as_json: bool
 @pass_state
 def report(state: State, plot_file: Path, since: str | None) -> None:
     """Chart memory saved, pages sharing and ksmd CPU over time, per host and per VM."""
-    from virtkit.ksm.report import plot
-
     store = _history(state)
     try:
-        start = _since(since)
-        points, vm_points = store.points(start), store.vm_points(start)
+        samples = state.client.ksm.plot(store, plot_file, since=_since(since))
     finally:
         store.close()
-    plot(points, vm_points, plot_file)
-    click.echo(f"wrote {plot_file} ({len(points)} samples)")
+    click.echo(f"wrote {plot_file} ({samples} samples)")

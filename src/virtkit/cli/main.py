@@ -1,14 +1,14 @@
-"""``virtkit``: the command line. Thin: parse, call a service, render."""
+"""``virtkit``: the command line. Thin: parse, call a service, render.
+
+Start-up matters (``virtkit --help`` in well under 120 ms): the command groups are imported
+only when one is run or asked for its help, and ``--help`` lists them from ``COMMANDS`` below.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
+import importlib
 import os
 import sys
-import time
-import traceback
-from typing import Any
 
 # No third-party pydantic plugins in a CLI process: scanning for them costs start-up time.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
@@ -16,60 +16,63 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 import click
 
 from virtkit._version import __version__
+from virtkit.cli.state import State
 from virtkit.errors import VirtkitError
 
-log = logging.getLogger("virtkit.cli")
+# name -> (module, attribute, short help). tests/unit/test_cli.py checks that the short help
+# is the first paragraph of each command's own help.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "dev": ("virtkit.cli.dev", "dev", "Development helpers (the tiny test guest)."),
+    "events": (
+        "virtkit.cli.events", "events",
+        "Print VM lifecycle events (defined, started, suspended, stopped, ...) until Ctrl+C.",
+    ),
+    "host": ("virtkit.cli.host", "host", "Facts about the libvirt host."),
+    "image": ("virtkit.cli.image", "image", "Disk images and templates."),
+    "ksm": (
+        "virtkit.cli.ksm", "ksm", "KSM: memory saved, per host and per VM; enable, disable, tune."
+    ),
+    "net": (
+        "virtkit.cli.network", "net",
+        "Virtual networks: NAT, routed, isolated, open, bridged, macvtap.",
+    ),
+    "pool": ("virtkit.cli.storage", "pool", "Storage pools: where volumes live."),
+    "vm": ("virtkit.cli.vm", "vm", "Create, run, change and delete VMs."),
+    "volume": ("virtkit.cli.storage", "volume", "Volumes (disk images) in storage pools."),
+}  # fmt: skip
 
 
-class _JSONFormatter(logging.Formatter):
-    """One JSON object a line, with ECS field names, ready for the ELK stack."""
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use, listed from a static table."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "@timestamp": self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
-            + f".{int(record.msecs):03d}Z",
-            "log.level": record.levelname.lower(),
-            "log.logger": record.name,
-            "message": record.getMessage(),
-            "process.pid": record.process,
-            "service.name": "virtkit",
-        }
-        doc.update(getattr(record, "fields", None) or {})
-        if record.exc_info:
-            doc["error.stack_trace"] = self.formatException(record.exc_info)
-        return json.dumps(doc)
+    def __init__(self, *args: object, lazy: dict[str, tuple[str, str, str]], **kwargs: object):
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.lazy = lazy
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
 
-def setup_logging(level: int, as_json: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if as_json:
-        handler.setFormatter(_JSONFormatter())
-        logging.Formatter.converter = time.gmtime
-    else:
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module, attr, _help = self.lazy[cmd_name]
+            command = getattr(importlib.import_module(module), attr)
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
 
-
-class State:
-    """What every command gets: settings overrides and a lazily made client."""
-
-    def __init__(self, uri: str | None) -> None:
-        self.uri = uri
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            from virtkit.client import Client  # lazy: `virtkit --help` stays fast
-            from virtkit.settings import Settings
-
-            self._client = Client(settings=Settings.load(uri=self.uri))
-        return self._client
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Click's listing, with each lazy group's short help from the table (no import)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name) or click.Command(name, help=self.lazy[name][2])
+            if not command.hidden:
+                rows.append((name, command))
+        if rows:
+            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in rows])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="virtkit")
 @click.option(
     "-c",
@@ -84,28 +87,11 @@ class State:
 @click.pass_context
 def cli(ctx: click.Context, uri: str | None, verbose: bool, debug: bool, log_json: bool) -> None:
     """virtkit: manage KVM virtual machines through libvirt."""
-    setup_logging(
-        logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING, log_json
-    )
+    from virtkit.cli.logs import setup_logging
+
+    setup_logging(verbose, debug, log_json)
     ctx.obj = State(uri)
-    ctx.call_on_close(lambda: ctx.obj._client.close() if ctx.obj._client else None)
-
-
-def _register() -> None:
-    from virtkit.cli import dev, events, host, image, ksm, network, storage, vm
-
-    cli.add_command(vm.vm)
-    cli.add_command(ksm.ksm)
-    cli.add_command(network.net)
-    cli.add_command(image.image)
-    cli.add_command(storage.pool)
-    cli.add_command(storage.volume)
-    cli.add_command(events.events)
-    cli.add_command(host.host)
-    cli.add_command(dev.dev)
-
-
-_register()
+    ctx.call_on_close(ctx.obj.close)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except VirtkitError as exc:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         # One line, always: QEMU's start errors quote its multi-line log.
         sys.stderr.write("error: " + " ".join(str(exc).split()) + "\n")
         sys.exit(1)
@@ -129,9 +115,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as exc:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         sys.stderr.write(
             f"internal error: {type(exc).__name__}: {exc} "
             "(run with --debug for the traceback; please report it)\n"
         )
         sys.exit(3)
+
+
+def _print_traceback() -> None:
+    import traceback
+
+    traceback.print_exc()

@@ -8,11 +8,8 @@ from typing import Any
 import click
 
 from virtkit.cli import render
-from virtkit.cli.main import State
+from virtkit.cli.state import State, json_option, pass_state
 from virtkit.specs import NetworkInfo, NetworkSpec, parse_model
-
-pass_state = click.make_pass_decorator(State)
-json_option = click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 
 
 @click.group("net")

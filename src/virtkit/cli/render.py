@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
-from virtkit.specs import format_size
+if TYPE_CHECKING:  # pydantic and the specs cost start-up time: `virtkit vm --help` needs neither
+    from pydantic import BaseModel
 
 
 def print_json(data: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
-    if isinstance(data, BaseModel):
+    if hasattr(data, "model_dump"):
         payload: Any = data.model_dump(mode="json")
     elif isinstance(data, dict):
         payload = data
@@ -56,4 +55,6 @@ def fields(pairs: Sequence[tuple[str, object]]) -> None:
 
 
 def size(value: int | None) -> str:
+    from virtkit.specs import format_size
+
     return "-" if value is None else format_size(value)

@@ -10,13 +10,10 @@ from typing import Any
 import click
 
 from virtkit.cli import render
-from virtkit.cli.main import State
 from virtkit.cli.progress import ProgressBar
+from virtkit.cli.state import State, json_option, pass_state
 from virtkit.errors import InvalidInput
 from virtkit.specs import PoolSpec, VolumeSpec, parse_model, parse_size
-
-pass_state = click.make_pass_decorator(State)
-json_option = click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 
 
 def _pool_option(fn: Any) -> Any:

@@ -9,10 +9,20 @@ import sys
 import termios
 import tty
 from collections.abc import Iterator
-
-from virtkit.backend.console import ConsoleStream
+from typing import Protocol, Self
 
 ESCAPE = b"\x1d"  # Ctrl+]
+
+
+class Stream(Protocol):
+    """What ``client.consoles.open`` returns (a ``ConsoleStream``), as far as the CLI uses it."""
+
+    closed: bool
+
+    def read(self, timeout: float = 0.0) -> bytes: ...
+    def write(self, data: bytes) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...
 
 
 @contextlib.contextmanager
@@ -28,7 +38,7 @@ def _raw(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def attach(stream: ConsoleStream) -> None:
+def attach(stream: Stream) -> None:
     """Copy keys to the console and console output to the screen until Ctrl+] or the VM stops."""
     fd_in = sys.stdin.fileno()
     out = sys.stdout.buffer

@@ -8,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from virtkit.errors import InvalidInput, NotFound
+from virtkit.extras import require
 from virtkit.specs import KsmHistoryPoint, KsmHistoryVMPoint
 
 FORMATS = {".png": "png", ".svg": "svg"}
@@ -27,9 +28,7 @@ def plot(points: list[KsmHistoryPoint], vm_points: list[KsmHistoryVMPoint], targ
         )
     if not target.parent.is_dir():
         raise NotFound(f"directory {target.parent} does not exist", code="path_missing")
-    import matplotlib
-
-    matplotlib.use("Agg")
+    require("matplotlib", "the KSM chart").use("Agg")  # an extra, imported when used
     from matplotlib import pyplot as plt
 
     times = [dt.datetime.fromtimestamp(p.time) for p in points]

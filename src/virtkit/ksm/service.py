@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from virtkit.backend.host import Host
-from virtkit.backend.procfs import qemu_pids
 from virtkit.errors import InvalidInput, InvalidState, NotFound, PermissionDenied, Unsupported
-from virtkit.ksm.sysfs import KNOBS, RUN_MODES, KsmSysfs, ksmd_cpu_seconds, process_ksm
+from virtkit.extras import require
+from virtkit.ksm.guests import require_local, running_vms
+from virtkit.ksm.lock import LOCK_DIR, lock_path, running_pid, stop_daemon
+from virtkit.ksm.sysfs import KNOBS, RUN_MODES, KsmSysfs, ksmd_cpu_seconds
 from virtkit.specs import KsmEstimate, KsmReport, KsmVM, validate_name
 from virtkit.xml.domain import Domain
 
@@ -29,37 +31,11 @@ class KsmService:
         self.sysfs = sysfs or KsmSysfs()
 
     def require_local(self) -> None:
-        if not self.host.is_local:
-            raise Unsupported("KSM is read and set on the VM host itself: run virtkit there")
+        require_local(self.host)
 
     def vms(self) -> list[KsmVM]:
         """The running VMs with their KSM figures (merging pages, profit, opt-out)."""
-        pids = qemu_pids()
-        vms = []
-        for guest in self.host.list_guests():
-            try:
-                if not guest.is_active():
-                    continue
-                dom = Domain.parse(guest.xml())
-                uuid = guest.uuid
-                _state, _max, cur_kib, _v = guest.info()
-            except NotFound:
-                continue
-            pid = pids.get(uuid)
-            stats = process_ksm(pid) if pid else {}
-            merging = stats.get("ksm_merging_pages")
-            profit = stats.get("ksm_process_profit")
-            mergeable = stats.get("ksm_mergeable")
-            vms.append(
-                KsmVM(
-                    name=dom.name or "?", pid=pid, opted_out=dom.nosharepages,
-                    mergeable=None if mergeable is None else mergeable == "yes",
-                    merging_pages=int(merging) if merging is not None else None,
-                    profit=int(profit) if profit is not None else None,
-                    memory=cur_kib * 1024,
-                )
-            )  # fmt: skip
-        return sorted(vms, key=lambda v: v.name)
+        return running_vms(self.host)
 
     def status(self) -> KsmReport:
         self.require_local()
@@ -160,7 +136,8 @@ class KsmService:
                 )
             if running[name].pid is None:
                 raise Unsupported(f"cannot find the QEMU process of {name!r} on this host")
-        from virtkit.ksm.estimate import estimate  # numpy: imported when used (CLI start-up)
+        require("numpy", "the KSM estimate")  # an extra, imported when used (CLI start-up)
+        from virtkit.ksm.estimate import estimate
 
         pids = [running[n].pid for n in chosen if running[n].pid is not None]
         result = estimate([p for p in pids if p is not None])
@@ -206,7 +183,7 @@ class KsmService:
             ObservePolicy,
             Policy,
         )
-        from virtkit.ksm.tuner import LOCK_DIR, Tuner
+        from virtkit.ksm.tuner import Tuner
 
         if interval <= 0:
             raise InvalidInput(
@@ -232,9 +209,17 @@ class KsmService:
                 code="unknown_ksm_policy",
             )
         return Tuner(
-            self, chosen, interval=interval, history=history, restore=restore,
+            self.host, self.sysfs, chosen, interval=interval, history=history, restore=restore,
             lock_dir=lock_dir or LOCK_DIR,
         )  # fmt: skip
+
+    def tuner_pid(self, lock_dir: Path | None = None) -> int | None:
+        """PID of the tuning daemon running for this KSM directory, or None."""
+        return running_pid(lock_path(self.sysfs.root, lock_dir or LOCK_DIR))
+
+    def stop_tuner(self, lock_dir: Path | None = None, timeout: float = 30.0) -> int:
+        """Stop the tuning daemon running for this KSM directory (SIGTERM), wait; its PID."""
+        return stop_daemon(lock_path(self.sysfs.root, lock_dir or LOCK_DIR), timeout)
 
     def _estimator(self) -> int | None:
         """Bytes an estimate says would merge across every running VM (None if it cannot):
@@ -252,3 +237,12 @@ class KsmService:
         from virtkit.ksm.history import KsmHistory
 
         return KsmHistory(path, keep_days)
+
+    def plot(self, history: KsmHistory, path: Path, since: float | None = None) -> int:
+        """Chart the samples in ``history`` (newer than ``since``) to ``path`` (.png or .svg);
+        returns how many host samples it drew. Needs matplotlib (``virtkit[plots]``)."""
+        from virtkit.ksm.report import plot
+
+        points, vm_points = history.points(since), history.vm_points(since)
+        plot(points, vm_points, path)
+        return len(points)

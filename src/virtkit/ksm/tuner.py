@@ -1,112 +1,38 @@
 """``virtkit ksm tune``: the daemon that collects, asks a policy, and applies only what changed.
 
-One daemon per KSM directory on a host: a lock file under /run/virtkit (an ``flock``, released
-by the kernel when the daemon dies, so no stale lock survives a crash) holds its PID. Each step
-is logged with the policy's reason and the settings it changed. On stop the daemon leaves KSM as
-the policy last set it and says so; with ``restore`` it puts back what it found at start.
+One daemon per KSM directory on a host (``ksm/lock.py``). Each step is logged with the policy's
+reason and the settings it changed. On stop the daemon leaves KSM as the policy last set it and
+says so; with ``restore`` it puts back what it found at start.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import logging
-import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
+from virtkit.backend.host import Host
 from virtkit.backend.procfs import meminfo, qemu_pids, rss_kb
-from virtkit.errors import InvalidState, NotFound, PermissionDenied, VirtkitError
+from virtkit.errors import VirtkitError
+from virtkit.ksm.guests import require_local, running_vms
 from virtkit.ksm.history import KsmHistory
+from virtkit.ksm.lock import LOCK_DIR, hold_lock, lock_path
 from virtkit.ksm.policies import Decision, Policy, Sample
-from virtkit.ksm.service import KsmService
-from virtkit.ksm.sysfs import ksmd_cpu_seconds
+from virtkit.ksm.sysfs import KsmSysfs, ksmd_cpu_seconds
 
 log = logging.getLogger(__name__)
-LOCK_DIR = Path("/run/virtkit")
 TUNED = ("run", "pages_to_scan", "sleep_millisecs")
 
 
-def lock_path(ksm_root: Path, lock_dir: Path = LOCK_DIR) -> Path:
-    """The lock of the daemon tuning ``ksm_root`` (one per KSM directory, host-wide)."""
-    digest = hashlib.sha256(str(ksm_root.resolve()).encode()).hexdigest()[:12]
-    return lock_dir / f"ksm-tune-{digest}.lock"
-
-
-def running_pid(path: Path) -> int | None:
-    """PID of the daemon that holds the lock at ``path``, or None. Reads the PID it wrote and
-    checks the process is alive and a virtkit; it takes no lock itself (a probing lock, even a
-    shared one, could make a daemon that is starting at that moment fail to take its own)."""
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    if not text.isdigit():
-        return None
-    pid = int(text)
-    if pid == os.getpid():
-        return pid
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return pid if b"virtkit" in cmdline else None
-
-
-@contextlib.contextmanager
-def hold_lock(path: Path) -> Iterator[None]:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except PermissionError:
-        raise PermissionDenied(
-            f"cannot take the KSM tuning lock {path}: the daemon needs root", code="ksm_permission"
-        ) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = path.read_text().strip() or "?"
-            raise InvalidState(
-                f"a KSM tuning daemon is already running on this host (pid {pid}); stop it "
-                "first ('virtkit ksm tune --stop')",
-                code="ksm_tune_running",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)  # no PID left behind once the lock is released
-    finally:
-        os.close(fd)  # releases the flock
-
-
-def stop_daemon(path: Path, timeout: float = 30.0) -> int:
-    """Ask the daemon holding ``path`` to stop (SIGTERM to the PID it wrote) and wait for it."""
-    pid = running_pid(path)
-    if pid is None or pid <= 0:
-        raise NotFound("no KSM tuning daemon is running on this host", code="ksm_tune_not_running")
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while running_pid(path) is not None:
-        if time.monotonic() > deadline:
-            raise InvalidState(
-                f"the KSM tuning daemon (pid {pid}) did not stop within {timeout:.0f} s",
-                code="ksm_tune_stuck",
-            )
-        time.sleep(0.1)
-    return pid
-
-
 class Tuner:
+    """Built by ``KsmService.tuner``; takes the host and KSM directory, not the service."""
+
     def __init__(
         self,
-        service: KsmService,
+        host: Host,
+        sysfs: KsmSysfs,
         policy: Policy,
         *,
         interval: float = 10.0,
@@ -115,8 +41,8 @@ class Tuner:
         lock_dir: Path = LOCK_DIR,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.service = service
-        self.sysfs = service.sysfs
+        self.host = host
+        self.sysfs = sysfs
         self.policy = policy
         self.interval = interval
         self.history = history
@@ -131,7 +57,7 @@ class Tuner:
         settings = self.sysfs.settings()
         vms: dict[str, tuple[int, int]] = {}
         try:
-            for vm in self.service.vms():
+            for vm in running_vms(self.host):
                 vms[vm.name] = (vm.merging_pages or 0, vm.profit or 0)
         except VirtkitError as exc:  # libvirt away for a moment: host figures still count
             log.warning("no per-VM KSM figures this time: %s", exc)
@@ -197,7 +123,7 @@ class Tuner:
     # -- the loop -----------------------------------------------------------------------------
     def run(self, stop: threading.Event, max_steps: int | None = None) -> str:
         """Tune until ``stop`` is set (or ``max_steps``); returns the closing message."""
-        self.service.require_local()
+        require_local(self.host)
         with hold_lock(self.lock):
             found = {n: v for n in TUNED if (v := self.sysfs.read(n)) is not None}
             log.info(

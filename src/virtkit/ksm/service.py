@@ -12,7 +12,6 @@ from virtkit.backend.procfs import qemu_pids
 from virtkit.errors import InvalidInput, InvalidState, NotFound, PermissionDenied, Unsupported
 from virtkit.ksm.sysfs import KNOBS, RUN_MODES, KsmSysfs, ksmd_cpu_seconds, process_ksm
 from virtkit.specs import KsmEstimate, KsmReport, KsmVM, validate_name
-from virtkit.xml.domain import Domain
 
 if TYPE_CHECKING:
     from virtkit.ksm.history import KsmHistory
@@ -40,9 +39,9 @@ class KsmService:
             try:
                 if not guest.is_active():
                     continue
-                dom = Domain.parse(guest.xml())
+                dom = guest.definition()
                 uuid = guest.uuid
-                _state, _max, cur_kib, _v = guest.info()
+                memory = guest.info().memory
             except NotFound:
                 continue
             pid = pids.get(uuid)
@@ -56,7 +55,7 @@ class KsmService:
                     mergeable=None if mergeable is None else mergeable == "yes",
                     merging_pages=int(merging) if merging is not None else None,
                     profit=int(profit) if profit is not None else None,
-                    memory=cur_kib * 1024,
+                    memory=memory,
                 )
             )  # fmt: skip
         return sorted(vms, key=lambda v: v.name)
@@ -180,7 +179,7 @@ class KsmService:
         guest = self.host.lookup(name)
         if not guest.is_persistent():
             raise InvalidState(f"VM {name!r} is transient", code="vm_transient")
-        config = Domain.parse(guest.xml(inactive=True))
+        config = guest.definition(inactive=True)
         config.nosharepages = not on
         self.host.define(config.to_xml())
         when = " from its next start" if guest.is_active() else ""

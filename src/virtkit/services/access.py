@@ -36,7 +36,7 @@ class AccessService:
         guest = self.host.lookup(name)
         if not guest.is_active():
             raise InvalidState(f"VM {name!r} is not running", code="vm_shutoff")
-        return Domain.parse(guest.xml())
+        return guest.definition()
 
     def _console(self, name: str) -> str:
         if self.console_log_dir is None or not self.host.is_local:
@@ -106,7 +106,7 @@ class AccessService:
         """The public SSH host keys virtkit made for the guest (empty: it made its own), from
         the VM's definition (what ``vm show`` lists)."""
         validate_name(name)
-        meta = Domain.parse(self.host.lookup(name).xml(inactive=True)).virtkit
+        meta = self.host.lookup(name).definition(inactive=True).virtkit
         return meta.pinned_host_keys if meta is not None else []
 
     def known_hosts(self, name: str) -> tuple[str, str] | None:

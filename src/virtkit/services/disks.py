@@ -126,7 +126,7 @@ class DiskService:
         return f"{name}-disk{index}.qcow2"
 
     def _set_owned(self, guest: Guest, path: str, owned: bool) -> None:
-        config = Domain.parse(guest.xml(inactive=True))
+        config = guest.definition(inactive=True)
         meta = config.ensure_virtkit_metadata()
         for entry in list(meta.owned_disks):
             if entry.path == path:
@@ -171,7 +171,7 @@ class DiskService:
     def _gone_live(self, guest: Guest, target: str, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._find(Domain.parse(guest.xml()), target) is None:
+            if self._find(guest.definition(), target) is None:
                 return True
             time.sleep(0.2)
         return False

@@ -119,22 +119,22 @@ class VMService:
 
     def _config(self, guest: Guest) -> Domain:
         """The persistent definition, where virtkit's metadata (tags, owned disks) lives."""
-        return Domain.parse(guest.xml(inactive=guest.is_persistent()))
+        return guest.config()
 
     def _summary_fields(
         self, guest: Guest, config: Domain, uptimes: dict[str, float | None]
     ) -> dict[str, object]:
-        state, max_kib, cur_kib, vcpus = guest.info()
+        info = guest.info()
         persistent = guest.is_persistent()
         uuid = guest.uuid
         return {
             "name": guest.name,
             "uuid": uuid,
-            "state": state,
-            "vcpus": vcpus,
-            "memory": cur_kib * 1024,
-            "max_memory": max_kib * 1024,
-            "uptime": uptimes.get(uuid) if state.is_active else None,
+            "state": info.state,
+            "vcpus": info.vcpus,
+            "memory": info.memory,
+            "max_memory": info.max_memory,
+            "uptime": uptimes.get(uuid) if info.state.is_active else None,
             "autostart": guest.autostart() if persistent else False,
             "persistent": persistent,
             "tags": config.tag_names,
@@ -156,7 +156,7 @@ class VMService:
         config = self._config(guest)
         fields = self._summary_fields(guest, config, self._uptimes())
         _state, reason = guest.state()
-        dom = Domain.parse(guest.xml())
+        dom = guest.definition()
         owned = set(config.owned_disk_paths)
         os_el = dom.os
         cpu = dom.cpu
@@ -555,7 +555,7 @@ class VMService:
     def _spare_root_ports(self, guest: Guest) -> None:
         """On a PCIe machine, free root ports for hot-plug, counted after libvirt has placed
         the devices (it fills any port it is given)."""
-        dom = Domain.parse(guest.xml(inactive=True, secure=True))  # keeps graphics passwords
+        dom = guest.definition(inactive=True, secure=True)  # keeps graphics passwords
         if not any(c.model == "pcie-root" for c in dom.controllers):
             return
         missing = SPARE_ROOT_PORTS - free_root_ports(dom)
@@ -596,7 +596,7 @@ class VMService:
             raise AlreadyExists(f"a VM named {new_name!r} already exists", code="vm_exists")
         if self.pools is None:
             raise Unsupported("this client has no storage service for clones")
-        dom = Domain.parse(guest.xml(inactive=True))
+        dom = guest.definition(inactive=True)
         sources = []
         for disk in dom.disks:
             if disk.device != "disk":
@@ -829,7 +829,7 @@ class VMService:
         if vcpus is None and memory is None:
             raise InvalidInput("nothing to change: give vCPUs and/or memory", code="nothing_to_set")
         guest = self._guest(name)
-        config = Domain.parse(guest.xml(inactive=True))
+        config = guest.definition(inactive=True)
         if vcpus is not None:
             os_el = config.os
             machine = os_el.machine if os_el else None
@@ -868,7 +868,7 @@ class VMService:
     def _set_memory(self, guest: Guest, config: Domain, memory: int, active: bool) -> str:
         kib = memory // 1024
         shown = format_size(memory)
-        _state, max_kib_live, _cur, _v = guest.info()
+        max_kib_live = guest.info().max_memory // 1024
         if kib > (config.memory_kib or 0):
             guest.set_memory(kib, config=True, maximum=True)
         guest.set_memory(kib, config=True)
@@ -894,7 +894,7 @@ class VMService:
         ``remove_storage`` (disks virtkit created for it; attached images are never removed)."""
         guest = self._guest(name)
         state = guest.state()[0]
-        dom = Domain.parse(guest.xml(inactive=True))
+        dom = guest.definition(inactive=True)
         if state.is_active and not force:
             raise InvalidState(
                 f"VM {name!r} is {_describe(state)}: stop it first, or delete "
@@ -954,7 +954,7 @@ class VMService:
 
     def storage_to_remove(self, name: str) -> builtins.list[str]:
         """What ``delete --remove-storage`` would remove, for a confirmation prompt."""
-        dom = Domain.parse(self._guest(name).xml(inactive=True))
+        dom = self._guest(name).definition(inactive=True)
         console_log = self._own_console_log(dom)
         extra = [str(console_log)] if console_log is not None and console_log.exists() else []
         return dom.owned_disk_paths + extra

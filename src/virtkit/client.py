@@ -96,7 +96,7 @@ class Client:
     @cached_property
     def access(self) -> AccessService:
         """Wait for a guest (boot, cloud-init, SSH) and find its SSH server."""
-        return AccessService(self.host, self.nics, self.settings.console_log_dir)
+        return AccessService(self.host, self.nics, self.vms.files)
 
     @cached_property
     def ksm(self) -> KsmService:

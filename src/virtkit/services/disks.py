@@ -18,6 +18,7 @@ from virtkit.services.domainbuilder import (
     target_prefix,
 )
 from virtkit.services.transaction import Transaction
+from virtkit.services.vmfiles import free_disk_volume
 from virtkit.services.vms import VMService
 from virtkit.specs import DiskView, validate_name
 from virtkit.xml.domain import Disk, Domain, OwnedDisk
@@ -83,13 +84,11 @@ class DiskService:
             if size is not None:
                 if size < 1024 * 1024:
                     raise InvalidInput("a new disk must be at least 1 MiB", code="invalid_size")
-                pool = self.vms.storage_pool
-                if storage.ensure_pool(self.host, pool, self.vms.storage_pool_path):
-                    tx.on_rollback(
-                        f"remove storage pool {pool}",
-                        functools.partial(self.host.storage.remove_pool, pool),
-                    )
-                path = storage.create_blank_disk(self.host, pool, self._free_volume(name), size)
+                files = self.vms.files
+                files.ensure_pool(self.host, tx)
+                path = storage.create_blank_disk(
+                    self.host, files.pool, self._free_volume(name), size
+                )
                 tx.on_rollback(
                     f"delete volume {path}", functools.partial(storage.delete_disk, self.host, path)
                 )
@@ -117,13 +116,9 @@ class DiskService:
 
     def _free_volume(self, name: str) -> str:
         """The first ``<vm>-diskN.qcow2`` not taken in the VM pool (disks may come and go)."""
-        taken = {
-            Volume.parse(xml).name for xml in self.host.storage.volume_xmls(self.vms.storage_pool)
-        }
-        index = 0
-        while f"{name}-disk{index}.qcow2" in taken:
-            index += 1
-        return f"{name}-disk{index}.qcow2"
+        pool = self.vms.files.pool
+        taken = {Volume.parse(xml).name or "" for xml in self.host.storage.volume_xmls(pool)}
+        return free_disk_volume(name, taken)
 
     def _set_owned(self, guest: Guest, path: str, owned: bool) -> None:
         config = guest.definition(inactive=True)

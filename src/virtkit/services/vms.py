@@ -44,6 +44,7 @@ from virtkit.services.images import ImageService
 from virtkit.services.nics import macs_in_use, new_mac
 from virtkit.services.pools import PoolService
 from virtkit.services.transaction import Transaction
+from virtkit.services.vmfiles import VMFiles
 from virtkit.specs import (
     DeleteResult,
     DiskSpec,
@@ -101,9 +102,19 @@ class VMService:
         self.probe = probe
         self.pools = pools
         self.images = images
-        self.storage_pool = storage_pool
-        self.storage_pool_path = storage_pool_path
-        self.console_log_dir = console_log_dir
+        self.files = VMFiles(storage_pool, storage_pool_path, console_log_dir)
+
+    @property
+    def storage_pool(self) -> str:
+        return self.files.pool
+
+    @property
+    def storage_pool_path(self) -> Path:
+        return self.files.pool_path
+
+    @property
+    def console_log_dir(self) -> Path | None:
+        return self.files.console_log_dir
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -299,11 +310,8 @@ class VMService:
         facts = self.probe.facts(spec.arch)
         machine, cpu = self._check_against_host(spec, facts)
         existing = self._resolve_existing(spec, machine)
-        serial_log = (
-            str(self.console_log_dir / f"{spec.name}-serial0.log")
-            if spec.serial and self.console_log_dir
-            else None
-        )
+        log_file = self.files.serial_log(spec.name) if spec.serial else None
+        serial_log = str(log_file) if log_file is not None else None
         macs = self._macs(spec)
         templates = self._templates(spec)
         keys = host_keys.result() if host_keys is not None else []
@@ -345,17 +353,13 @@ class VMService:
         )  # fmt: skip
         return cloudinit.build_seed(ci, spec.name, cloudinit.new_instance_id())
 
-    @staticmethod
-    def _seed_name(name: str) -> str:
-        return f"{name}-seed.iso"
-
     def _make_seed(self, name: str, data: bytes, tx: Transaction) -> ResolvedDisk:
         """The seed ISO as a raw volume beside the VM's disks (owned: removed with the VM)."""
         assert self.pools is not None
         volume = self.pools.create_volume(
             self.storage_pool,
             VolumeSpec.model_validate(
-                {"name": self._seed_name(name), "size": f"{len(data)}B", "format": "raw"}
+                {"name": self.files.seed_volume(name), "size": f"{len(data)}B", "format": "raw"}
             ),
         )
         tx.on_rollback(
@@ -408,16 +412,12 @@ class VMService:
             found[index] = template
         return found
 
-    @staticmethod
-    def _volume_name(spec: VMSpec, index: int) -> str:
-        return f"{spec.name}-disk{index}.qcow2"
-
     def _make_disk(
         self, spec: VMSpec, index: int, disk: DiskSpec, prepared: _Prepared, tx: Transaction
     ) -> tuple[str, str]:
         """Create one of the VM's own disks (blank, or cloned from a template), registering its
         undo at once; returns its path and format."""
-        volume = self._volume_name(spec, index)
+        volume = self.files.disk_volume(spec.name, index)
         template = prepared.templates.get(index)
         if template is None:
             assert disk.size is not None
@@ -487,12 +487,14 @@ class VMService:
         pool = self.host.storage.pool_xml(self.storage_pool)
         pool_dir = (Pool.parse(pool).target_path if pool else None) or str(self.storage_pool_path)
         new_disks = [
-            ResolvedDisk(f"{pool_dir}/{self._volume_name(spec, i)}", "qcow2", d.bus, owned=True)
+            ResolvedDisk(
+                f"{pool_dir}/{self.files.disk_volume(spec.name, i)}", "qcow2", d.bus, owned=True
+            )
             for i, d in enumerate(d for d in spec.disks if d.is_new)
         ]
         seed = None
         if prepared.seed is not None:
-            path = f"{pool_dir}/{self._seed_name(spec.name)}"
+            path = f"{pool_dir}/{self.files.seed_volume(spec.name)}"
             seed = ResolvedDisk(path, "raw", "scsi", device="cdrom", readonly=True, owned=True)
         return build_domain(spec, self._plan(spec, prepared, new_disks, seed)).to_xml()
 
@@ -511,24 +513,18 @@ class VMService:
         with Transaction(f"creating VM {spec.name}") as tx:
             new_disks: builtins.list[ResolvedDisk] = []
             new = [d for d in spec.disks if d.is_new]
-            needs_pool = bool(new) or prepared.seed is not None
-            if needs_pool and storage.ensure_pool(
-                self.host, self.storage_pool, self.storage_pool_path
-            ):
-                tx.on_rollback(
-                    f"remove storage pool {self.storage_pool}",
-                    functools.partial(self.host.storage.remove_pool, self.storage_pool),
-                )
+            if new or prepared.seed is not None:
+                self.files.ensure_pool(self.host, tx)
             for index, disk in enumerate(new):
                 what = f"a clone of {disk.image}" if disk.image else format_size(disk.size or 0)
-                say(f"creating disk {self._volume_name(spec, index)} ({what})")
+                say(f"creating disk {self.files.disk_volume(spec.name, index)} ({what})")
                 path, fmt = self._make_disk(spec, index, disk, prepared, tx)
                 new_disks.append(
                     ResolvedDisk(path, fmt, disk.bus, readonly=disk.readonly, owned=True)
                 )
             seed = None
             if prepared.seed is not None:
-                say(f"writing the cloud-init seed {self._seed_name(spec.name)}")
+                say(f"writing the cloud-init seed {self.files.seed_volume(spec.name)}")
                 seed = self._make_seed(spec.name, prepared.seed, tx)
             xml = build_domain(spec, self._plan(spec, prepared, new_disks, seed)).to_xml()
             facts = prepared.facts
@@ -626,15 +622,16 @@ class VMService:
         first_mac = next((i.mac for i in dom.interfaces if i.mac), None) or next(
             iter(user_macs), None
         )
+        log_file = self.files.serial_log(new_name)
         for serial in dom.serials:
-            if serial.log is not None and self.console_log_dir is not None:
-                serial.log.file = str(self.console_log_dir / f"{new_name}-serial0.log")
+            if serial.log is not None and log_file is not None:
+                serial.log.file = str(log_file)
         meta = dom.ensure_virtkit_metadata()
         owned_before = set(dom.owned_disk_paths)
         for entry in list(meta.owned_disks):
             meta.owned_disks.remove(entry)
         seeds = [d for d in dom.disks if d.device == "cdrom" and d.source in owned_before
-                 and (d.source or "").endswith("-seed.iso")]  # fmt: skip
+                 and self.files.is_seed(d.source)]  # fmt: skip
         # a clone is another machine: new SSH host keys, if virtkit made the original's
         renew_keys = bool(seeds and meta.pinned_host_keys)
         pending = hostkeys.start() if renew_keys else None
@@ -665,17 +662,13 @@ class VMService:
         assert self.pools is not None
         meta = dom.ensure_virtkit_metadata()
         with Transaction(f"cloning {name} to {new_name}") as tx:
-            if storage.ensure_pool(self.host, self.storage_pool, self.storage_pool_path):
-                tx.on_rollback(
-                    f"remove storage pool {self.storage_pool}",
-                    functools.partial(self.host.storage.remove_pool, self.storage_pool),
-                )
+            self.files.ensure_pool(self.host, tx)
             for index, (disk, pool) in enumerate(sources):
                 volume = Volume.parse(self.host.storage.volume_xml_by_path(disk.source or "") or "")
                 copy = self.pools.clone_volume(
                     pool,
                     volume.name or "",
-                    f"{new_name}-disk{index}.qcow2",
+                    self.files.disk_volume(new_name, index),
                     linked=linked,
                     target_pool=self.storage_pool,
                 )
@@ -944,9 +937,9 @@ class VMService:
 
     def _own_console_log(self, dom: Domain) -> Path | None:
         """The console log file virtkit named for this VM, if it is on this host."""
-        if not self.host.is_local or self.console_log_dir is None or not dom.name:
+        expected = self.files.serial_log(dom.name) if dom.name else None
+        if not self.host.is_local or expected is None:
             return None
-        expected = self.console_log_dir / f"{dom.name}-serial0.log"
         for serial in dom.serials:
             if serial.log is not None and serial.log.file == str(expected):
                 return expected

@@ -18,6 +18,7 @@ from virtkit.services.domainbuilder import (
     target_prefix,
 )
 from virtkit.services.transaction import Transaction
+from virtkit.services.vmdelete import delete_own_disk
 from virtkit.services.vmfiles import free_disk_volume
 from virtkit.services.vms import VMService
 from virtkit.specs import DiskView, validate_name
@@ -155,7 +156,7 @@ class DiskService:
         removed: builtins.list[str] = []
         source = disk.source
         if remove_storage and source and source in config.owned_disk_paths:
-            why = self.vms._delete_own_disk(source)
+            why = delete_own_disk(self.host, self.vms.pools, source)
             if why is not None:
                 raise InUse(f"detached {target}, but {source} stays: {why}", code="volume_kept")
             removed.append(source)

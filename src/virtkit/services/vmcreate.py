@@ -28,7 +28,7 @@ from virtkit.services.images import ImageService
 from virtkit.services.pools import PoolService
 from virtkit.services.transaction import Transaction
 from virtkit.services.vmfiles import VMFiles
-from virtkit.services.vmplan import CreateChecks, _Prepared
+from virtkit.services.vmplan import CreateChecks
 from virtkit.specs import DiskSpec, VMSpec, VolumeSpec, format_size
 from virtkit.xml.storage import Pool
 
@@ -52,13 +52,13 @@ class VMCreator:
         self.checks = CreateChecks(host, probe, images, files)
 
     def _make_disk(
-        self, spec: VMSpec, index: int, disk: DiskSpec, prepared: _Prepared, tx: Transaction
+        self, spec: VMSpec, index: int, disk: DiskSpec, plan: BuildPlan, tx: Transaction
     ) -> tuple[str, str]:
         """Create one of the VM's own disks (blank, or cloned from a template), registering its
         undo at once; returns its path and format."""
         volume = self.files.disk_volume(spec.name, index)
         pool = self.files.pool
-        template = prepared.templates.get(index)
+        template = plan.templates.get(index)
         if template is None:
             assert disk.size is not None
             path = storage.create_blank_disk(self.host, pool, volume, disk.size)
@@ -77,36 +77,9 @@ class VMCreator:
             self.pools.resize_volume(pool, volume, disk.size)
         return path, fmt
 
-    @staticmethod
-    def _plan(
-        spec: VMSpec,
-        prepared: _Prepared,
-        new_disks: builtins.list[ResolvedDisk],
-        seed: ResolvedDisk | None = None,
-    ) -> BuildPlan:
-        # Keep the user's disk order: new disks take their places among existing ones.
-        ordered: builtins.list[ResolvedDisk] = []
-        new_iter, old_iter = iter(new_disks), iter(prepared.existing)
-        for disk in spec.disks:
-            ordered.append(next(new_iter) if disk.is_new else next(old_iter))
-        ordered.extend(old_iter)  # the cdrom
-        if seed is not None:
-            ordered.append(seed)
-        return BuildPlan(
-            domain_type=prepared.facts.domain_type,
-            machine=prepared.machine,
-            disks=ordered,
-            emulator=prepared.facts.emulator,
-            cpu=prepared.cpu,
-            serial_log=prepared.serial_log,
-            macs=prepared.macs,
-            host_keys=prepared.host_keys,
-        )
-
     def preview_xml(self, spec: VMSpec) -> str:
         """The domain XML ``create`` would define, after the same checks; creates nothing."""
-        spec = self.checks.with_template_boot(spec)
-        prepared = self.checks.prepare(spec)
+        spec, plan = self.checks.prepare(spec)
         pool = self.host.storage.pool_xml(self.files.pool)
         pool_dir = (Pool.parse(pool).target_path if pool else None) or str(self.files.pool_path)
         new_disks = [
@@ -115,49 +88,44 @@ class VMCreator:
             for i, d in enumerate(d for d in spec.disks if d.is_new)
         ]  # fmt: skip
         seed = None
-        if prepared.seed is not None:
+        if plan.seed is not None:
             path = f"{pool_dir}/{self.files.seed_volume(spec.name)}"
             seed = ResolvedDisk(path, "raw", "scsi", device="cdrom", readonly=True, owned=True)
-        return build_domain(spec, self._plan(spec, prepared, new_disks, seed)).to_xml()
+        return build_domain(spec, plan.with_new_disks(spec, new_disks, seed)).to_xml()
 
     def create(
         self, spec: VMSpec, *, start: bool = False, progress: Callable[[str], None] | None = None
     ) -> None:
         """Create a VM from a validated spec; on any failure nothing of it remains."""
         say = progress or (lambda _msg: None)
-        spec = self.checks.with_template_boot(spec)
-        pending = self.checks.host_keys(spec)  # ssh-keygen runs while the checks are made
-        try:
-            prepared = self.checks.prepare(spec, pending)
-        finally:
-            if pending is not None:
-                pending.cancel()
+        # ssh-keygen runs while the checks are made
+        spec, plan = self.checks.prepare(spec, host_keys=True)
         with Transaction(f"creating VM {spec.name}") as tx:
             new_disks: builtins.list[ResolvedDisk] = []
             new = [d for d in spec.disks if d.is_new]
-            if new or prepared.seed is not None:
+            if new or plan.seed is not None:
                 self.files.ensure_pool(self.host, tx)
             for index, disk in enumerate(new):
                 what = f"a clone of {disk.image}" if disk.image else format_size(disk.size or 0)
                 say(f"creating disk {self.files.disk_volume(spec.name, index)} ({what})")
-                path, fmt = self._make_disk(spec, index, disk, prepared, tx)
+                path, fmt = self._make_disk(spec, index, disk, plan, tx)
                 new_disks.append(
                     ResolvedDisk(path, fmt, disk.bus, readonly=disk.readonly, owned=True)
                 )
             seed = None
-            if prepared.seed is not None:
+            if plan.seed is not None:
                 say(f"writing the cloud-init seed {self.files.seed_volume(spec.name)}")
-                seed = make_seed(self.host, self.pools, self.files, spec.name, prepared.seed, tx)
-            xml = build_domain(spec, self._plan(spec, prepared, new_disks, seed)).to_xml()
-            facts = prepared.facts
-            log_file = Path(prepared.serial_log) if prepared.serial_log else None
+                seed = make_seed(self.host, self.pools, self.files, spec.name, plan.seed, tx)
+            plan = plan.with_new_disks(spec, new_disks, seed)
+            xml = build_domain(spec, plan).to_xml()
+            log_file = Path(plan.serial_log) if plan.serial_log else None
             if log_file is not None and self.host.is_local and not log_file.exists():
                 # a failed start leaves QEMU's console log behind; it is this VM's, so it goes
                 tx.on_rollback(
                     f"remove console log {log_file}",
                     functools.partial(log_file.unlink, missing_ok=True),
                 )
-            say(f"defining {spec.name} ({facts.domain_type}, {prepared.machine})")
+            say(f"defining {spec.name} ({plan.domain_type}, {plan.machine})")
             guest = self.host.define(xml)
             # Undo by name: the guest object dies with its connection if libvirtd restarts.
             tx.on_rollback(
@@ -169,7 +137,7 @@ class VMCreator:
             if start:
                 say(f"starting {spec.name}")
                 guest.start()
-        log.info("created VM %s (%s)", spec.name, facts.domain_type)
+        log.info("created VM %s (%s)", spec.name, plan.domain_type)
 
 
 def make_seed(

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import builtins
 import logging
-from dataclasses import dataclass, field
 
 from virtkit import cloudinit
 from virtkit.backend.capabilities import CapabilityProbe, HostFacts
 from virtkit.backend.host import Host
 from virtkit.errors import AlreadyExists, InvalidInput, NotFound, Unsupported
 from virtkit.services import hostkeys, storage
-from virtkit.services.domainbuilder import CPU_MODES, ResolvedDisk
+from virtkit.services.domainbuilder import CPU_MODES, BuildPlan, ResolvedDisk
 from virtkit.services.hostkeys import PendingHostKeys
 from virtkit.services.images import ImageService
 from virtkit.services.nics import macs_in_use, new_mac
@@ -24,21 +23,6 @@ from virtkit.specs import ImageInfo, VMSpec, format_size, validate_name
 log = logging.getLogger(__name__)
 
 DEFAULT_MACHINE = "q35"
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """What the checks before a create decided."""
-
-    facts: HostFacts
-    machine: str
-    cpu: str | None
-    existing: list[ResolvedDisk]
-    serial_log: str | None
-    templates: dict[int, ImageInfo]  # disk index -> template to clone
-    macs: list[str]  # one per spec.nics
-    seed: bytes | None = None  # the cloud-init seed ISO, built and checked before anything
-    host_keys: list[str] = field(default_factory=list)  # public halves of the seed's host keys
 
 
 class CreateChecks:
@@ -104,37 +88,58 @@ class CreateChecks:
                 storage.check_local_file(path, what)
         return resolved
 
-    def prepare(self, spec: VMSpec, host_keys: PendingHostKeys | None = None) -> _Prepared:
-        """Every check that can be made before anything is created. ``host_keys``, being made
-        meanwhile, go into the seed."""
+    def prepare(self, spec: VMSpec, *, host_keys: bool = False) -> tuple[VMSpec, BuildPlan]:
+        """Every check that can be made before anything is created; returns the spec as it
+        will be built (a template's kernel filled in) and the plan. Each template is resolved
+        once (a resolution reads every domain on the host). With ``host_keys``, the guest's SSH
+        host keys are made meanwhile and go into the seed."""
+        templates = self._templates(spec)
+        first = templates.get(0) if spec.disks and spec.disks[0].image is not None else None
+        spec = with_template_boot(spec, first)
+        pending = self._host_keys(spec, first) if host_keys else None
+        try:
+            plan = self._plan(spec, templates, pending)
+        finally:
+            if pending is not None:
+                pending.cancel()
+        return spec, plan
+
+    def _plan(
+        self, spec: VMSpec, templates: dict[int, ImageInfo], host_keys: PendingHostKeys | None
+    ) -> BuildPlan:
         if self.host.exists(spec.name):
             raise AlreadyExists(f"a VM named {spec.name!r} already exists", code="vm_exists")
         facts = self.probe.facts(spec.arch)
         machine, cpu = self._check_against_host(spec, facts)
         existing = self._resolve_existing(spec, machine)
         log_file = self.files.serial_log(spec.name) if spec.serial else None
-        serial_log = str(log_file) if log_file is not None else None
         macs = self._macs(spec)
-        templates = self._templates(spec)
+        _check_template_sizes(spec, templates)
         keys = host_keys.result() if host_keys is not None else []
-        return _Prepared(
-            facts, machine, cpu, existing, serial_log, templates, macs,
-            build_seed(spec, macs, keys), [k.public for k in keys],
-        )  # fmt: skip
+        return BuildPlan(
+            domain_type=facts.domain_type,
+            machine=machine,
+            disks=existing,
+            emulator=facts.emulator,
+            cpu=cpu,
+            serial_log=str(log_file) if log_file is not None else None,
+            macs=macs,
+            host_keys=[k.public for k in keys],
+            templates=templates,
+            seed=build_seed(spec, macs, keys),
+        )
 
-    def host_keys(self, spec: VMSpec) -> PendingHostKeys | None:
+    def _host_keys(self, spec: VMSpec, template: ImageInfo | None) -> PendingHostKeys | None:
         """The guest's SSH host keys, being made, unless the spec or its user-data leaves them
-        to the guest, or its template is Windows (cloudbase-init does not read ``ssh_keys``)."""
+        to the guest, or its template (the first disk's) is Windows (cloudbase-init does not
+        read ``ssh_keys``)."""
         c = spec.cloud_init
         if c is None or not c.host_keys or cloudinit.sets_host_keys(c.user_data):
             return None
-        first = spec.disks[0] if spec.disks else None
-        if first is not None and first.image is not None and self.images is not None:
-            os_name = self.images.resolve_template(first.image, self.files.pool).os or ""
-            if os_name.lower().startswith("win"):
-                log.info("%s: a Windows template (cloudbase-init) makes its own SSH host keys",
-                         spec.name)  # fmt: skip
-                return None
+        if template is not None and (template.os or "").lower().startswith("win"):
+            log.info("%s: a Windows template (cloudbase-init) makes its own SSH host keys",
+                     spec.name)  # fmt: skip
+            return None
         return hostkeys.start()
 
     def _macs(self, spec: VMSpec) -> builtins.list[str]:
@@ -164,34 +169,36 @@ class CreateChecks:
         return macs
 
     def _templates(self, spec: VMSpec) -> dict[int, ImageInfo]:
+        """The template of each new disk cloned from one (by index among the new disks)."""
         found: dict[int, ImageInfo] = {}
         for index, disk in enumerate(d for d in spec.disks if d.is_new):
             if disk.image is None:
                 continue
             if self.images is None:
                 raise Unsupported("this client has no image service for templates")
-            template = self.images.resolve_template(disk.image, self.files.pool)
-            if disk.size is not None and disk.size < template.capacity:
-                raise InvalidInput(
-                    f"disk size {format_size(disk.size)} is smaller than template "
-                    f"{disk.image!r} ({format_size(template.capacity)})",
-                    code="disk_smaller_than_template",
-                )
-            found[index] = template
+            found[index] = self.images.resolve_template(disk.image, self.files.pool)
         return found
 
-    def with_template_boot(self, spec: VMSpec) -> VMSpec:
-        """A VM whose first disk is a template without a boot loader (``image build``) boots
-        the kernel recorded with the template, unless the spec names its own."""
-        first = spec.disks[0] if spec.disks else None
-        if spec.kernel or first is None or first.image is None or self.images is None:
-            return spec
-        template = self.images.resolve_template(first.image, self.files.pool)
-        if not template.boot:
-            return spec
-        boot = template.boot
-        return spec.model_copy(update={"kernel": boot["kernel"], "initrd": boot.get("initrd"),
-                                       "cmdline": spec.cmdline or boot.get("cmdline")})  # fmt: skip
+
+def _check_template_sizes(spec: VMSpec, templates: dict[int, ImageInfo]) -> None:
+    for index, disk in enumerate(d for d in spec.disks if d.is_new):
+        template = templates.get(index)
+        if template is not None and disk.size is not None and disk.size < template.capacity:
+            raise InvalidInput(
+                f"disk size {format_size(disk.size)} is smaller than template "
+                f"{disk.image!r} ({format_size(template.capacity)})",
+                code="disk_smaller_than_template",
+            )
+
+
+def with_template_boot(spec: VMSpec, template: ImageInfo | None) -> VMSpec:
+    """A VM whose first disk is a template without a boot loader (``image build``) boots the
+    kernel recorded with the template, unless the spec names its own."""
+    if spec.kernel or template is None or not template.boot:
+        return spec
+    boot = template.boot
+    return spec.model_copy(update={"kernel": boot["kernel"], "initrd": boot.get("initrd"),
+                                   "cmdline": spec.cmdline or boot.get("cmdline")})  # fmt: skip
 
 
 def build_seed(

@@ -13,7 +13,7 @@ from typing import Any
 
 from virtkit.backend.capabilities import CapabilityProbe
 from virtkit.backend.connection import Connection, DomainEvent
-from virtkit.backend.host import Host
+from virtkit.backend.host import Host, LibvirtHost
 from virtkit.ksm.service import KsmService
 from virtkit.ksm.sysfs import KsmSysfs
 from virtkit.services.access import AccessService
@@ -34,7 +34,7 @@ class Client:
     """One libvirt host and the services that act on it. Connects on first use."""
 
     def __init__(
-        self, uri: str | None = None, *, settings: Settings | None = None, host: Any = None
+        self, uri: str | None = None, *, settings: Settings | None = None, host: Host | None = None
     ) -> None:
         # A library reads no environment: pass Settings.load() to get the CLI's configuration.
         self.settings = settings or Settings()
@@ -42,7 +42,7 @@ class Client:
             self.settings = self.settings.model_copy(update={"uri": uri})
         self.connection = Connection(self.settings.uri)
         # ``host`` lets tests put a fault-injecting wrapper at the seam.
-        self.host: Host = host if host is not None else Host(self.connection)
+        self.host: Host = host if host is not None else LibvirtHost(self.connection)
 
     @property
     def uri(self) -> str:
@@ -97,7 +97,7 @@ class Client:
     @cached_property
     def access(self) -> AccessService:
         """Wait for a guest (boot, cloud-init, SSH) and find its SSH server."""
-        return AccessService(self.host, self.nics, self.settings.console_log_dir)
+        return AccessService(self.host, self.nics, self.vms.files)
 
     @cached_property
     def ksm(self) -> KsmService:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from virtkit.services.access import _CLOUD_INIT_DONE, _LOGIN
 from virtkit.services.domainbuilder import BuildPlan, build_domain, ssh_forward_port
 from virtkit.services.nics import _user_nics
-from virtkit.services.vms import VMService
+from virtkit.services.vmclone import renew_user_nics
 from virtkit.specs import parse_vm_spec
 
 
@@ -34,7 +34,7 @@ def test_user_nic_forward_and_a_clones_new_one() -> None:
         "user, ssh on 127.0.0.1:2222",
     )
     taken = {"52:54:00:00:00:01"}
-    macs = VMService._renew_user_nics(dom, taken)
+    macs = renew_user_nics(dom, taken)
     [renewed] = _user_nics(dom)
     assert macs == [renewed.mac] and renewed.mac != "52:54:00:00:00:01" and renewed.mac in taken
     assert ssh_forward_port(dom) not in (None, 2222)

@@ -9,7 +9,7 @@ import pytest
 
 from virtkit.backend.connection import Connection
 from virtkit.backend.errors import libvirt_errors, translate
-from virtkit.backend.host import Host
+from virtkit.backend.host import LibvirtHost
 from virtkit.errors import (
     AlreadyExists,
     BackendError,
@@ -118,7 +118,7 @@ def test_unknown_libvirt_code_keeps_a_stable_code() -> None:
 def test_host_lookup_names_the_vm(conn: libvirt.virConnect, tmp_path: Path) -> None:
     node = tmp_path / "n.xml"
     node.write_text(NODE)
-    host = Host(Connection(f"test://{node}"))
+    host = LibvirtHost(Connection(f"test://{node}"))
     with pytest.raises(NotFound, match="no VM named 'ghost'") as info:
         host.lookup("ghost")
     assert info.value.code == "vm_not_found"

@@ -1,6 +1,6 @@
 """THE libvirt seam: the only package that imports ``libvirt``."""
 
 from virtkit.backend.connection import Connection, DomainEvent
-from virtkit.backend.host import Host
+from virtkit.backend.host import Host, LibvirtHost
 
-__all__ = ["Connection", "DomainEvent", "Host"]
+__all__ = ["Connection", "DomainEvent", "Host", "LibvirtHost"]

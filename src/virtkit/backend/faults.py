@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from virtkit.backend.guest import Guest
+from virtkit.backend.host import Host
 
 
 class _Faulty:
@@ -39,5 +40,6 @@ class _Faulty:
         return call
 
 
-def FaultyHost(host: Any, faults: dict[str, BaseException]) -> Any:
-    return _Faulty(host, faults)
+def FaultyHost(host: Host, faults: dict[str, BaseException]) -> Host:
+    """``host`` with faults (its guests are wrapped too)."""
+    return _Faulty(host, faults)  # a Host by delegation (__getattr__)

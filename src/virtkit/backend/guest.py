@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import libvirt
@@ -33,6 +34,16 @@ UNDEFINE_ALL_METADATA = (
     | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
     | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA", 0)
 )
+
+
+@dataclass(frozen=True)
+class GuestInfo:
+    """What libvirt's domain info says, memory in bytes."""
+
+    state: VMState
+    max_memory: int  # bytes
+    memory: int  # bytes (current, balloon)
+    vcpus: int
 
 
 @contextmanager
@@ -68,11 +79,15 @@ class Guest:
             state, reason = self._dom.state()
         return _STATES.get(state, VMState.NOSTATE), int(reason)
 
-    def info(self) -> tuple[VMState, int, int, int]:
-        """(state, max memory KiB, current memory KiB, vCPUs)."""
+    def info(self) -> GuestInfo:
         with seam(self._connection):
             state, max_kib, cur_kib, vcpus, _cpu_time = self._dom.info()
-        return _STATES.get(state, VMState.NOSTATE), int(max_kib), int(cur_kib), int(vcpus)
+        return GuestInfo(
+            _STATES.get(state, VMState.NOSTATE),
+            int(max_kib) * 1024,
+            int(cur_kib) * 1024,
+            int(vcpus),
+        )
 
     def is_active(self) -> bool:
         with seam(self._connection):
@@ -83,6 +98,8 @@ class Guest:
             return bool(self._dom.isPersistent())
 
     def xml(self, *, inactive: bool = False, secure: bool = False) -> str:
+        """The raw domain XML, for where a string is the point (``vm xml``); services read
+        :meth:`definition`."""
         flags = (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0) | (
             libvirt.VIR_DOMAIN_XML_SECURE if secure else 0
         )
@@ -184,11 +201,20 @@ class Guest:
         with seam(self._connection):
             self._dom.updateDeviceFlags(xml, _affect(live, config))
 
+    def definition(self, *, inactive: bool = False, secure: bool = False) -> Domain:
+        """The live definition (the persistent one with ``inactive``), parsed."""
+        return Domain.parse(self.xml(inactive=inactive, secure=secure))
+
+    def config(self) -> Domain:
+        """The persistent definition (the live one for a transient VM): where virtkit's
+        metadata (tags, owned disks, pinned host keys) lives."""
+        return self.definition(inactive=self.is_persistent())
+
     def definitions(self) -> tuple[Domain, Domain | None]:
         """The persistent definition (the live one for a transient VM) and, while the VM runs,
         the live one: what device changes work on."""
-        config = Domain.parse(self.xml(inactive=self.is_persistent()))
-        live = Domain.parse(self.xml()) if self.is_active() else None
+        config = self.config()
+        live = self.definition() if self.is_active() else None
         return config, live
 
     def interface_addresses(self, source: str) -> list[tuple[str, str, list[tuple[str, int]]]]:

@@ -8,7 +8,6 @@ from virtkit.backend.procfs import qemu_pids
 from virtkit.errors import NotFound, Unsupported
 from virtkit.ksm.sysfs import process_ksm
 from virtkit.specs import KsmVM
-from virtkit.xml.domain import Domain
 
 
 def require_local(host: Host) -> None:
@@ -25,9 +24,9 @@ def running_vms(host: Host) -> list[KsmVM]:
         try:
             if not guest.is_active():
                 continue
-            dom = Domain.parse(guest.xml())
+            dom = guest.definition()
             uuid = guest.uuid
-            _state, _max, cur_kib, _v = guest.info()
+            memory = guest.info().memory
         except NotFound:
             continue
         pid = pids.get(uuid)
@@ -41,7 +40,7 @@ def running_vms(host: Host) -> list[KsmVM]:
                 mergeable=None if mergeable is None else mergeable == "yes",
                 merging_pages=int(merging) if merging is not None else None,
                 profit=int(profit) if profit is not None else None,
-                memory=cur_kib * 1024,
+                memory=memory,
             )
         )  # fmt: skip
     return sorted(vms, key=lambda v: v.name)

@@ -14,7 +14,6 @@ from virtkit.ksm.guests import require_local, running_vms
 from virtkit.ksm.lock import LOCK_DIR, lock_path, running_pid, stop_daemon
 from virtkit.ksm.sysfs import KNOBS, RUN_MODES, KsmSysfs, ksmd_cpu_seconds
 from virtkit.specs import KsmEstimate, KsmReport, KsmVM, validate_name
-from virtkit.xml.domain import Domain
 
 if TYPE_CHECKING:
     from virtkit.ksm.history import KsmHistory
@@ -157,7 +156,7 @@ class KsmService:
         guest = self.host.lookup(name)
         if not guest.is_persistent():
             raise InvalidState(f"VM {name!r} is transient", code="vm_transient")
-        config = Domain.parse(guest.xml(inactive=True))
+        config = guest.definition(inactive=True)
         config.nosharepages = not on
         self.host.define(config.to_xml())
         when = " from its next start" if guest.is_active() else ""

@@ -10,13 +10,13 @@ from __future__ import annotations
 import re
 import socket
 import time
-from pathlib import Path
 
 from virtkit.backend.host import Host
 from virtkit.errors import InvalidInput, InvalidState, NotFound, Timeout, Unsupported
 from virtkit.services.domainbuilder import ssh_forward_port
 from virtkit.services.nics import NicService
 from virtkit.services.tinyguest import BOOT_MARKER
+from virtkit.services.vmfiles import VMFiles
 from virtkit.specs import validate_name
 from virtkit.xml.domain import Domain
 
@@ -26,25 +26,25 @@ _CLOUD_INIT_DONE = re.compile(r"Cloud-init v\. \S+ finished at")
 
 
 class AccessService:
-    def __init__(self, host: Host, nics: NicService, console_log_dir: Path | None) -> None:
+    def __init__(self, host: Host, nics: NicService, files: VMFiles) -> None:
         self.host = host
         self.nics = nics
-        self.console_log_dir = console_log_dir
+        self.files = files
 
     def _dom(self, name: str) -> Domain:
         validate_name(name)
         guest = self.host.lookup(name)
         if not guest.is_active():
             raise InvalidState(f"VM {name!r} is not running", code="vm_shutoff")
-        return Domain.parse(guest.xml())
+        return guest.definition()
 
     def _console(self, name: str) -> str:
-        if self.console_log_dir is None or not self.host.is_local:
+        path = self.files.serial_log(name)
+        if path is None or not self.host.is_local:
             raise Unsupported(
                 "waiting for boot or cloud-init reads the serial console log, which is on the VM "
                 "host: run virtkit there, or wait --for ssh",
             )
-        path = self.console_log_dir / f"{name}-serial0.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def ssh_target(self, name: str) -> tuple[str, int]:
@@ -106,7 +106,7 @@ class AccessService:
         """The public SSH host keys virtkit made for the guest (empty: it made its own), from
         the VM's definition (what ``vm show`` lists)."""
         validate_name(name)
-        meta = Domain.parse(self.host.lookup(name).xml(inactive=True)).virtkit
+        meta = self.host.lookup(name).definition(inactive=True).virtkit
         return meta.pinned_host_keys if meta is not None else []
 
     def known_hosts(self, name: str) -> tuple[str, str] | None:

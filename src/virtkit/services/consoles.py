@@ -8,7 +8,6 @@ from virtkit.backend.console import ConsoleStream
 from virtkit.backend.host import Host
 from virtkit.errors import InvalidState, NotFound, PermissionDenied, Unsupported
 from virtkit.specs import validate_name
-from virtkit.xml.domain import Domain
 
 
 class ConsoleService:
@@ -23,13 +22,13 @@ class ConsoleService:
             raise InvalidState(
                 f"VM {name!r} is not running: its console is not there", code="vm_shutoff"
             )
-        if not list(Domain.parse(guest.xml()).consoles):
+        if not list(guest.definition().consoles):
             raise Unsupported(f"VM {name!r} has no serial console")
         return ConsoleStream(self.host, guest, force=force)
 
     def log_path(self, name: str) -> str:
         validate_name(name)
-        dom = Domain.parse(self.host.lookup(name).xml())
+        dom = self.host.lookup(name).definition()
         for serial in dom.serials:
             if serial.log is not None and serial.log.file:
                 return serial.log.file

@@ -18,6 +18,8 @@ from virtkit.services.domainbuilder import (
     target_prefix,
 )
 from virtkit.services.transaction import Transaction
+from virtkit.services.vmdelete import delete_own_disk
+from virtkit.services.vmfiles import free_disk_volume
 from virtkit.services.vms import VMService
 from virtkit.specs import DiskView, validate_name
 from virtkit.xml.domain import Disk, Domain, OwnedDisk
@@ -83,13 +85,11 @@ class DiskService:
             if size is not None:
                 if size < 1024 * 1024:
                     raise InvalidInput("a new disk must be at least 1 MiB", code="invalid_size")
-                pool = self.vms.storage_pool
-                if storage.ensure_pool(self.host, pool, self.vms.storage_pool_path):
-                    tx.on_rollback(
-                        f"remove storage pool {pool}",
-                        functools.partial(self.host.storage.remove_pool, pool),
-                    )
-                path = storage.create_blank_disk(self.host, pool, self._free_volume(name), size)
+                files = self.vms.files
+                files.ensure_pool(self.host, tx)
+                path = storage.create_blank_disk(
+                    self.host, files.pool, self._free_volume(name), size
+                )
                 tx.on_rollback(
                     f"delete volume {path}", functools.partial(storage.delete_disk, self.host, path)
                 )
@@ -117,16 +117,12 @@ class DiskService:
 
     def _free_volume(self, name: str) -> str:
         """The first ``<vm>-diskN.qcow2`` not taken in the VM pool (disks may come and go)."""
-        taken = {
-            Volume.parse(xml).name for xml in self.host.storage.volume_xmls(self.vms.storage_pool)
-        }
-        index = 0
-        while f"{name}-disk{index}.qcow2" in taken:
-            index += 1
-        return f"{name}-disk{index}.qcow2"
+        pool = self.vms.files.pool
+        taken = {Volume.parse(xml).name or "" for xml in self.host.storage.volume_xmls(pool)}
+        return free_disk_volume(name, taken)
 
     def _set_owned(self, guest: Guest, path: str, owned: bool) -> None:
-        config = Domain.parse(guest.xml(inactive=True))
+        config = guest.definition(inactive=True)
         meta = config.ensure_virtkit_metadata()
         for entry in list(meta.owned_disks):
             if entry.path == path:
@@ -160,7 +156,7 @@ class DiskService:
         removed: builtins.list[str] = []
         source = disk.source
         if remove_storage and source and source in config.owned_disk_paths:
-            why = self.vms._delete_own_disk(source)
+            why = delete_own_disk(self.host, self.vms.pools, source)
             if why is not None:
                 raise InUse(f"detached {target}, but {source} stays: {why}", code="volume_kept")
             removed.append(source)
@@ -171,7 +167,7 @@ class DiskService:
     def _gone_live(self, guest: Guest, target: str, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._find(Domain.parse(guest.xml()), target) is None:
+            if self._find(guest.definition(), target) is None:
                 return True
             time.sleep(0.2)
         return False

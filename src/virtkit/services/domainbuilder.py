@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from virtkit._version import __version__
-from virtkit.specs import NicSpec, VMSpec
+from virtkit.specs import ImageInfo, NicSpec, VMSpec
 from virtkit.xml.domain import (
     CPU,
     GUEST_AGENT_CHANNEL,
@@ -52,16 +52,36 @@ class ResolvedDisk:
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """Host-dependent decisions made by the VM service before building the XML."""
+    """Host-dependent decisions made by the VM service before building the XML: what the checks
+    before a create decided (``services/vmplan.py``), completed by the disks it made."""
 
     domain_type: str
     machine: str
+    # every disk in target order; until the VM's new disks are made (``with_new_disks``), only
+    # the existing files the checks resolved (the spec's, then the CD-ROM)
     disks: list[ResolvedDisk] = field(default_factory=list)
     emulator: str | None = None
     cpu: str | None = None
     serial_log: str | None = None
     macs: list[str] = field(default_factory=list)  # one per spec.nics, chosen by the service
     host_keys: list[str] = field(default_factory=list)  # public SSH host keys made for the guest
+    # index among the spec's new disks -> the template it is cloned from (resolved once)
+    templates: dict[int, ImageInfo] = field(default_factory=dict)
+    seed: bytes | None = field(default=None, repr=False)  # the cloud-init seed ISO to write
+
+    def with_new_disks(
+        self, spec: VMSpec, new: list[ResolvedDisk], seed: ResolvedDisk | None = None
+    ) -> BuildPlan:
+        """The plan with the VM's new disks in their places among the existing ones (the
+        user's order), the CD-ROM after them and the seed last."""
+        ordered: list[ResolvedDisk] = []
+        new_iter, old_iter = iter(new), iter(self.disks)
+        for disk in spec.disks:
+            ordered.append(next(new_iter) if disk.is_new else next(old_iter))
+        ordered.extend(old_iter)  # the cdrom
+        if seed is not None:
+            ordered.append(seed)
+        return replace(self, disks=ordered)
 
 
 def target_prefix(bus: str) -> str:

@@ -24,7 +24,6 @@ from virtkit.specs import (
     validate_mac,
     validate_name,
 )
-from virtkit.xml.domain import Domain
 from virtkit.xml.network import IP, DhcpHost, DhcpRange, DnsHost, ForwardInterface, Hostname
 from virtkit.xml.network import Network as NetworkXML
 
@@ -118,7 +117,7 @@ class NetworkService:
         for guest in self.host.list_guests():
             try:
                 for inactive in (False, True):
-                    dom = Domain.parse(guest.xml(inactive=inactive))
+                    dom = guest.definition(inactive=inactive)
                     if any(i.type == "network" and i.source_network == name
                            for i in dom.interfaces):  # fmt: skip
                         users.append(dom.name or "?")

@@ -41,7 +41,7 @@ def macs_in_use(host: Host) -> set[str]:
     for guest in host.list_guests():
         try:
             for inactive in (False, True):
-                dom = Domain.parse(guest.xml(inactive=inactive))
+                dom = guest.definition(inactive=inactive)
                 macs |= {(i.mac or "").lower() for i in dom.interfaces if i.mac}
         except NotFound:
             continue
@@ -179,7 +179,7 @@ class NicService:
         )  # fmt: skip
         if in_live is not None:
             deadline = time.monotonic() + timeout
-            while self._find(Domain.parse(guest.xml()), mac) is not None:
+            while self._find(guest.definition(), mac) is not None:
                 if time.monotonic() > deadline:
                     raise InvalidState(
                         f"the guest did not release NIC {mac} within {timeout:.0f} s (it is "
@@ -253,12 +253,12 @@ class NicService:
                 if wanted is not None and guest.name not in wanted:
                     continue
                 if guest.is_active():
-                    doms[guest.name] = (guest, Domain.parse(guest.xml()))
+                    doms[guest.name] = (guest, guest.definition())
             except NotFound:
                 continue
         for name in (wanted or set()) - set(doms):
             guest = self.host.lookup(name)  # NotFound for a VM that does not exist
-            doms.setdefault(name, (guest, Domain.parse(guest.xml())))
+            doms.setdefault(name, (guest, guest.definition()))
         started = self._started([d.uuid or "" for _g, d in doms.values()])
         networks = {i.source_network for _g, d in doms.values() for i in d.interfaces
                     if i.type == "network" and i.source_network}  # fmt: skip

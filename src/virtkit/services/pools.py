@@ -28,7 +28,6 @@ from virtkit.specs import (
     validate_name,
     validate_volume_name,
 )
-from virtkit.xml.domain import Domain
 from virtkit.xml.storage import Pool, SourceDevice, SourceHost, Volume
 
 log = logging.getLogger(__name__)
@@ -249,11 +248,11 @@ class PoolService:
         for guest in self.host.list_guests():
             try:
                 name = guest.name
-                xmls = {guest.xml(), guest.xml(inactive=True)}
+                doms = (guest.definition(), guest.definition(inactive=True))
             except NotFound:
                 continue
-            for xml in xmls:
-                for disk in Domain.parse(xml).disks:
+            for dom in doms:
+                for disk in dom.disks:
                     if disk.source and name not in users.setdefault(disk.source, []):
                         users[disk.source].append(name)
         return users

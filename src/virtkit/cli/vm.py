@@ -12,7 +12,7 @@ import click
 from virtkit.cli import render
 from virtkit.cli.main import State
 from virtkit.errors import InvalidInput
-from virtkit.specs import VMInfo, VMSpec, parse_size, parse_vm_spec
+from virtkit.specs import VMInfo, VMSpec, parse_vm_spec
 
 pass_state = click.make_pass_decorator(State)
 json_option = click.option("--json", "as_json", is_flag=True, help="Output JSON.")
@@ -528,15 +528,9 @@ def set_(
 ) -> None:
     """Change vCPUs and memory (persistently, and live where the running VM allows), and
     whether KSM may merge the VM's memory."""
-    size = None
-    if memory is not None:
-        try:
-            size = parse_size(memory, default_unit="M")
-        except ValueError as exc:
-            raise InvalidInput(f"invalid memory: {exc}", code="invalid_memory") from None
     changes = []
-    if vcpus is not None or size is not None or ksm is None:
-        changes = state.client.vms.set(name, vcpus=vcpus, memory=size).changes
+    if vcpus is not None or memory is not None or ksm is None:
+        changes = state.client.vms.set(name, vcpus=vcpus, memory=memory).changes
     if ksm is not None:
         changes.append(state.client.ksm.set_vm(name, ksm == "on"))
     if as_json:
@@ -672,12 +666,8 @@ def disk_list(state: State, name: str, as_json: bool) -> None:
 def disk_attach(state: State, name: str, source: str, bus: str, readonly: bool) -> None:
     """Attach SOURCE: an image path, or a size (e.g. 10G) for a new blank volume."""
     spec = _parse_disk(source)
-    try:
-        size = parse_size(spec["size"], "G") if "size" in spec else None
-    except ValueError as exc:
-        raise InvalidInput(f"invalid disk size: {exc}", code="invalid_size") from None
     view = state.client.disks.attach(
-        name, path=spec.get("path"), size=size, bus=bus, readonly=readonly
+        name, path=spec.get("path"), size=spec.get("size"), bus=bus, readonly=readonly
     )
     click.echo(f"attached {view.source} to {name} as {view.target}")
 

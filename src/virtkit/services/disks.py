@@ -19,7 +19,7 @@ from virtkit.services.domainbuilder import (
 )
 from virtkit.services.transaction import Transaction
 from virtkit.services.vms import VMService
-from virtkit.specs import DiskView, validate_name
+from virtkit.specs import DiskAttachSpec, DiskView, validate_name
 from virtkit.xml.domain import Disk, Domain, OwnedDisk
 from virtkit.xml.storage import Volume
 
@@ -58,18 +58,15 @@ class DiskService:
         name: str,
         *,
         path: str | None = None,
-        size: int | None = None,
+        size: int | str | None = None,
         bus: str = "virtio",
         readonly: bool = False,
     ) -> DiskView:
-        """Attach an existing image (``path``) or a new blank qcow2 volume of ``size``; live on a
-        running VM (hot-plug) and in its persistent definition."""
-        if (path is None) == (size is None):
-            raise InvalidInput("give exactly one of an image path or a size", code="invalid_spec")
-        if bus not in ("virtio", "scsi"):
-            raise InvalidInput(
-                f"hot-pluggable buses are virtio and scsi, not {bus!r}", code="invalid_bus"
-            )
+        """Attach an existing image (``path``) or a new blank qcow2 volume of ``size`` (bytes, or
+        text such as ``10G``; bare: GiB); live on a running VM (hot-plug) and in its persistent
+        definition."""
+        want = DiskAttachSpec.check(path=path, size=size, bus=bus, readonly=readonly)
+        path, size, bus, readonly = want.path, want.size, want.bus, want.readonly
         guest, config, live = self._guest(name)
         persistent = guest.is_persistent()
         if bus == "scsi" and not any(c.type == "scsi" for c in (live or config).controllers):
@@ -81,8 +78,6 @@ class DiskService:
         with Transaction(f"attaching a disk to {name}") as tx:
             owned = False
             if size is not None:
-                if size < 1024 * 1024:
-                    raise InvalidInput("a new disk must be at least 1 MiB", code="invalid_size")
                 pool = self.vms.storage_pool
                 if storage.ensure_pool(self.host, pool, self.vms.storage_pool_path):
                     tx.on_rollback(

@@ -50,9 +50,9 @@ from virtkit.specs import (
     DiskView,
     GraphicsView,
     ImageInfo,
-    MiB,
     SetResult,
     VMInfo,
+    VMSetSpec,
     VMSpec,
     VMState,
     VMSummary,
@@ -214,10 +214,6 @@ class VMService:
     # -- creating ---------------------------------------------------------------------------
 
     def _check_memory(self, memory: int) -> None:
-        if memory < 16 * MiB:
-            raise InvalidInput(
-                f"memory must be at least 16 MiB, got {format_size(memory)}", code="invalid_memory"
-            )
         total, _free = self.host.memory()
         if memory > total:
             raise InvalidInput(
@@ -230,8 +226,6 @@ class VMService:
         return limit or self.host.max_vcpus(domain_type)
 
     def _check_vcpus(self, count: int, limit: int, machine: str | None) -> None:
-        if count < 1:
-            raise InvalidInput(f"vCPUs must be at least 1, got {count}", code="invalid_vcpus")
         if count > limit:
             raise InvalidInput(
                 f"{count} vCPUs is more than machine type {machine} allows ({limit})",
@@ -822,13 +816,16 @@ class VMService:
             )
         guest.set_autostart(on)
 
-    def set(self, name: str, *, vcpus: int | None = None, memory: int | None = None) -> SetResult:
-        """Change vCPUs and/or memory: persistently always, live where libvirt can.
+    def set(
+        self, name: str, *, vcpus: int | None = None, memory: int | str | None = None
+    ) -> SetResult:
+        """Change vCPUs and/or memory (bytes, or text such as ``2G``; bare: MiB): persistently
+        always, live where libvirt can.
 
         Both values are checked before either is changed, so a refused change changes nothing.
         """
-        if vcpus is None and memory is None:
-            raise InvalidInput("nothing to change: give vCPUs and/or memory", code="nothing_to_set")
+        change = VMSetSpec.check(vcpus=vcpus, memory=memory)
+        vcpus, memory = change.vcpus, change.memory
         guest = self._guest(name)
         config = Domain.parse(guest.xml(inactive=True))
         if vcpus is not None:

@@ -253,3 +253,11 @@ def test_every_exported_name_resolves(package: str) -> None:
         assert name in dir(module)
     with pytest.raises(AttributeError):
         module.no_such_name  # noqa: B018
+
+
+def test_views_keep_every_field() -> None:
+    from virtkit.specs import GuestAddress
+
+    found = GuestAddress(mac="52:54:00:00:00:01", ip="10.0.2.15", prefix=24, source="agent")
+    assert found.model_dump() == {"mac": "52:54:00:00:00:01", "ip": "10.0.2.15", "prefix": 24,
+                                  "source": "agent", "interface": None}  # fmt: skip

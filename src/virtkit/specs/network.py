@@ -241,3 +241,5 @@ class GuestAddress(_View):
     mac: str
     ip: str
     prefix: int
+    source: str = Field(description="lease, agent or arp: which source answered.")
+    interface: str | None = Field(None, description="Guest interface (agent) or host device.")

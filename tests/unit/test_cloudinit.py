@@ -207,6 +207,41 @@ def test_passwords_are_hashed_never_kept() -> None:
         hash_password("")
 
 
+def test_validating_a_spec_runs_no_process_the_seed_hashes_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from virtkit.cloudinit import password
+    from virtkit.specs import parse_vm_spec
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a process was run while a spec was validated")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(password, "hash_password", refuse)
+        patched.setattr(subprocess, "run", refuse)
+        patched.setattr(subprocess, "Popen", refuse)
+        spec = parse_vm_spec({"name": "web1", "cloud_init": {"user": "admin", "password": " s3 "}})
+    c = spec.cloud_init
+    assert c is not None and c.password is not None and c.password_hash is None
+    assert "s3" not in repr(spec) and "s3" not in spec.model_dump_json()
+    ci = CloudInit(user="admin", password=c.password.get_secret_value())
+    assert "s3" not in repr(ci)
+    users = yaml.safe_load(render_user_data(ci, "web1"))["users"]
+    hashed = users[1]["passwd"]
+    assert hashed.startswith("$6$") and hashed == crypt_hash(" s3 ", hashed)
+    with pytest.raises(InvalidInput) as info:
+        parse_vm_spec({"name": "web1", "cloud_init": {"password": ""}})
+    assert info.value.code == "invalid_password"
+    already = parse_vm_spec({"name": "w", "cloud_init": {"password": hashed}}).cloud_init
+    assert already is not None and already.password is None and already.password_hash == hashed
+
+
+def crypt_hash(password: str, salted: str) -> str:
+    done = subprocess.run(["openssl", "passwd", "-6", "-salt", salted.split("$")[2], "-stdin"],
+                          input=password, capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -111,8 +111,53 @@ def test_autostart_round_trip(vk: Client) -> None:
 
 
 def test_set_needs_something(vk: Client) -> None:
-    with pytest.raises(InvalidInput, match="nothing to change"):
+    with pytest.raises(InvalidInput, match="nothing to change") as info:
         vk.vms.set("beta")
+    assert info.value.code == "nothing_to_set"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code", "field"),
+    [
+        ({"vcpus": 0}, "invalid_vcpus", "vcpus: vCPUs must be at least 1"),
+        ({"memory": 1024}, "invalid_memory", "memory: memory must be at least 16 MiB"),
+        ({"memory": "12 parsecs"}, "invalid_memory", "memory: unknown size unit"),
+    ],
+)
+def test_set_checks_through_the_spec_and_changes_nothing(
+    vk: Client, kwargs: dict[str, object], code: str, field: str
+) -> None:
+    before = vk.vms.xml("beta", inactive=True)
+    with pytest.raises(InvalidInput) as info:
+        vk.vms.set("beta", **{"vcpus": 2, **kwargs})  # type: ignore[arg-type]
+    assert info.value.code == code and field in info.value.message
+    assert vk.vms.xml("beta", inactive=True) == before
+
+
+def test_set_memory_as_bytes_or_text(vk: Client) -> None:
+    def configured() -> int | None:
+        return Domain.parse(vk.vms.xml("beta", inactive=True)).current_memory_kib
+
+    vk.vms.set("beta", memory=96 * 1024 * 1024)
+    assert configured() == 96 * 1024
+    vk.vms.set("beta", memory="112")  # text as in a spec: a bare number is MiB
+    assert configured() == 112 * 1024
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({}, "invalid_spec"),
+        ({"size": 1024}, "invalid_size"),
+        ({"size": "1G", "bus": "sata"}, "invalid_bus"),
+    ],
+)
+def test_disk_attach_checks_through_the_spec(
+    vk: Client, kwargs: dict[str, object], code: str
+) -> None:
+    with pytest.raises(InvalidInput) as info:
+        vk.disks.attach("beta", **kwargs)  # type: ignore[arg-type]
+    assert info.value.code == code and info.value.message.startswith("invalid disk attach: ")
 
 
 def test_shutdown_force_on_paused_powers_off_at_once(vk: Client) -> None:

@@ -13,7 +13,7 @@ from virtkit.cli import render
 from virtkit.cli.progress import ProgressBar
 from virtkit.cli.state import State, json_option, pass_state
 from virtkit.errors import InvalidInput
-from virtkit.specs import PoolSpec, VolumeSpec, parse_model, parse_size
+from virtkit.specs import PoolSpec, VolumeSpec, parse_model
 
 
 def _pool_option(fn: Any) -> Any:
@@ -22,18 +22,6 @@ def _pool_option(fn: Any) -> Any:
 
 def _pool(state: State, pool: str | None) -> str:
     return pool or str(state.client.settings.storage_pool)
-
-
-def _size(text: str, what: str = "size") -> int:
-    try:
-        value = parse_size(text, default_unit="G")
-    except ValueError as exc:
-        raise InvalidInput(f"invalid {what}: {exc}", code="invalid_size") from None
-    if value <= 0:
-        raise InvalidInput(
-            f"invalid {what}: must be more than 0, got {text!r}", code="invalid_size"
-        )
-    return value
 
 
 # -- pools -------------------------------------------------------------------------------------
@@ -295,9 +283,7 @@ def volume_create(
 @pass_state
 def volume_resize(state: State, name: str, size: str, pool: str | None, shrink: bool) -> None:
     """Grow a volume to SIZE (shrinking needs --shrink)."""
-    click.echo(
-        state.client.pools.resize_volume(_pool(state, pool), name, _size(size), shrink=shrink)
-    )
+    click.echo(state.client.pools.resize_volume(_pool(state, pool), name, size, shrink=shrink))
 
 
 @volume.command("delete")

@@ -264,17 +264,9 @@ def set_(
 ) -> None:
     """Change vCPUs and memory (persistently, and live where the running VM allows), and
     whether KSM may merge the VM's memory."""
-    from virtkit.specs import parse_size
-
-    size = None
-    if memory is not None:
-        try:
-            size = parse_size(memory, default_unit="M")
-        except ValueError as exc:
-            raise InvalidInput(f"invalid memory: {exc}", code="invalid_memory") from None
     changes = []
-    if vcpus is not None or size is not None or ksm is None:
-        changes = state.client.vms.set(name, vcpus=vcpus, memory=size).changes
+    if vcpus is not None or memory is not None or ksm is None:
+        changes = state.client.vms.set(name, vcpus=vcpus, memory=memory).changes
     if ksm is not None:
         changes.append(state.client.ksm.set_vm(name, ksm == "on"))
     if as_json:

@@ -7,7 +7,6 @@ import click
 from virtkit.cli import render
 from virtkit.cli.state import State, json_option, pass_state
 from virtkit.cli.vmspec import parse_disk
-from virtkit.errors import InvalidInput
 
 
 @click.group()
@@ -49,15 +48,9 @@ def disk_list(state: State, name: str, as_json: bool) -> None:
 @pass_state
 def disk_attach(state: State, name: str, source: str, bus: str, readonly: bool) -> None:
     """Attach SOURCE: an image path, or a size (e.g. 10G) for a new blank volume."""
-    from virtkit.specs import parse_size
-
     spec = parse_disk(source)
-    try:
-        size = parse_size(spec["size"], "G") if "size" in spec else None
-    except ValueError as exc:
-        raise InvalidInput(f"invalid disk size: {exc}", code="invalid_size") from None
     view = state.client.disks.attach(
-        name, path=spec.get("path"), size=size, bus=bus, readonly=readonly
+        name, path=spec.get("path"), size=spec.get("size"), bus=bus, readonly=readonly
     )
     click.echo(f"attached {view.source} to {name} as {view.target}")
 

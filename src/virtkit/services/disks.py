@@ -21,7 +21,7 @@ from virtkit.services.transaction import Transaction
 from virtkit.services.vmdelete import delete_own_disk
 from virtkit.services.vmfiles import free_disk_volume
 from virtkit.services.vms import VMService
-from virtkit.specs import DiskView, validate_name
+from virtkit.specs import DiskAttachSpec, DiskView, validate_name
 from virtkit.xml.domain import Disk, Domain, OwnedDisk
 from virtkit.xml.storage import Volume
 
@@ -60,18 +60,15 @@ class DiskService:
         name: str,
         *,
         path: str | None = None,
-        size: int | None = None,
+        size: int | str | None = None,
         bus: str = "virtio",
         readonly: bool = False,
     ) -> DiskView:
-        """Attach an existing image (``path``) or a new blank qcow2 volume of ``size``; live on a
-        running VM (hot-plug) and in its persistent definition."""
-        if (path is None) == (size is None):
-            raise InvalidInput("give exactly one of an image path or a size", code="invalid_spec")
-        if bus not in ("virtio", "scsi"):
-            raise InvalidInput(
-                f"hot-pluggable buses are virtio and scsi, not {bus!r}", code="invalid_bus"
-            )
+        """Attach an existing image (``path``) or a new blank qcow2 volume of ``size`` (bytes, or
+        text such as ``10G``; bare: GiB); live on a running VM (hot-plug) and in its persistent
+        definition."""
+        want = DiskAttachSpec.check(path=path, size=size, bus=bus, readonly=readonly)
+        path, size, bus, readonly = want.path, want.size, want.bus, want.readonly
         guest, config, live = self._guest(name)
         persistent = guest.is_persistent()
         if bus == "scsi" and not any(c.type == "scsi" for c in (live or config).controllers):
@@ -83,8 +80,6 @@ class DiskService:
         with Transaction(f"attaching a disk to {name}") as tx:
             owned = False
             if size is not None:
-                if size < 1024 * 1024:
-                    raise InvalidInput("a new disk must be at least 1 MiB", code="invalid_size")
                 files = self.vms.files
                 files.ensure_pool(self.host, tx)
                 path = storage.create_blank_disk(

@@ -23,6 +23,7 @@ from virtkit.specs import (
     PoolInfo,
     PoolSpec,
     VolumeInfo,
+    VolumeResizeSpec,
     VolumeSpec,
     format_size,
     validate_name,
@@ -330,10 +331,11 @@ class PoolService:
         )
         return self.get_volume(pool, spec.name)
 
-    def resize_volume(self, pool: str, name: str, size: int, *, shrink: bool = False) -> str:
+    def resize_volume(self, pool: str, name: str, size: int | str, *, shrink: bool = False) -> str:
+        """Grow (or, with ``shrink``, shrink) a volume to ``size``: bytes, or text such as
+        ``10G`` (bare: GiB)."""
+        size = VolumeResizeSpec.check(size=size, shrink=shrink).size
         info = self.get_volume(pool, name)
-        if size <= 0:
-            raise InvalidInput(f"a size must be more than 0, got {size}", code="invalid_size")
         if size < info.capacity and not shrink:
             raise InvalidInput(
                 f"{format_size(size)} is smaller than {name!r} ({format_size(info.capacity)}): "

@@ -5,14 +5,10 @@ from __future__ import annotations
 from virtkit.backend.capabilities import CapabilityProbe
 from virtkit.backend.host import Host
 from virtkit.errors import InvalidInput
-from virtkit.specs import MiB, format_size
+from virtkit.specs import format_size
 
 
 def check_memory(host: Host, memory: int) -> None:
-    if memory < 16 * MiB:
-        raise InvalidInput(
-            f"memory must be at least 16 MiB, got {format_size(memory)}", code="invalid_memory"
-        )
     total, _free = host.memory()
     if memory > total:
         raise InvalidInput(
@@ -29,8 +25,6 @@ def vcpu_limit(
 
 
 def check_vcpus(count: int, limit: int, machine: str | None) -> None:
-    if count < 1:
-        raise InvalidInput(f"vCPUs must be at least 1, got {count}", code="invalid_vcpus")
     if count > limit:
         raise InvalidInput(
             f"{count} vCPUs is more than machine type {machine} allows ({limit})",

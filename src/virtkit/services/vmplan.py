@@ -213,6 +213,7 @@ def build_seed(
         network = cloudinit.static_network(c.ip, c.gateway, c.dns, macs[0] if macs else None)
     ci = cloudinit.CloudInit(
         user=c.user, ssh_keys=list(c.ssh_keys), password_hash=c.password_hash,
+        password=c.password.get_secret_value() if c.password else None,
         hostname=c.hostname, packages=list(c.packages), runcmd=list(c.runcmd),
         user_data=c.user_data, network_config=network, seed=c.seed, host_keys=host_keys,
     )  # fmt: skip

@@ -132,9 +132,11 @@ class VMService:
     def set_autostart(self, name: str, on: bool) -> None:
         self._setter.set_autostart(name, on)
 
-    def set(self, name: str, *, vcpus: int | None = None, memory: int | None = None) -> SetResult:
-        """Change vCPUs and/or memory: persistently always, live where libvirt can; both are
-        checked before either is changed."""
+    def set(
+        self, name: str, *, vcpus: int | None = None, memory: int | str | None = None
+    ) -> SetResult:
+        """Change vCPUs and/or memory (bytes, or text such as ``2G``; bare: MiB): persistently
+        always, live where libvirt can; both are checked before either is changed."""
         return self._setter.set(name, vcpus=vcpus, memory=memory)
 
     # -- deleting ---------------------------------------------------------------------------

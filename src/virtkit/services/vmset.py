@@ -8,10 +8,10 @@ import logging
 from virtkit.backend.capabilities import CapabilityProbe
 from virtkit.backend.guest import Guest
 from virtkit.backend.host import Host
-from virtkit.errors import InvalidInput, InvalidState, VirtkitError
+from virtkit.errors import InvalidState, VirtkitError
 from virtkit.services.vmlimits import check_memory, check_vcpus, vcpu_limit
 from virtkit.services.vmstate import lookup
-from virtkit.specs import SetResult, format_size
+from virtkit.specs import SetResult, VMSetSpec, format_size
 from virtkit.xml.domain import Domain
 
 log = logging.getLogger(__name__)
@@ -30,13 +30,16 @@ class VMSetter:
             )
         guest.set_autostart(on)
 
-    def set(self, name: str, *, vcpus: int | None = None, memory: int | None = None) -> SetResult:
-        """Change vCPUs and/or memory: persistently always, live where libvirt can.
+    def set(
+        self, name: str, *, vcpus: int | None = None, memory: int | str | None = None
+    ) -> SetResult:
+        """Change vCPUs and/or memory (bytes, or text such as ``2G``; bare: MiB): persistently
+        always, live where libvirt can.
 
         Both values are checked before either is changed, so a refused change changes nothing.
         """
-        if vcpus is None and memory is None:
-            raise InvalidInput("nothing to change: give vCPUs and/or memory", code="nothing_to_set")
+        change = VMSetSpec.check(vcpus=vcpus, memory=memory)
+        vcpus, memory = change.vcpus, change.memory
         guest = lookup(self.host, name)
         config = guest.definition(inactive=True)
         if vcpus is not None:

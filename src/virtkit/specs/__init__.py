@@ -1,0 +1,246 @@
+"""Pydantic models that cross layers: what a user asks for (specs) and what virtkit reports (views).
+
+Specs validate everything that can be checked without a host: names, sizes, shapes, unknown keys.
+Checks that need the host (memory larger than the host, an unknown machine type, a missing image)
+happen in the services, which know the host.
+
+One module per domain: :mod:`~virtkit.specs.vm`, :mod:`~virtkit.specs.cloudinit`,
+:mod:`~virtkit.specs.network`, :mod:`~virtkit.specs.storage`, :mod:`~virtkit.specs.host`,
+:mod:`~virtkit.specs.ksm`; what they share is in :mod:`~virtkit.specs.common` (names, sizes, base
+classes, error messages) and :mod:`~virtkit.specs.units` (sizes, without pydantic).
+``from virtkit.specs import X`` imports X's module on first use (PEP 562), so that a command that
+needs one spec (or only ``format_size``) does not import and build them all.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_MODULES = {
+    "units": ["KiB", "MiB", "GiB", "TiB", "parse_size", "format_size"],
+    "common": [
+        "NAME_MAX",
+        "validate_name",
+        "Name",
+        "Size",
+        "describe_validation_error",
+        "parse_model",
+        "check_model",
+    ],
+    "vm": [
+        "VMState",
+        "MEMORY_MIN",
+        "NEW_DISK_MIN",
+        "Memory",
+        "VCpus",
+        "DiskSize",
+        "GraphicsType",
+        "DiskBus",
+        "HOTPLUG_BUSES",
+        "BootDevice",
+        "DiskSpec",
+        "VMSpec",
+        "parse_vm_spec",
+        "VMSetSpec",
+        "DiskAttachSpec",
+        "SetResult",
+        "DeleteResult",
+        "DiskView",
+        "GraphicsView",
+        "VMSummary",
+        "VMInfo",
+    ],
+    "cloudinit": ["UserName", "HostName", "CloudInitSpec"],
+    "network": [
+        "NetworkKind",
+        "MacvtapMode",
+        "NicModel",
+        "validate_mac",
+        "NetworkName",
+        "NetworkSpec",
+        "parse_network_spec",
+        "NicSpec",
+        "Reservation",
+        "DnsEntry",
+        "NetworkInfo",
+        "Lease",
+        "NicInfo",
+        "GuestAddress",
+    ],
+    "storage": [
+        "PoolType",
+        "VolumeFormat",
+        "validate_volume_name",
+        "PositiveSize",
+        "PoolName",
+        "VolumeName",
+        "PoolSpec",
+        "VolumeSpec",
+        "VolumeResizeSpec",
+        "PoolInfo",
+        "VolumeInfo",
+        "ImageInfo",
+    ],
+    "host": ["KvmStatus", "NumaNode", "HugePages", "KsmState", "HostInfo"],
+    "ksm": ["KsmVM", "KsmReport", "KsmHistoryPoint", "KsmHistoryVMPoint", "KsmEstimate"],
+}
+_EXPORTS = {name: f"virtkit.specs.{module}" for module, names in _MODULES.items() for name in names}
+
+if TYPE_CHECKING:
+    from virtkit.specs.cloudinit import CloudInitSpec, HostName, UserName
+    from virtkit.specs.common import (
+        NAME_MAX,
+        Name,
+        Size,
+        check_model,
+        describe_validation_error,
+        parse_model,
+        validate_name,
+    )
+    from virtkit.specs.host import HostInfo, HugePages, KsmState, KvmStatus, NumaNode
+    from virtkit.specs.ksm import KsmEstimate, KsmHistoryPoint, KsmHistoryVMPoint, KsmReport, KsmVM
+    from virtkit.specs.network import (
+        DnsEntry,
+        GuestAddress,
+        Lease,
+        MacvtapMode,
+        NetworkInfo,
+        NetworkKind,
+        NetworkName,
+        NetworkSpec,
+        NicInfo,
+        NicModel,
+        NicSpec,
+        Reservation,
+        parse_network_spec,
+        validate_mac,
+    )
+    from virtkit.specs.storage import (
+        ImageInfo,
+        PoolInfo,
+        PoolName,
+        PoolSpec,
+        PoolType,
+        PositiveSize,
+        VolumeFormat,
+        VolumeInfo,
+        VolumeName,
+        VolumeResizeSpec,
+        VolumeSpec,
+        validate_volume_name,
+    )
+    from virtkit.specs.units import GiB, KiB, MiB, TiB, format_size, parse_size
+    from virtkit.specs.vm import (
+        HOTPLUG_BUSES,
+        MEMORY_MIN,
+        NEW_DISK_MIN,
+        BootDevice,
+        DeleteResult,
+        DiskAttachSpec,
+        DiskBus,
+        DiskSize,
+        DiskSpec,
+        DiskView,
+        GraphicsType,
+        GraphicsView,
+        Memory,
+        SetResult,
+        VCpus,
+        VMInfo,
+        VMSetSpec,
+        VMSpec,
+        VMState,
+        VMSummary,
+        parse_vm_spec,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'virtkit.specs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = [
+    "HOTPLUG_BUSES",
+    "MEMORY_MIN",
+    "NAME_MAX",
+    "NEW_DISK_MIN",
+    "BootDevice",
+    "CloudInitSpec",
+    "DeleteResult",
+    "DiskAttachSpec",
+    "DiskBus",
+    "DiskSize",
+    "DiskSpec",
+    "DiskView",
+    "DnsEntry",
+    "GiB",
+    "GraphicsType",
+    "GraphicsView",
+    "GuestAddress",
+    "HostInfo",
+    "HostName",
+    "HugePages",
+    "ImageInfo",
+    "KiB",
+    "KsmEstimate",
+    "KsmHistoryPoint",
+    "KsmHistoryVMPoint",
+    "KsmReport",
+    "KsmState",
+    "KsmVM",
+    "KvmStatus",
+    "Lease",
+    "MacvtapMode",
+    "Memory",
+    "MiB",
+    "Name",
+    "NetworkInfo",
+    "NetworkKind",
+    "NetworkName",
+    "NetworkSpec",
+    "NicInfo",
+    "NicModel",
+    "NicSpec",
+    "NumaNode",
+    "PoolInfo",
+    "PoolName",
+    "PoolSpec",
+    "PoolType",
+    "PositiveSize",
+    "Reservation",
+    "SetResult",
+    "Size",
+    "TiB",
+    "UserName",
+    "VCpus",
+    "VMInfo",
+    "VMSetSpec",
+    "VMSpec",
+    "VMState",
+    "VMSummary",
+    "VolumeFormat",
+    "VolumeInfo",
+    "VolumeName",
+    "VolumeResizeSpec",
+    "VolumeSpec",
+    "check_model",
+    "describe_validation_error",
+    "format_size",
+    "parse_model",
+    "parse_network_spec",
+    "parse_size",
+    "parse_vm_spec",
+    "validate_mac",
+    "validate_name",
+    "validate_volume_name",
+]

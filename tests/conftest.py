@@ -32,6 +32,7 @@ def cli_env(s: Settings) -> dict[str, str]:
         **os.environ,
         "VIRTKIT_URI": s.uri,
         "VIRTKIT_CACHE_DIR": str(s.cache_dir),
+        "VIRTKIT_STATE_DIR": str(s.state_dir),
         "VIRTKIT_STORAGE_POOL": s.storage_pool,
         "VIRTKIT_STORAGE_POOL_PATH": str(s.storage_pool_path),
         "VIRTKIT_CONSOLE_LOG_DIR": str(s.console_log_dir),
@@ -78,6 +79,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     settings = Settings(
         uri=daemon.uri,
         cache_dir=shared / "cache",
+        state_dir=shared / "state",
         storage_pool="vktest-pool",
         storage_pool_path=shared / "images",
         console_log_dir=shared / "logs",
@@ -192,7 +194,8 @@ class HostBed:
 def host_bed(host: TestHost, guest: TinyGuest) -> HostBed:
     (host.shared / "logs").mkdir(parents=True, exist_ok=True)
     settings = Settings(
-        uri=host.uri, cache_dir=CACHE / "hosts", storage_pool="vktest-pool",
+        uri=host.uri, cache_dir=CACHE / "hosts", state_dir=host.shared / "state",
+        storage_pool="vktest-pool",
         storage_pool_path=host.shared / "images", console_log_dir=host.shared / "logs",
         kvm_probe_timeout=8.0, shutdown_timeout=30.0,
     )  # fmt: skip

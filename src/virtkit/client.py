@@ -9,25 +9,27 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from virtkit.backend.capabilities import CapabilityProbe
 from virtkit.backend.connection import Connection, DomainEvent
 from virtkit.backend.host import Host, LibvirtHost
-from virtkit.ksm.service import KsmService
-from virtkit.ksm.sysfs import KsmSysfs
-from virtkit.services.access import AccessService
-from virtkit.services.consoles import ConsoleService
-from virtkit.services.disks import DiskService
-from virtkit.services.host import HostService
-from virtkit.services.images import ImageService
-from virtkit.services.networks import NetworkService
-from virtkit.services.nics import NicService
-from virtkit.services.pools import PoolService
-from virtkit.services.store import Store
-from virtkit.services.tinyguest import TinyGuest, build_tiny_guest
-from virtkit.services.vms import VMService
 from virtkit.settings import Settings
+
+# Services are imported when first used: a CLI command pays only for what it runs.
+if TYPE_CHECKING:
+    from virtkit.backend.capabilities import CapabilityProbe
+    from virtkit.ksm.service import KsmService
+    from virtkit.services.access import AccessService
+    from virtkit.services.consoles import ConsoleService
+    from virtkit.services.disks import DiskService
+    from virtkit.services.host import HostService
+    from virtkit.services.images import ImageService
+    from virtkit.services.networks import NetworkService
+    from virtkit.services.nics import NicService
+    from virtkit.services.pools import PoolService
+    from virtkit.services.store import Store
+    from virtkit.services.tinyguest import TinyGuest
+    from virtkit.services.vms import VMService
 
 
 class Client:
@@ -50,6 +52,8 @@ class Client:
 
     @cached_property
     def probe(self) -> CapabilityProbe:
+        from virtkit.backend.capabilities import CapabilityProbe
+
         s = self.settings
         return CapabilityProbe(
             self.host,
@@ -60,6 +64,9 @@ class Client:
 
     @cached_property
     def vms(self) -> VMService:
+        from virtkit.services.vmmeta import MetadataCache
+        from virtkit.services.vms import VMService
+
         s = self.settings
         return VMService(
             self.host,
@@ -69,11 +76,19 @@ class Client:
             storage_pool=s.storage_pool,
             storage_pool_path=s.storage_pool_path,
             console_log_dir=s.console_log_dir,
+            meta=MetadataCache(
+                self.host,
+                self.store,
+                subscribe=self.connection.subscribe,
+                generation=lambda: self.connection.generation,
+            ),
         )
 
     @cached_property
     def pools(self) -> PoolService:
         """Storage pools and volumes."""
+        from virtkit.services.pools import PoolService
+
         return PoolService(self.host, self.store, host_uuid=self._host_uuid)
 
     def _host_uuid(self) -> str:
@@ -82,35 +97,50 @@ class Client:
     @cached_property
     def disks(self) -> DiskService:
         """A VM's disks and CD-ROMs after creation (hot-plug)."""
+        from virtkit.services.disks import DiskService
+
         return DiskService(self.host, self.vms)
 
     @cached_property
     def networks(self) -> NetworkService:
         """Virtual networks: create, start, stop, delete, DHCP reservations, DNS entries."""
+        from virtkit.services.networks import NetworkService
+
         return NetworkService(self.host)
 
     @cached_property
     def nics(self) -> NicService:
         """A VM's NICs (hot-plug, link state) and its IP addresses."""
+        from virtkit.services.nics import NicService
+
         return NicService(self.host)
 
     @cached_property
     def access(self) -> AccessService:
         """Wait for a guest (boot, cloud-init, SSH) and find its SSH server."""
+        from virtkit.services.access import AccessService
+
         return AccessService(self.host, self.nics, self.vms.files)
 
     @cached_property
     def ksm(self) -> KsmService:
         """Kernel samepage merging on this host (local hosts only)."""
+        from virtkit.ksm.service import KsmService
+        from virtkit.ksm.sysfs import KsmSysfs
+
         return KsmService(self.host, KsmSysfs(self.settings.ksm_root))
 
     @cached_property
     def store(self) -> Store:
+        from virtkit.services.store import Store
+
         return Store(self.settings.state_dir / "virtkit.db")
 
     @cached_property
     def images(self) -> ImageService:
         """Image import and templates."""
+        from virtkit.services.images import ImageService
+
         return ImageService(
             self.host,
             self.pools,
@@ -121,14 +151,20 @@ class Client:
 
     @cached_property
     def hosts(self) -> HostService:
+        from virtkit.services.host import HostService
+
         return HostService(self.host, self.probe)
 
     @cached_property
     def consoles(self) -> ConsoleService:
+        from virtkit.services.consoles import ConsoleService
+
         return ConsoleService(self.host)
 
     def tiny_guest(self, kernel: str | None = None) -> TinyGuest:
         """Build (or reuse from the cache directory) the tiny busybox test guest; no libvirt."""
+        from virtkit.services.tinyguest import build_tiny_guest
+
         return build_tiny_guest(self.settings.cache_dir, kernel=kernel)
 
     def subscribe(self, callback: Any) -> Any:

@@ -35,7 +35,11 @@ NODE = """<node>
 def vk(tmp_path: Path) -> Iterator[Client]:
     node = tmp_path / "node.xml"
     node.write_text(NODE)
-    client = Client(settings=Settings(uri=f"test://{node}", cache_dir=tmp_path / "cache"))
+    client = Client(
+        settings=Settings(
+            uri=f"test://{node}", cache_dir=tmp_path / "cache", state_dir=tmp_path / "state"
+        )
+    )
     yield client
     client.close()
 

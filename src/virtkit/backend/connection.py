@@ -67,7 +67,8 @@ _EVENT_NAMES = {
 
 @dataclass(frozen=True)
 class DomainEvent:
-    """A domain lifecycle event: ``event`` is e.g. ``started``, ``stopped``, ``suspended``."""
+    """A domain event: ``event`` is a lifecycle event (``defined``, ``started``, ``stopped``,
+    ``suspended``, ...) or ``metadata-changed``."""
 
     domain: str
     uuid: str
@@ -141,6 +142,14 @@ class Connection:
             )
         except libvirt.libvirtError as exc:
             log.debug("no lifecycle events from %s: %s", self.uri, exc)
+        try:
+            self._callback_ids.append(
+                conn.domainEventRegisterAny(
+                    None, libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE, self._on_metadata, None
+                )
+            )
+        except libvirt.libvirtError as exc:
+            log.debug("no metadata events from %s: %s", self.uri, exc)
         log.debug("opened libvirt connection to %s", self.uri)
         return conn
 
@@ -155,6 +164,17 @@ class Connection:
             )
         except libvirt.libvirtError:
             return
+        self._deliver(ev)
+
+    def _on_metadata(self, _conn: Any, dom: Any, mtype: int, _nsuri: Any, _opaque: Any) -> None:
+        """Metadata changed (by any client, virsh too): ``event`` is ``metadata-changed``."""
+        try:
+            ev = DomainEvent(dom.name(), dom.UUIDString(), "metadata-changed", int(mtype))
+        except libvirt.libvirtError:
+            return
+        self._deliver(ev)
+
+    def _deliver(self, ev: DomainEvent) -> None:
         for subscriber in list(self._subscribers):
             try:
                 subscriber(ev)

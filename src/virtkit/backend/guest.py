@@ -11,7 +11,7 @@ import libvirt
 
 from virtkit.backend.errors import libvirt_errors
 from virtkit.errors import ConnectionLost
-from virtkit.specs import VMState
+from virtkit.specs.states import VMState
 
 if TYPE_CHECKING:
     from virtkit.backend.connection import Connection
@@ -34,6 +34,26 @@ UNDEFINE_ALL_METADATA = (
     | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
     | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA", 0)
 )
+
+
+@dataclass(frozen=True)
+class DomainRow:
+    """One domain as a bulk listing sees it (``Host.domain_rows``), memory in bytes."""
+
+    name: str
+    uuid: str
+    state: VMState
+    reason: int
+    vcpus: int
+    max_vcpus: int
+    memory: int
+    max_memory: int
+    persistent: bool
+    autostart: bool
+
+
+def state_of(code: int) -> VMState:
+    return _STATES.get(code, VMState.NOSTATE)
 
 
 @dataclass(frozen=True)
@@ -78,6 +98,25 @@ class Guest:
         with seam(self._connection):
             state, reason = self._dom.state()
         return _STATES.get(state, VMState.NOSTATE), int(reason)
+
+    def metadata_xml(self, namespace: str) -> str | None:
+        """The element of ``namespace`` in the persistent definition's ``<metadata>`` (the
+        live one for a transient domain); None when there is none. One small call: no XML of
+        the whole domain."""
+        with seam(self._connection):
+            flags = (
+                libvirt.VIR_DOMAIN_AFFECT_CONFIG
+                if self._dom.isPersistent()
+                else libvirt.VIR_DOMAIN_AFFECT_LIVE
+            )
+            try:
+                return str(
+                    self._dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, namespace, flags)
+                )
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                    return None
+                raise
 
     def info(self) -> GuestInfo:
         with seam(self._connection):

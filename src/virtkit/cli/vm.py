@@ -70,10 +70,13 @@ def create(state: State, /, start: bool, print_xml: bool, as_json: bool, **flags
 
 @vm.command("list")
 @json_option
+@click.option(
+    "--refresh", is_flag=True, help="Read each VM's tags from libvirt, not virtkit's copy."
+)
 @pass_state
-def list_(state: State, as_json: bool) -> None:
+def list_(state: State, as_json: bool, refresh: bool) -> None:
     """List VMs: name, state, vCPUs, memory, uptime."""
-    vms = state.client.vms.list()
+    vms = state.client.vms.list(refresh=refresh)
     if as_json:
         render.print_json(vms)
         return

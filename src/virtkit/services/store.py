@@ -3,6 +3,7 @@ templates (libvirt volumes carry no metadata)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -25,6 +26,12 @@ CREATE TABLE IF NOT EXISTS images (
     PRIMARY KEY (host_uuid, path)
 );
 CREATE INDEX IF NOT EXISTS images_sha ON images (host_uuid, sha256);
+CREATE TABLE IF NOT EXISTS vm_meta (
+    uuid        TEXT PRIMARY KEY,
+    tags        TEXT NOT NULL,
+    virtkit     INTEGER NOT NULL,
+    seen_at     REAL NOT NULL
+);
 """
 
 
@@ -109,3 +116,32 @@ class Store:
     def forget_image(self, host_uuid: str, path: str) -> None:
         with self._db() as db:
             db.execute("DELETE FROM images WHERE host_uuid = ? AND path = ?", (host_uuid, path))
+
+    # -- what a VM listing shows of virtkit's metadata (a copy of the domains' <metadata>) --
+
+    def vm_meta(self, uuids: list[str]) -> dict[str, tuple[list[str], bool]]:
+        """UUID -> (tags, made by virtkit) for those of ``uuids`` the store has a copy of."""
+        if not uuids:
+            return {}
+        with self._db() as db:
+            rows = db.execute("SELECT uuid, tags, virtkit FROM vm_meta").fetchall()
+        wanted = set(uuids)
+        return {
+            r["uuid"]: (json.loads(r["tags"]), bool(r["virtkit"]))
+            for r in rows
+            if r["uuid"] in wanted
+        }
+
+    def put_vm_meta(self, entries: dict[str, tuple[list[str], bool]]) -> None:
+        if not entries:
+            return
+        now = time.time()
+        with self._db() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO vm_meta (uuid, tags, virtkit, seen_at) VALUES (?, ?, ?, ?)",
+                [(u, json.dumps(t), int(v), now) for u, (t, v) in entries.items()],
+            )
+
+    def forget_vm_meta(self, uuid: str) -> None:
+        with self._db() as db:
+            db.execute("DELETE FROM vm_meta WHERE uuid = ?", (uuid,))

@@ -110,6 +110,13 @@ class CreateChecks:
         if self.host.exists(spec.name):
             raise AlreadyExists(f"a VM named {spec.name!r} already exists", code="vm_exists")
         facts = self.probe.facts(spec.arch)
+        if facts.kvm.libvirt_reprobes:
+            log.warning(
+                "libvirt is denied /dev/kvm and re-probes QEMU for each device it checks: "
+                "defining %s may take a minute or more. Fix: %s",
+                spec.name,
+                facts.kvm.fix,
+            )
         machine, cpu = self._check_against_host(spec, facts)
         existing = self._resolve_existing(spec, machine)
         log_file = self.files.serial_log(spec.name) if spec.serial else None

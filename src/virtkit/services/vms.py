@@ -19,6 +19,7 @@ from virtkit.services.vmclone import VMCloner
 from virtkit.services.vmcreate import VMCreator
 from virtkit.services.vmdelete import VMDeleter
 from virtkit.services.vmfiles import VMFiles
+from virtkit.services.vmmeta import MetadataCache
 from virtkit.services.vmpower import VMPower
 from virtkit.services.vmset import VMSetter
 from virtkit.services.vmviews import VMViews
@@ -38,13 +39,14 @@ class VMService:
         storage_pool: str = "default",
         storage_pool_path: Path = Path("/var/lib/libvirt/images"),
         console_log_dir: Path | None = Path("/var/log/libvirt/qemu"),
+        meta: MetadataCache | None = None,
     ) -> None:
         self.host = host
         self.probe = probe
         self.pools = pools
         self.images = images
         self.files = VMFiles(storage_pool, storage_pool_path, console_log_dir)
-        self._views = VMViews(host)
+        self._views = VMViews(host, meta)
         self._creator = VMCreator(host, probe, pools, images, self.files)
         self._cloner = VMCloner(host, pools, self.files)
         self._power = VMPower(host)
@@ -65,8 +67,9 @@ class VMService:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def list(self) -> builtins.list[VMSummary]:
-        return self._views.list()
+    def list(self, *, refresh: bool = False) -> builtins.list[VMSummary]:
+        """Every VM (bulk calls; tags from virtkit's copy, read afresh with ``refresh``)."""
+        return self._views.list(refresh=refresh)
 
     def get(self, name: str) -> VMInfo:
         return self._views.get(name)

@@ -7,7 +7,7 @@ import builtins
 from virtkit.backend.guest import Guest
 from virtkit.backend.host import Host
 from virtkit.backend.procfs import process_uptime, qemu_pids
-from virtkit.errors import NotFound
+from virtkit.services.vmmeta import MetadataCache, VMMeta
 from virtkit.services.vmstate import lookup
 from virtkit.specs import DiskView, GraphicsView, VMInfo, VMState, VMSummary
 from virtkit.xml.domain import Domain
@@ -16,8 +16,9 @@ from virtkit.xml.domain import Domain
 class VMViews:
     """What ``vm list``, ``vm show``, ``vm xml`` and ``vm state`` read."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, meta: MetadataCache | None = None) -> None:
         self.host = host
+        self.meta = meta or MetadataCache(host, None)
 
     def _uptimes(self) -> dict[str, float | None]:
         """UUID -> seconds since its QEMU started, for VMs running on this (local) host."""
@@ -49,20 +50,33 @@ class VMViews:
             "tags": config.tag_names,
         }
 
-    def list(self) -> builtins.list[VMSummary]:
-        summaries = []
-        uptimes = self._uptimes()
-        for guest in self.host.list_guests():
-            try:
-                fields = self._summary_fields(guest, self._config(guest), uptimes)
-                summaries.append(VMSummary.model_validate(fields))
-            except NotFound:
-                continue  # undefined while we listed
+    def list(self, *, refresh: bool = False) -> builtins.list[VMSummary]:
+        """Every VM, from one bulk stats call; tags from the metadata copy (see vmmeta.py),
+        which ``refresh`` reads afresh from each domain."""
+        rows = self.host.domain_rows()
+        meta = self.meta.lookup(rows, refresh=refresh)
+        uptimes = self._uptimes() if any(r.state.is_active for r in rows) else {}
+        summaries = [
+            VMSummary.model_construct(
+                name=r.name,
+                uuid=r.uuid,
+                state=r.state,
+                vcpus=r.vcpus,
+                memory=r.memory,
+                max_memory=r.max_memory,
+                uptime=uptimes.get(r.uuid) if r.state.is_active else None,
+                autostart=r.autostart,
+                persistent=r.persistent,
+                tags=list(meta[r.uuid].tags),
+            )
+            for r in rows
+        ]
         return sorted(summaries, key=lambda s: s.name)
 
     def get(self, name: str) -> VMInfo:
         guest = lookup(self.host, name)
         config = self._config(guest)
+        self.meta.update(guest.uuid, VMMeta.of_domain(config))
         fields = self._summary_fields(guest, config, self._uptimes())
         _state, reason = guest.state()
         dom = guest.definition()

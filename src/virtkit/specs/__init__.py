@@ -28,8 +28,8 @@ _MODULES = {
         "parse_model",
         "check_model",
     ],
+    "states": ["VMState"],
     "vm": [
-        "VMState",
         "MEMORY_MIN",
         "NEW_DISK_MIN",
         "Memory",
@@ -116,6 +116,7 @@ if TYPE_CHECKING:
         parse_network_spec,
         validate_mac,
     )
+    from virtkit.specs.states import VMState
     from virtkit.specs.storage import (
         ImageInfo,
         PoolInfo,
@@ -150,7 +151,6 @@ if TYPE_CHECKING:
         VMInfo,
         VMSetSpec,
         VMSpec,
-        VMState,
         VMSummary,
         parse_vm_spec,
     )

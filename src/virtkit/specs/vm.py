@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
@@ -11,24 +10,8 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from virtkit.specs.cloudinit import CloudInitSpec
 from virtkit.specs.common import Name, _Spec, _View, check_model, parse_model, rule_error, sized
 from virtkit.specs.network import NicSpec
+from virtkit.specs.states import VMState
 from virtkit.specs.units import MiB, format_size
-
-
-class VMState(StrEnum):
-    """A VM's state as virtkit reports it (libvirt's states, with user-facing names)."""
-
-    NOSTATE = "nostate"
-    RUNNING = "running"
-    PAUSED = "paused"
-    SHUTTING_DOWN = "shutting-down"
-    SHUTOFF = "shutoff"
-    CRASHED = "crashed"
-    PMSUSPENDED = "pmsuspended"
-
-    @property
-    def is_active(self) -> bool:
-        return self not in (VMState.SHUTOFF, VMState.CRASHED, VMState.NOSTATE)
-
 
 MEMORY_MIN = 16 * MiB
 NEW_DISK_MIN = MiB

@@ -71,8 +71,8 @@ class Client:
         return VMService(
             self.host,
             self.probe,
-            pools=self.pools,
-            images=self.images,
+            pools=lambda: self.pools,
+            images=lambda: self.images,
             storage_pool=s.storage_pool,
             storage_pool_path=s.storage_pool_path,
             console_log_dir=s.console_log_dir,

@@ -9,21 +9,28 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from virtkit.backend.capabilities import CapabilityProbe
 from virtkit.backend.host import Host
-from virtkit.services.images import ImageService
-from virtkit.services.pools import PoolService
-from virtkit.services.vmclone import VMCloner
-from virtkit.services.vmcreate import VMCreator
-from virtkit.services.vmdelete import VMDeleter
 from virtkit.services.vmfiles import VMFiles
 from virtkit.services.vmmeta import MetadataCache
-from virtkit.services.vmpower import VMPower
-from virtkit.services.vmset import VMSetter
 from virtkit.services.vmviews import VMViews
 from virtkit.specs import DeleteResult, SetResult, VMInfo, VMSpec, VMState, VMSummary
+
+if TYPE_CHECKING:
+    from virtkit.services.images import ImageService
+    from virtkit.services.pools import PoolService
+    from virtkit.services.vmclone import VMCloner
+    from virtkit.services.vmcreate import VMCreator
+    from virtkit.services.vmdelete import VMDeleter
+    from virtkit.services.vmpower import VMPower
+    from virtkit.services.vmset import VMSetter
+
+    Provider = Callable[[], PoolService | None] | PoolService | None
+    ImageProvider = Callable[[], ImageService | None] | ImageService | None
 
 
 class VMService:
@@ -34,24 +41,59 @@ class VMService:
         host: Host,
         probe: CapabilityProbe,
         *,
-        pools: PoolService | None = None,
-        images: ImageService | None = None,
+        pools: Provider = None,
+        images: ImageProvider = None,
         storage_pool: str = "default",
         storage_pool_path: Path = Path("/var/lib/libvirt/images"),
         console_log_dir: Path | None = Path("/var/log/libvirt/qemu"),
         meta: MetadataCache | None = None,
     ) -> None:
+        # pools and images may be given as functions that make them: a listing needs neither,
+        # and each use case's module is imported when first used (a fast CLI start).
         self.host = host
         self.probe = probe
-        self.pools = pools
-        self.images = images
+        self._pools = pools
+        self._images = images
         self.files = VMFiles(storage_pool, storage_pool_path, console_log_dir)
         self._views = VMViews(host, meta)
-        self._creator = VMCreator(host, probe, pools, images, self.files)
-        self._cloner = VMCloner(host, pools, self.files)
-        self._power = VMPower(host)
-        self._setter = VMSetter(host, probe)
-        self._deleter = VMDeleter(host, pools, self.files)
+
+    @cached_property
+    def pools(self) -> PoolService | None:
+        return self._pools() if callable(self._pools) else self._pools
+
+    @cached_property
+    def images(self) -> ImageService | None:
+        return self._images() if callable(self._images) else self._images
+
+    @cached_property
+    def _creator(self) -> VMCreator:
+        from virtkit.services.vmcreate import VMCreator
+
+        return VMCreator(self.host, self.probe, self.pools, self.images, self.files)
+
+    @cached_property
+    def _cloner(self) -> VMCloner:
+        from virtkit.services.vmclone import VMCloner
+
+        return VMCloner(self.host, self.pools, self.files)
+
+    @cached_property
+    def _power(self) -> VMPower:
+        from virtkit.services.vmpower import VMPower
+
+        return VMPower(self.host)
+
+    @cached_property
+    def _setter(self) -> VMSetter:
+        from virtkit.services.vmset import VMSetter
+
+        return VMSetter(self.host, self.probe)
+
+    @cached_property
+    def _deleter(self) -> VMDeleter:
+        from virtkit.services.vmdelete import VMDeleter
+
+        return VMDeleter(self.host, self.pools, self.files)
 
     @property
     def storage_pool(self) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Bed, console_log, run_cli, tiny_spec, wait_for_text
+from tests.conftest import Bed, console_log, run_cli, tiny_spec, wait_for_text, write_iso
 from virtkit import Client
 from virtkit.errors import AlreadyExists, InvalidInput, InvalidState, NotFound
 from virtkit.services.domainbuilder import SPARE_ROOT_PORTS
@@ -452,12 +452,17 @@ def test_cdrom_change_and_eject(bed: Bed, vm_name: str, vk: Client) -> None:
     first = bed.daemon.shared / f"{vm_name}-1.iso"
     second = bed.daemon.shared / f"{vm_name}-2.iso"
     for iso in (first, second):
-        iso.write_bytes(b"\0" * 65536)
+        write_iso(iso)
     try:
         vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name, cdrom=str(first))), start=True)
         assert run_cli(bed, "vm", "cdrom", "change", vm_name, str(second)).returncode == 0
         cdrom = next(d for d in vk.vms.get(vm_name).disks if d.device == "cdrom")
         assert cdrom.source == str(second)
+        refused = run_cli(bed, "vm", "cdrom", "change", vm_name, "/etc/passwd")
+        assert refused.returncode == 1
+        assert "/etc/passwd is not an ISO 9660 or UDF image: a text file" in refused.stderr
+        cdrom = next(d for d in vk.vms.get(vm_name).disks if d.device == "cdrom")
+        assert cdrom.source == str(second)  # the disc in the drive stays
         assert run_cli(bed, "vm", "cdrom", "eject", vm_name).returncode == 0
         cdrom = next(d for d in vk.vms.get(vm_name).disks if d.device == "cdrom")
         assert cdrom.source is None

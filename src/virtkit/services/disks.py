@@ -10,7 +10,7 @@ import time
 from virtkit.backend.guest import Guest
 from virtkit.backend.host import Host
 from virtkit.errors import InUse, InvalidInput, InvalidState, NotFound
-from virtkit.services import storage
+from virtkit.services import discimage, storage
 from virtkit.services.domainbuilder import (
     ResolvedDisk,
     disk_element,
@@ -180,7 +180,7 @@ class DiskService:
             )
         cdrom = cdroms[0]
         if iso is not None:
-            storage.resolve_image(self.host, iso, "raw", "CD-ROM image")
+            discimage.check_cdrom(self.host, iso)
         cdrom.source_file = iso
         cdrom.driver_type = "raw"
         guest.update_device(cdrom.to_xml(), live=live is not None, config=guest.is_persistent())

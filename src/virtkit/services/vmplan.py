@@ -11,7 +11,7 @@ from virtkit import cloudinit
 from virtkit.backend.capabilities import CapabilityProbe, HostFacts
 from virtkit.backend.host import Host
 from virtkit.errors import AlreadyExists, InvalidInput, NotFound, Unsupported
-from virtkit.services import hostkeys, storage
+from virtkit.services import discimage, hostkeys, storage
 from virtkit.services.domainbuilder import CPU_MODES, BuildPlan, ResolvedDisk
 from virtkit.services.hostkeys import PendingHostKeys
 from virtkit.services.images import ImageService
@@ -80,7 +80,7 @@ class CreateChecks:
                 fmt = storage.resolve_image(self.host, disk.path, disk.format, "disk image")
                 resolved.append(ResolvedDisk(disk.path, fmt, disk.bus, readonly=disk.readonly))
         if spec.cdrom:
-            storage.resolve_image(self.host, spec.cdrom, "raw", "CD-ROM image")
+            discimage.check_cdrom(self.host, spec.cdrom)
             bus = spec.cdrom_bus or ("ide" if "q35" not in machine else "sata")
             resolved.append(ResolvedDisk(spec.cdrom, "raw", bus, device="cdrom", readonly=True))
         for path, what in ((spec.kernel, "kernel"), (spec.initrd, "initrd")):

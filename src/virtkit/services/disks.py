@@ -17,6 +17,7 @@ from virtkit.services.domainbuilder import (
     disk_letters,
     target_prefix,
 )
+from virtkit.services.pools import refuse_writable_base
 from virtkit.services.transaction import Transaction
 from virtkit.services.vmdelete import delete_own_disk
 from virtkit.services.vmfiles import free_disk_volume
@@ -102,6 +103,8 @@ class DiskService:
                         f"{path} is a template: attach it readonly, or attach a clone",
                         code="template_writable",
                     )
+                if not readonly and self.vms.pools is not None:
+                    refuse_writable_base(self.vms.pools, path)
                 fmt = storage.resolve_image(self.host, path, None, "disk image")
             xml = disk_element(ResolvedDisk(path, fmt, bus, readonly=readonly), target).to_xml()
             guest.attach_device(xml, live=live is not None, config=persistent)

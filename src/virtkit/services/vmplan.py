@@ -16,6 +16,7 @@ from virtkit.services.domainbuilder import CPU_MODES, BuildPlan, ResolvedDisk
 from virtkit.services.hostkeys import PendingHostKeys
 from virtkit.services.images import ImageService
 from virtkit.services.nics import macs_in_use, new_mac
+from virtkit.services.pools import refuse_writable_base
 from virtkit.services.vmfiles import VMFiles
 from virtkit.services.vmlimits import check_memory, check_vcpus, vcpu_limit
 from virtkit.specs import ImageInfo, VMSpec, format_size, validate_name
@@ -77,6 +78,8 @@ class CreateChecks:
                         "readonly, so that its linked clones stay intact",
                         code="template_writable",
                     )
+                if not disk.readonly and self.images:
+                    refuse_writable_base(self.images.pools, disk.path)
                 fmt = storage.resolve_image(self.host, disk.path, disk.format, "disk image")
                 resolved.append(ResolvedDisk(disk.path, fmt, disk.bus, readonly=disk.readonly))
         if spec.cdrom:

@@ -173,7 +173,21 @@ def test_autostart(bed: Bed, vm_name: str, vk: Client) -> None:
 
 def test_live_vcpu_limit_is_explained(bed: Bed, vm_name: str, vk: Client) -> None:
     vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name)), start=True)
-    result = vk.vms.set(vm_name, vcpus=2)
-    assert "from the next start" in result.changes[0]
+    wait_for_text(bed, vm_name)
+    assert vk.vms.get(vm_name).max_vcpus == 2  # a new VM: room to hot-plug up to twice its count
+    assert vk.vms.set(vm_name, vcpus=2).changes == ["vCPUs: 2 now and from the next start"]
+    assert vk.vms.get(vm_name).vcpus == 2
+    with pytest.raises(InvalidState) as refused:
+        vk.vms.set(vm_name, vcpus=3)
+    assert refused.value.code == "vcpus_over_maximum"
+    assert f"virtkit vm set {vm_name} --max-vcpus 3 --vcpus 3" in refused.value.message
+    cli = run_cli(bed, "vm", "set", vm_name, "--vcpus", "3")
+    assert cli.returncode == 1 and "runs with its maximum of 2 vCPUs" in cli.stderr
+    changed = run_cli(bed, "vm", "set", vm_name, "--max-vcpus", "4", "--vcpus", "3")
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.splitlines() == [
+        "vCPU maximum: 4 from the next start",
+        "vCPUs: 3 from the next start (the running VM was started with at most 2)",
+    ]
     xml = vk.vms.xml(vm_name, inactive=True)
-    assert ">2</vcpu>" in xml
+    assert 'current="3">4</vcpu>' in xml or "current='3'>4</vcpu>" in xml, xml

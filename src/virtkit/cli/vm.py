@@ -251,6 +251,11 @@ _simple("resume", "resume", "resumed", "Resume a paused VM.")
 @vm.command("set")
 @click.argument("name")
 @click.option("--vcpus", type=int, help="New number of vCPUs.")
+@click.option(
+    "--max-vcpus",
+    type=int,
+    help="New vCPU maximum, from the next start (a running VM takes vCPUs live up to it).",
+)
 @click.option("--memory", help="New memory, e.g. 1G (bare numbers are MiB).")
 @click.option(
     "--ksm",
@@ -260,13 +265,20 @@ _simple("resume", "resume", "resumed", "Resume a paused VM.")
 @json_option
 @pass_state
 def set_(
-    state: State, name: str, vcpus: int | None, memory: str | None, ksm: str | None, as_json: bool
+    state: State,
+    name: str,
+    vcpus: int | None,
+    max_vcpus: int | None,
+    memory: str | None,
+    ksm: str | None,
+    as_json: bool,
 ) -> None:
-    """Change vCPUs and memory (persistently, and live where the running VM allows), and
-    whether KSM may merge the VM's memory."""
+    """Change vCPUs, their maximum and memory (persistently, and live where the running VM
+    allows), and whether KSM may merge the VM's memory."""
     changes = []
-    if vcpus is not None or memory is not None or ksm is None:
-        changes = state.client.vms.set(name, vcpus=vcpus, memory=memory).changes
+    if vcpus is not None or max_vcpus is not None or memory is not None or ksm is None:
+        result = state.client.vms.set(name, vcpus=vcpus, memory=memory, max_vcpus=max_vcpus)
+        changes = result.changes
     if ksm is not None:
         changes.append(state.client.ksm.set_vm(name, ksm == "on"))
     if as_json:

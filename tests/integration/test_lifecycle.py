@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 
 import pytest
 
-from tests.conftest import Bed, console_log, run_cli, tiny_spec, wait_for_text
+from tests.conftest import VIRTKIT, Bed, console_log, run_cli, tiny_spec, wait_for_text
 from virtkit import Client, VMState
 from virtkit.errors import InvalidState, Timeout
 from virtkit.services.tinyguest import BOOT_MARKER, POWEROFF_MARKER
@@ -191,3 +193,34 @@ def test_live_vcpu_limit_is_explained(bed: Bed, vm_name: str, vk: Client) -> Non
     ]
     xml = vk.vms.xml(vm_name, inactive=True)
     assert 'current="3">4</vcpu>' in xml or "current='3'>4</vcpu>" in xml, xml
+
+
+def test_console_log_from_the_file_and_live_from_the_stream(
+    bed: Bed, vm_name: str, vk: Client
+) -> None:
+    vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name)), start=True)
+    wait_for_text(bed, vm_name)
+    from_file = run_cli(bed, "vm", "console-log", vm_name)
+    assert from_file.returncode == 0, from_file.stderr
+    assert BOOT_MARKER in from_file.stdout and "(the whole history)" in from_file.stderr
+    # the stream (what remote hosts get): only what the guest prints from now on
+    live = subprocess.Popen(
+        [VIRTKIT, "vm", "console-log", vm_name, "--source", "stream", "--timeout", "40",
+         "--idle", "8"],
+        env=bed.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1.5)  # the console is open
+        vk.vms.reset(vm_name)  # the guest boots again and prints its marker, live
+        out, err = live.communicate(timeout=60)
+    finally:
+        if live.poll() is None:
+            live.kill()
+    assert live.returncode == 0, err
+    assert "live console" in err and "from now on" in err
+    assert out.count(BOOT_MARKER) == 1  # the second boot only, not the history
+    quiet = run_cli(bed, "vm", "console-log", vm_name, "--source", "stream", "--idle", "1")
+    assert quiet.returncode == 0 and "until 1 s without output" in quiet.stderr
+    vk.vms.stop(vm_name)
+    refused = run_cli(bed, "vm", "console-log", vm_name, "--source", "stream")
+    assert refused.returncode == 1 and "not running" in refused.stderr

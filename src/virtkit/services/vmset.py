@@ -73,8 +73,9 @@ class VMSetter:
         count = change.vcpus if change.vcpus is not None else min(old_count, change.max_vcpus or 0)
         maximum = change.max_vcpus
         if maximum is None:
-            if count > old_max and active:
-                raise _over_running_maximum(name, guest.max_vcpus_live(), count)
+            live_max = guest.max_vcpus_live() if active and count > old_max else None
+            if live_max is not None and count > live_max:
+                raise _over_running_maximum(name, live_max, count)
             maximum = max(old_max, count)  # a shut-off VM's maximum follows its count
         check_vcpus(maximum, limit, machine)
         asked = (change.vcpus is not None, change.max_vcpus is not None)

@@ -138,6 +138,20 @@ def tiny_spec(bed: Bed, name: str, **extra: object) -> dict[str, object]:
     return spec
 
 
+def write_iso(path: Path, label: str = "VKTEST") -> Path:
+    """A small real ISO 9660 image (one file) at ``path``: what a CD-ROM must be."""
+    import io
+
+    import pycdlib
+
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=3, vol_ident=label)
+    iso.add_fp(io.BytesIO(b"virtkit test disc\n"), 18, "/README.TXT;1")
+    iso.write(str(path))
+    iso.close()
+    return path
+
+
 def console_log(bed: Bed, name: str) -> str:
     path = bed.log_dir / f"{name}-serial0.log"
     return path.read_text(errors="replace") if path.exists() else ""

@@ -78,6 +78,7 @@ def test_invalid_names(bed: Bed, untouched: None, name: str, word: str) -> None:
         (["--machine", "pc-nonsense-1.0"], ["unknown machine type", "pc-nonsense-1.0"]),
         (["--disk", "/nonexistent/disk.qcow2"], ["/nonexistent/disk.qcow2", "does not exist"]),
         (["--cdrom", "/nonexistent.iso"], ["/nonexistent.iso", "does not exist"]),
+        (["--cdrom", "/etc/passwd"], ["/etc/passwd", "not an ISO 9660 or UDF image", "text"]),
         (["--disk", "/tmp"], ["/tmp", "not a regular file"]),
         (["--cpu", "no-such-cpu-model"], ["unknown CPU model"]),
     ],
@@ -91,6 +92,7 @@ def test_invalid_names(bed: Bed, untouched: None, name: str, word: str) -> None:
         "machine",
         "missing-disk",
         "missing-iso",
+        "text-as-iso",
         "dir-as-disk",
         "cpu-model",
     ],
@@ -115,6 +117,17 @@ def test_invalid_create_flags(
         *args,
     )
     assert_one_line_error(result, *words)
+
+
+def test_not_a_disc_as_cdrom(
+    bed: Bed, vm_name: str, vk: Client, untouched: None, tmp_path: Path
+) -> None:
+    zeros = tmp_path / "blank.iso"
+    zeros.write_bytes(b"\0" * 1024 * 1024)
+    spec = tiny_spec(bed, vm_name, cdrom=str(zeros), disks=[{"size": "16M"}])
+    with pytest.raises(InvalidInput) as refused:
+        vk.vms.create(parse_vm_spec(spec), start=True)
+    assert refused.value.code == "invalid_cdrom" and str(zeros) in str(refused.value)
 
 
 def test_missing_kernel(bed: Bed, vm_name: str, untouched: None) -> None:

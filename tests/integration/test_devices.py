@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Bed, run_cli, tiny_spec, wait_for_text
+from tests.conftest import Bed, run_cli, tiny_spec, wait_for_text, write_iso
 from virtkit import Client
 from virtkit.specs import parse_vm_spec
 from virtkit.xml.domain import Domain
@@ -55,8 +55,7 @@ def test_graphics_listen_on_loopback_and_answer(
 def test_cdrom_is_attached_readonly_and_first_to_boot(
     bed: Bed, vm_name: str, vk: Client, tmp_path: Path
 ) -> None:
-    iso = bed.daemon.shared / f"{vm_name}.iso"
-    iso.write_bytes(b"\0" * 2048 * 32)
+    iso = write_iso(bed.daemon.shared / f"{vm_name}.iso")
     try:
         spec = tiny_spec(bed, vm_name, cdrom=str(iso), boot=["cdrom", "hd"])
         vk.vms.create(parse_vm_spec(spec), start=True)

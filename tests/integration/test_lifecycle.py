@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 
 import pytest
 
-from tests.conftest import Bed, console_log, run_cli, tiny_spec, wait_for_text
+from tests.conftest import VIRTKIT, Bed, console_log, run_cli, tiny_spec, wait_for_text
 from virtkit import Client, VMState
 from virtkit.errors import InvalidState, Timeout
 from virtkit.services.tinyguest import BOOT_MARKER, POWEROFF_MARKER
@@ -173,7 +175,52 @@ def test_autostart(bed: Bed, vm_name: str, vk: Client) -> None:
 
 def test_live_vcpu_limit_is_explained(bed: Bed, vm_name: str, vk: Client) -> None:
     vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name)), start=True)
-    result = vk.vms.set(vm_name, vcpus=2)
-    assert "from the next start" in result.changes[0]
+    wait_for_text(bed, vm_name)
+    assert vk.vms.get(vm_name).max_vcpus == 2  # a new VM: room to hot-plug up to twice its count
+    assert vk.vms.set(vm_name, vcpus=2).changes == ["vCPUs: 2 now and from the next start"]
+    assert vk.vms.get(vm_name).vcpus == 2
+    with pytest.raises(InvalidState) as refused:
+        vk.vms.set(vm_name, vcpus=3)
+    assert refused.value.code == "vcpus_over_maximum"
+    assert f"virtkit vm set {vm_name} --max-vcpus 3 --vcpus 3" in refused.value.message
+    cli = run_cli(bed, "vm", "set", vm_name, "--vcpus", "3")
+    assert cli.returncode == 1 and "runs with its maximum of 2 vCPUs" in cli.stderr
+    changed = run_cli(bed, "vm", "set", vm_name, "--max-vcpus", "4", "--vcpus", "3")
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.splitlines() == [
+        "vCPU maximum: 4 from the next start",
+        "vCPUs: 3 from the next start (the running VM was started with at most 2)",
+    ]
     xml = vk.vms.xml(vm_name, inactive=True)
-    assert ">2</vcpu>" in xml
+    assert 'current="3">4</vcpu>' in xml or "current='3'>4</vcpu>" in xml, xml
+
+
+def test_console_log_from_the_file_and_live_from_the_stream(
+    bed: Bed, vm_name: str, vk: Client
+) -> None:
+    vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name)), start=True)
+    wait_for_text(bed, vm_name)
+    from_file = run_cli(bed, "vm", "console-log", vm_name)
+    assert from_file.returncode == 0, from_file.stderr
+    assert BOOT_MARKER in from_file.stdout and "(the whole history)" in from_file.stderr
+    # the stream (what remote hosts get): only what the guest prints from now on
+    live = subprocess.Popen(
+        [VIRTKIT, "vm", "console-log", vm_name, "--source", "stream", "--timeout", "40",
+         "--idle", "8"],
+        env=bed.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1.5)  # the console is open
+        vk.vms.reset(vm_name)  # the guest boots again and prints its marker, live
+        out, err = live.communicate(timeout=60)
+    finally:
+        if live.poll() is None:
+            live.kill()
+    assert live.returncode == 0, err
+    assert "live console" in err and "from now on" in err
+    assert out.count(BOOT_MARKER) == 1  # the second boot only, not the history
+    quiet = run_cli(bed, "vm", "console-log", vm_name, "--source", "stream", "--idle", "1")
+    assert quiet.returncode == 0 and "until 1 s without output" in quiet.stderr
+    vk.vms.stop(vm_name)
+    refused = run_cli(bed, "vm", "console-log", vm_name, "--source", "stream")
+    assert refused.returncode == 1 and "not running" in refused.stderr

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Bed, console_log, run_cli, tiny_spec, wait_for_text
+from tests.conftest import Bed, console_log, run_cli, tiny_spec, wait_for_text, write_iso
 from virtkit import Client
-from virtkit.errors import AlreadyExists, InvalidInput, InvalidState, NotFound
+from virtkit.errors import AlreadyExists, InUse, InvalidInput, InvalidState, NotFound
 from virtkit.services.domainbuilder import SPARE_ROOT_PORTS
 from virtkit.services.tinyguest import BLOCK_MARKER, VDA_MARKER
 from virtkit.specs import MiB, PoolSpec, VolumeSpec, parse_model, parse_vm_spec
@@ -452,12 +452,17 @@ def test_cdrom_change_and_eject(bed: Bed, vm_name: str, vk: Client) -> None:
     first = bed.daemon.shared / f"{vm_name}-1.iso"
     second = bed.daemon.shared / f"{vm_name}-2.iso"
     for iso in (first, second):
-        iso.write_bytes(b"\0" * 65536)
+        write_iso(iso)
     try:
         vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name, cdrom=str(first))), start=True)
         assert run_cli(bed, "vm", "cdrom", "change", vm_name, str(second)).returncode == 0
         cdrom = next(d for d in vk.vms.get(vm_name).disks if d.device == "cdrom")
         assert cdrom.source == str(second)
+        refused = run_cli(bed, "vm", "cdrom", "change", vm_name, "/etc/passwd")
+        assert refused.returncode == 1
+        assert "/etc/passwd is not an ISO 9660 or UDF image: a text file" in refused.stderr
+        cdrom = next(d for d in vk.vms.get(vm_name).disks if d.device == "cdrom")
+        assert cdrom.source == str(second)  # the disc in the drive stays
         assert run_cli(bed, "vm", "cdrom", "eject", vm_name).returncode == 0
         cdrom = next(d for d in vk.vms.get(vm_name).disks if d.device == "cdrom")
         assert cdrom.source is None
@@ -534,3 +539,51 @@ def test_a_volume_removed_behind_libvirts_back_does_not_break_the_pool(
     listed = run_cli(bed, "volume", "list", "--pool", pool, "--json")
     assert listed.returncode == 0, listed.stderr
     assert [v["name"] for v in json.loads(listed.stdout)] == ["keep.qcow2"]
+
+
+def test_bases_stay_protected_when_the_clones_pool_is_stopped(
+    bed: Bed, pool: str, vm_name: str, vk: Client, tmp_path: Path
+) -> None:
+    """Linked clones are found from the images' own headers and the VMs' definitions, not
+    from listings of running pools: a stopped pool hides its volumes from libvirt."""
+    vk.images.import_image(str(_make_image(tmp_path, b"BASE")), pool, "base.qcow2")
+    base = vk.pools.get_volume(pool, "base.qcow2")
+    clones = f"{pool}-clones"
+    clones_dir = bed.daemon.shared / clones
+    vk.pools.create_pool(parse_model(PoolSpec, {"name": clones, "path": str(clones_dir)}, "pool"))
+    overlay = bed.daemon.shared / f"{vm_name}-overlay.qcow2"
+    try:
+        vk.pools.clone_volume(pool, "base.qcow2", "clone.qcow2", linked=True, target_pool=clones)
+        vk.pools.stop_pool(clones)
+        upload = tmp_path / "x.bin"
+        upload.write_bytes(b"x" * 4096)
+        for args in (
+            ["volume", "delete", "base.qcow2", "-p", pool, "--yes"],
+            ["volume", "resize", "base.qcow2", "64M", "-p", pool],
+            ["volume", "upload", "base.qcow2", str(upload), "-p", pool],
+        ):
+            refused = run_cli(bed, *args)
+            assert refused.returncode == 1, (args, refused.stdout)
+            assert f"{clones}/clone.qcow2 (pool stopped)" in refused.stderr, refused.stderr
+        # nor may a VM write into it
+        with pytest.raises(InUse) as writable:
+            vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name, disks=[{"path": base.path}])))
+        assert writable.value.code == "volume_has_clones" and not vk.host.exists(vm_name)
+        # a VM's disk in no pool at all, overlaid on the base: found through the VM
+        _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base.path, str(overlay))
+        vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name, disks=[{"path": str(overlay)}])))
+        with pytest.raises(InUse, match=rf"{overlay} \(disk of VM {vm_name}\)"):
+            vk.pools.delete_volume(pool, "base.qcow2")
+        vk.vms.delete(vm_name)
+        vk.pools.start_pool(clones)
+        vk.host.storage.delete_volume(clones, "clone.qcow2")
+        overlay.unlink()
+        vk.pools.delete_volume(pool, "base.qcow2")  # nothing builds on it any more
+    finally:
+        overlay.unlink(missing_ok=True)
+        if not vk.pools.get_pool(clones).active:
+            vk.pools.start_pool(clones)
+        for vol in vk.pools.list_volumes(clones):
+            vk.host.storage.delete_volume(clones, vol.name)
+        vk.host.storage.remove_pool(clones)
+        shutil.rmtree(clones_dir, ignore_errors=True)

@@ -48,6 +48,7 @@ CASES: dict[str, tuple[VMSpec, BuildPlan]] = {
             domain_type="kvm",
             machine="q35",
             cpu="host-passthrough",
+            max_vcpus=8,  # room for live vCPU hot-plug: <vcpu current='4'>8</vcpu>
             macs=["52:54:00:aa:00:01", "52:54:00:aa:00:02", "52:54:00:aa:00:03"],
             disks=[
                 ResolvedDisk(

@@ -180,3 +180,45 @@ def test_delete_running_transient_vm(vk: Client) -> None:
     assert result.was_running
     with pytest.raises(NotFound):
         vk.vms.get("transient")
+
+
+def _vcpus(vk: Client, name: str) -> tuple[int | None, int | None]:
+    config = Domain.parse(vk.vms.xml(name, inactive=True))
+    return config.vcpu_current, config.vcpu
+
+
+def test_set_vcpus_over_a_running_vms_maximum_names_the_way(vk: Client) -> None:
+    before = vk.vms.xml("alpha", inactive=True)
+    with pytest.raises(InvalidState) as refused:
+        vk.vms.set("alpha", vcpus=3, memory="200")  # running with 2 of at most 2
+    assert refused.value.code == "vcpus_over_maximum"
+    assert "runs with its maximum of 2 vCPUs" in refused.value.message
+    assert "virtkit vm set alpha --max-vcpus 3 --vcpus 3" in refused.value.message
+    assert vk.vms.xml("alpha", inactive=True) == before  # memory unchanged too
+    changes = vk.vms.set("alpha", vcpus=3, max_vcpus=4).changes
+    assert changes == [
+        "vCPU maximum: 4 from the next start",
+        "vCPUs: 3 from the next start (the running VM was started with at most 2)",
+    ]
+    assert _vcpus(vk, "alpha") == (3, 4)
+    assert vk.vms.get("alpha").vcpus == 2  # the running VM keeps its 2
+
+
+def test_set_max_vcpus_on_a_shut_off_vm(vk: Client) -> None:
+    vk.vms.stop("beta")
+    assert vk.vms.set("beta", max_vcpus=4).changes == ["vCPU maximum: 4 from the next start"]
+    assert _vcpus(vk, "beta") == (1, 4)
+    assert vk.vms.set("beta", vcpus=3).changes == ["vCPUs: 3 from the next start"]
+    assert _vcpus(vk, "beta") == (3, 4)
+    assert vk.vms.set("beta", max_vcpus=2).changes == [
+        "vCPU maximum: 2 from the next start",
+        "vCPUs: 2 from the next start (lowered to the new maximum)",
+    ]
+    assert _vcpus(vk, "beta")[1] == 2
+    assert vk.vms.set("beta", vcpus=6).changes == [  # shut off: the maximum follows
+        "vCPU maximum: 6 from the next start",
+        "vCPUs: 6 from the next start",
+    ]
+    with pytest.raises(InvalidInput) as info:
+        vk.vms.set("beta", vcpus=3, max_vcpus=2)
+    assert info.value.code == "invalid_vcpus" and "more than the maximum of 2" in str(info.value)

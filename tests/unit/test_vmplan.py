@@ -70,3 +70,16 @@ def test_new_disks_take_their_places_among_existing_ones() -> None:
     seed = ResolvedDisk("/pool/x-seed.iso", "raw", "scsi", device="cdrom", owned=True)
     assert plan.with_new_disks(spec, [new], seed).disks == [old, new, old2, cdrom, seed]
     assert plan.disks == [old, old2, cdrom]  # the plan itself is unchanged (frozen)
+
+
+def test_new_vms_get_room_for_live_vcpu_hot_plug() -> None:
+    from virtkit.errors import InvalidInput
+    from virtkit.services.vmlimits import check_max_vcpus, default_max_vcpus
+
+    assert [default_max_vcpus(n, 288) for n in (1, 2, 4)] == [2, 4, 8]
+    assert default_max_vcpus(3, 4) == 4 and default_max_vcpus(4, 4) == 4  # the machine's limit
+    assert check_max_vcpus(2, 2, 288, "q35") == 2  # asked for: no hot-plug room
+    with pytest.raises(InvalidInput, match="maximum of 300 vCPUs is more than machine type q35"):
+        check_max_vcpus(2, 300, 288, "q35")
+    with pytest.raises(InvalidInput, match="'max_vcpus' \\(1\\) is less than 'vcpus' \\(2\\)"):
+        parse_vm_spec({"name": "x", "vcpus": 2, "max_vcpus": 1})

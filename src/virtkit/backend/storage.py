@@ -216,6 +216,25 @@ class Storage:
                     stream.abort()
                 raise
 
+    def read_head_by_path(self, path: str, length: int) -> bytes:
+        """Up to ``length`` bytes from the start of the volume at ``path`` (a format probe)."""
+        with seam(self.connection):
+            vol = self._volume_by_path(path)
+            if vol is None:
+                raise NotFound(f"no storage volume at {path}", code="volume_not_found")
+            stream = self._conn().newStream(0)
+            vol.download(stream, 0, length, 0)
+            chunks: list[bytes] = []
+            try:
+                while chunk := stream.recv(CHUNK):  # libvirt ends the stream after ``length``
+                    chunks.append(bytes(chunk))
+                stream.finish()
+            except BaseException:
+                with contextlib.suppress(libvirt.libvirtError):
+                    stream.abort()
+                raise
+            return b"".join(chunks)
+
     def download(self, pool: str, name: str, progress: Progress | None = None) -> Iterator[bytes]:
         """The volume's bytes, chunk by chunk (the caller writes them where it wants)."""
         with seam(self.connection):

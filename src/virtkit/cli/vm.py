@@ -171,11 +171,52 @@ def xml(state: State, name: str, inactive: bool) -> None:
 
 @vm.command("console-log")
 @click.argument("name")
-@click.option("--tail", "tail_bytes", type=int, help="Only the last N bytes.")
+@click.option("--tail", "tail_bytes", type=int, help="Only the last N bytes (of the log file).")
+@click.option(
+    "--source",
+    type=click.Choice(["auto", "file", "stream"]),
+    default="auto",
+    show_default=True,
+    help="file: the console log (the whole history; on the VM's host only); stream: the live "
+    "console through libvirt (what the guest prints from now on; works remotely); auto: the "
+    "file where it is on this machine, else the stream.",
+)
+@click.option(
+    "--follow", "-f", is_flag=True, help="Keep printing what the VM prints until it stops."
+)
+@click.option("--timeout", type=float, help="Stop after this many seconds (stream default 10).")
+@click.option(
+    "--idle", type=float, help="Stop after this many seconds without output (stream default 2)."
+)
 @pass_state
-def console_log(state: State, name: str, tail_bytes: int | None) -> None:
-    """Print what the VM wrote on its serial console (from the console log)."""
-    click.echo(state.client.consoles.read_log(name, tail_bytes=tail_bytes), nl=False)
+def console_log(
+    state: State,
+    name: str,
+    tail_bytes: int | None,
+    source: str,
+    follow: bool,
+    timeout: float | None,
+    idle: float | None,
+) -> None:
+    """Print what the VM wrote on its serial console: its console log where the log file is
+    on this machine, else (remote hosts) what it prints from now on, read live. Which one is
+    shown is said on stderr."""
+    output = state.client.consoles.output(
+        name,
+        source=source,
+        tail_bytes=tail_bytes,
+        follow=follow,
+        timeout=timeout,
+        idle=idle,
+    )
+    click.echo(f"# {output.description}", err=True)
+    out = sys.stdout.buffer
+    try:
+        for chunk in output.chunks:
+            out.write(chunk)
+            out.flush()
+    except KeyboardInterrupt:
+        pass
 
 
 # -- power -----------------------------------------------------------------------------------
@@ -254,6 +295,11 @@ _simple("resume", "resume", "resumed", "Resume a paused VM.")
 @vm.command("set")
 @click.argument("name")
 @click.option("--vcpus", type=int, help="New number of vCPUs.")
+@click.option(
+    "--max-vcpus",
+    type=int,
+    help="New vCPU maximum, from the next start (a running VM takes vCPUs live up to it).",
+)
 @click.option("--memory", help="New memory, e.g. 1G (bare numbers are MiB).")
 @click.option(
     "--ksm",
@@ -263,13 +309,20 @@ _simple("resume", "resume", "resumed", "Resume a paused VM.")
 @json_option
 @pass_state
 def set_(
-    state: State, name: str, vcpus: int | None, memory: str | None, ksm: str | None, as_json: bool
+    state: State,
+    name: str,
+    vcpus: int | None,
+    max_vcpus: int | None,
+    memory: str | None,
+    ksm: str | None,
+    as_json: bool,
 ) -> None:
-    """Change vCPUs and memory (persistently, and live where the running VM allows), and
-    whether KSM may merge the VM's memory."""
+    """Change vCPUs, their maximum and memory (persistently, and live where the running VM
+    allows), and whether KSM may merge the VM's memory."""
     changes = []
-    if vcpus is not None or memory is not None or ksm is None:
-        changes = state.client.vms.set(name, vcpus=vcpus, memory=memory).changes
+    if vcpus is not None or max_vcpus is not None or memory is not None or ksm is None:
+        result = state.client.vms.set(name, vcpus=vcpus, memory=memory, max_vcpus=max_vcpus)
+        changes = result.changes
     if ksm is not None:
         changes.append(state.client.ksm.set_vm(name, ksm == "on"))
     if as_json:

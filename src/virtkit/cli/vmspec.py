@@ -27,6 +27,12 @@ SPEC_OPTIONS: list[Callable[[Any], Any]] = [
         help="A YAML spec (see 'virtkit vm spec-schema'); flags override its keys.",
     ),
     click.option("--vcpus", type=int, help="Virtual CPUs (default 1)."),
+    click.option(
+        "--max-vcpus",
+        type=int,
+        help="vCPU maximum, up to which the running VM takes vCPUs live (default twice --vcpus, "
+        "within the machine type's limit).",
+    ),
     click.option("--memory", help="Memory, e.g. 512M, 2G (default 512M; bare numbers are MiB)."),
     click.option(
         "--disk",
@@ -184,6 +190,7 @@ def spec_from_flags(
     name: str | None,
     spec_file: str | None,
     vcpus: int | None,
+    max_vcpus: int | None,
     memory: str | None,
     disks: tuple[str, ...],
     cdrom: str | None,
@@ -225,6 +232,7 @@ def spec_from_flags(
     overrides: dict[str, Any] = {
         "name": name,
         "vcpus": vcpus,
+        "max_vcpus": max_vcpus,
         "memory": memory,
         "cdrom": cdrom,
         "kernel": kernel,

@@ -10,13 +10,14 @@ import time
 from virtkit.backend.guest import Guest
 from virtkit.backend.host import Host
 from virtkit.errors import InUse, InvalidInput, InvalidState, NotFound
-from virtkit.services import storage
+from virtkit.services import discimage, storage
 from virtkit.services.domainbuilder import (
     ResolvedDisk,
     disk_element,
     disk_letters,
     target_prefix,
 )
+from virtkit.services.pools import refuse_writable_base
 from virtkit.services.transaction import Transaction
 from virtkit.services.vmdelete import delete_own_disk
 from virtkit.services.vmfiles import free_disk_volume
@@ -102,6 +103,8 @@ class DiskService:
                         f"{path} is a template: attach it readonly, or attach a clone",
                         code="template_writable",
                     )
+                if not readonly and self.vms.pools is not None:
+                    refuse_writable_base(self.vms.pools, path)
                 fmt = storage.resolve_image(self.host, path, None, "disk image")
             xml = disk_element(ResolvedDisk(path, fmt, bus, readonly=readonly), target).to_xml()
             guest.attach_device(xml, live=live is not None, config=persistent)
@@ -180,7 +183,7 @@ class DiskService:
             )
         cdrom = cdroms[0]
         if iso is not None:
-            storage.resolve_image(self.host, iso, "raw", "CD-ROM image")
+            discimage.check_cdrom(self.host, iso)
         cdrom.source_file = iso
         cdrom.driver_type = "raw"
         guest.update_device(cdrom.to_xml(), live=live is not None, config=guest.is_persistent())

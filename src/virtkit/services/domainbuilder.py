@@ -68,6 +68,7 @@ class BuildPlan:
     # index among the spec's new disks -> the template it is cloned from (resolved once)
     templates: dict[int, ImageInfo] = field(default_factory=dict)
     seed: bytes | None = field(default=None, repr=False)  # the cloud-init seed ISO to write
+    max_vcpus: int | None = None  # the vCPU maximum (room for live hot-plug); None: spec.vcpus
 
     def with_new_disks(
         self, spec: VMSpec, new: list[ResolvedDisk], seed: ResolvedDisk | None = None
@@ -274,8 +275,11 @@ def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
     dom.memory_unit = "KiB"
     dom.current_memory_kib = kib
     dom.current_memory_unit = "KiB"
-    dom.vcpu = spec.vcpus
+    maximum = max(plan.max_vcpus or spec.vcpus, spec.vcpus)
+    dom.vcpu = maximum
     dom.vcpu_placement = "static"
+    if maximum > spec.vcpus:
+        dom.vcpu_current = spec.vcpus
     dom.os = _os(spec, plan)
     if spec.cloud_init is not None and spec.cloud_init.seed == "nocloud":
         # tells cloud-init's ds-identify the seed is NoCloud, so it need not search

@@ -17,6 +17,7 @@ from virtkit.errors import (
     NotFound,
     VirtkitError,
 )
+from virtkit.services import backing
 from virtkit.services.storage import QCOW2_COMPAT
 from virtkit.services.store import Store
 from virtkit.specs import (
@@ -83,6 +84,17 @@ def _source(pool: Pool) -> str | None:
     if hosts and where:
         return f"{','.join(hosts)}:{where}"
     return where or (hosts[0] if hosts else None)
+
+
+def refuse_writable_base(pools: PoolService, path: str) -> None:
+    """A VM must not write into an image that linked clones build on (it would corrupt them)."""
+    children = pools.clones_of(path)
+    if children:
+        raise InUse(
+            f"{path} is the backing file of {', '.join(children)}: attach it readonly, or "
+            "attach a clone of it",
+            code="volume_has_clones",
+        )
 
 
 class PoolService:
@@ -367,16 +379,53 @@ class PoolService:
         return info
 
     def clones_of(self, path: str) -> list[str]:
-        """Volumes (``pool/name``) whose backing file is ``path``."""
-        found = []
+        """What builds on ``path``, whatever state the pools holding it are in: volumes
+        (``pool/name``) of running pools whose backing file it is; on a local host, images in
+        stopped directory pools whose qcow2 header names it (``pool/name (pool stopped)``);
+        and VM disks whose backing chain holds it (``/path (disk of VM x)``), read from the
+        image headers on a local host and from the running VMs' definitions anywhere."""
+        local = self.host.is_local
+        same = backing.same_file if local else (lambda p: p)
+        target = same(path)
+        found: list[str] = []
+        seen: set[str] = set()  # overlays already named
         for pool in self.list_pools():
-            if not pool.active:
-                continue
-            for xml in self.storage.volume_xmls(pool.name):
-                vol = Volume.parse(xml)
-                if vol.backing_path == path:
-                    found.append(f"{pool.name}/{vol.name}")
+            if pool.active:
+                for xml in self.storage.volume_xmls(pool.name):
+                    vol = Volume.parse(xml)
+                    if vol.backing_path and same(vol.backing_path) == target:
+                        found.append(f"{pool.name}/{vol.name}")
+                        seen.add(same(vol.target_path or ""))
+            elif local and pool.path and pool.type in ("dir", "fs", "netfs"):
+                for file in backing.image_files(pool.path):
+                    if backing.local_chain(file)[:1] == [target]:
+                        found.append(f"{pool.name}/{os.path.basename(file)} (pool stopped)")
+                        seen.add(same(file))
+        for vm, source, chain in self._disk_chains(local):
+            if same(source) not in seen and target in chain:
+                seen.add(same(source))
+                found.append(f"{source} (disk of VM {vm})")
         return found
+
+    def _disk_chains(self, local: bool) -> Iterator[tuple[str, str, list[str]]]:
+        """(VM name, disk source, the files below it) for every disk with a backing chain in
+        every VM's live and persistent definition."""
+        same = backing.same_file if local else (lambda p: p)
+        for guest in self.host.list_guests():
+            try:
+                name = guest.name
+                doms = (guest.definition(), guest.definition(inactive=True))
+            except NotFound:
+                continue  # gone while we listed
+            for dom in doms:
+                for disk in dom.disks:
+                    if not disk.source or disk.device == "cdrom":
+                        continue
+                    chain = [same(p) for p in disk.backing_sources]
+                    if local:
+                        chain += [p for p in backing.local_chain(disk.source) if p not in chain]
+                    if chain:
+                        yield name, disk.source, chain
 
     def clone_volume(
         self,

@@ -11,13 +11,14 @@ from virtkit import cloudinit
 from virtkit.backend.capabilities import CapabilityProbe, HostFacts
 from virtkit.backend.host import Host
 from virtkit.errors import AlreadyExists, InvalidInput, NotFound, Unsupported
-from virtkit.services import hostkeys, storage
+from virtkit.services import discimage, hostkeys, storage
 from virtkit.services.domainbuilder import CPU_MODES, BuildPlan, ResolvedDisk
 from virtkit.services.hostkeys import PendingHostKeys
 from virtkit.services.images import ImageService
 from virtkit.services.nics import macs_in_use, new_mac
+from virtkit.services.pools import refuse_writable_base
 from virtkit.services.vmfiles import VMFiles
-from virtkit.services.vmlimits import check_memory, check_vcpus, vcpu_limit
+from virtkit.services.vmlimits import check_max_vcpus, check_memory, check_vcpus, vcpu_limit
 from virtkit.specs import ImageInfo, VMSpec, format_size, validate_name
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,8 @@ class CreateChecks:
         self.images = images
         self.files = files
 
-    def _check_against_host(self, spec: VMSpec, facts: HostFacts) -> tuple[str, str | None]:
-        """Checks that need the host; returns (machine, cpu)."""
+    def _check_against_host(self, spec: VMSpec, facts: HostFacts) -> tuple[str, str | None, int]:
+        """Checks that need the host; returns (machine, cpu, vCPU maximum)."""
         machine = spec.machine or DEFAULT_MACHINE
         if machine not in facts.machines:
             shown = ", ".join(m for m in facts.machines if "-" not in m) or "none"
@@ -49,6 +50,7 @@ class CreateChecks:
         check_memory(self.host, spec.memory)
         limit = vcpu_limit(self.host, self.probe, spec.arch, machine, facts.domain_type)
         check_vcpus(spec.vcpus, limit, machine)
+        max_vcpus = check_max_vcpus(spec.vcpus, spec.max_vcpus, limit, machine)
         domcaps = self.probe.domain_capabilities(spec.arch, machine, facts.domain_type)
         cpu = spec.cpu or ("host-passthrough" if facts.domain_type == "kvm" else None)
         if cpu in CPU_MODES:
@@ -64,7 +66,7 @@ class CreateChecks:
                 f"unknown CPU model {cpu!r} (see 'virsh cpu-models {spec.arch}')",
                 code="unknown_cpu_model",
             )
-        return machine, cpu
+        return machine, cpu, max_vcpus
 
     def _resolve_existing(self, spec: VMSpec, machine: str) -> builtins.list[ResolvedDisk]:
         """Check every file the VM will use, before anything is created."""
@@ -77,10 +79,12 @@ class CreateChecks:
                         "readonly, so that its linked clones stay intact",
                         code="template_writable",
                     )
+                if not disk.readonly and self.images:
+                    refuse_writable_base(self.images.pools, disk.path)
                 fmt = storage.resolve_image(self.host, disk.path, disk.format, "disk image")
                 resolved.append(ResolvedDisk(disk.path, fmt, disk.bus, readonly=disk.readonly))
         if spec.cdrom:
-            storage.resolve_image(self.host, spec.cdrom, "raw", "CD-ROM image")
+            discimage.check_cdrom(self.host, spec.cdrom)
             bus = spec.cdrom_bus or ("ide" if "q35" not in machine else "sata")
             resolved.append(ResolvedDisk(spec.cdrom, "raw", bus, device="cdrom", readonly=True))
         for path, what in ((spec.kernel, "kernel"), (spec.initrd, "initrd")):
@@ -117,7 +121,7 @@ class CreateChecks:
                 spec.name,
                 facts.kvm.fix,
             )
-        machine, cpu = self._check_against_host(spec, facts)
+        machine, cpu, max_vcpus = self._check_against_host(spec, facts)
         existing = self._resolve_existing(spec, machine)
         log_file = self.files.serial_log(spec.name) if spec.serial else None
         macs = self._macs(spec)
@@ -134,6 +138,7 @@ class CreateChecks:
             host_keys=[k.public for k in keys],
             templates=templates,
             seed=build_seed(spec, macs, keys),
+            max_vcpus=max_vcpus,
         )
 
     def _host_keys(self, spec: VMSpec, template: ImageInfo | None) -> PendingHostKeys | None:

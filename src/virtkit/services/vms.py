@@ -178,11 +178,17 @@ class VMService:
         self._setter.set_autostart(name, on)
 
     def set(
-        self, name: str, *, vcpus: int | None = None, memory: int | str | None = None
+        self,
+        name: str,
+        *,
+        vcpus: int | None = None,
+        memory: int | str | None = None,
+        max_vcpus: int | None = None,
     ) -> SetResult:
-        """Change vCPUs and/or memory (bytes, or text such as ``2G``; bare: MiB): persistently
-        always, live where libvirt can; both are checked before either is changed."""
-        return self._setter.set(name, vcpus=vcpus, memory=memory)
+        """Change vCPUs, their maximum and/or memory (bytes, or text such as ``2G``; bare:
+        MiB): persistently always, live where libvirt can (the maximum from the next start);
+        all are checked before any is changed."""
+        return self._setter.set(name, vcpus=vcpus, memory=memory, max_vcpus=max_vcpus)
 
     # -- deleting ---------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+from dataclasses import dataclass
 
 from virtkit.backend.capabilities import CapabilityProbe
 from virtkit.backend.guest import Guest
@@ -31,53 +32,108 @@ class VMSetter:
         guest.set_autostart(on)
 
     def set(
-        self, name: str, *, vcpus: int | None = None, memory: int | str | None = None
+        self,
+        name: str,
+        *,
+        vcpus: int | None = None,
+        memory: int | str | None = None,
+        max_vcpus: int | None = None,
     ) -> SetResult:
-        """Change vCPUs and/or memory (bytes, or text such as ``2G``; bare: MiB): persistently
-        always, live where libvirt can.
+        """Change vCPUs, their maximum and/or memory (bytes, or text such as ``2G``; bare: MiB):
+        persistently always, live where libvirt can (the maximum only from the next start).
 
-        Both values are checked before either is changed, so a refused change changes nothing.
+        Every value is checked before any is changed, so a refused change changes nothing.
         """
-        change = VMSetSpec.check(vcpus=vcpus, memory=memory)
-        vcpus, memory = change.vcpus, change.memory
+        change = VMSetSpec.check(vcpus=vcpus, memory=memory, max_vcpus=max_vcpus)
         guest = lookup(self.host, name)
         config = guest.definition(inactive=True)
-        if vcpus is not None:
-            os_el = config.os
-            machine = os_el.machine if os_el else None
-            arch = (os_el.arch if os_el else None) or "x86_64"
-            domain_type = config.type or self.probe.facts(arch).domain_type
-            limit = vcpu_limit(self.host, self.probe, arch, machine, domain_type)
-            check_vcpus(vcpus, limit, machine)
-        if memory is not None:
-            check_memory(self.host, memory)
         active = guest.is_active()
+        plan = None
+        if change.vcpus is not None or change.max_vcpus is not None:
+            plan = self._plan_vcpus(name, guest, config, change, active)
+        if change.memory is not None:
+            check_memory(self.host, change.memory)
         changes: builtins.list[str] = []
-        if vcpus is not None:
-            changes.append(_set_vcpus(guest, vcpus, active))
-        if memory is not None:
-            changes.append(_set_memory(guest, config, memory, active))
+        if plan is not None:
+            changes.extend(_set_vcpus(guest, plan, active))
+        if change.memory is not None:
+            changes.append(_set_memory(guest, config, change.memory, active))
         return SetResult(name=name, changes=changes)
 
+    def _plan_vcpus(
+        self, name: str, guest: Guest, config: Domain, change: VMSetSpec, active: bool
+    ) -> VCpuPlan:
+        os_el = config.os
+        machine = os_el.machine if os_el else None
+        arch = (os_el.arch if os_el else None) or "x86_64"
+        domain_type = config.type or self.probe.facts(arch).domain_type
+        limit = vcpu_limit(self.host, self.probe, arch, machine, domain_type)
+        old_max = guest.max_vcpus_config()
+        old_count = config.vcpu_current or config.vcpu or 1
+        count = change.vcpus if change.vcpus is not None else min(old_count, change.max_vcpus or 0)
+        maximum = change.max_vcpus
+        if maximum is None:
+            live_max = guest.max_vcpus_live() if active and count > old_max else None
+            if live_max is not None and count > live_max:
+                raise _over_running_maximum(name, live_max, count)
+            maximum = max(old_max, count)  # a shut-off VM's maximum follows its count
+        check_vcpus(maximum, limit, machine)
+        asked = (change.vcpus is not None, change.max_vcpus is not None)
+        return VCpuPlan(count, maximum, old_count, old_max, *asked)
 
-def _set_vcpus(guest: Guest, count: int, active: bool) -> str:
-    if count > guest.max_vcpus_config():
-        guest.set_vcpus(count, config=True, maximum=True)
-    guest.set_vcpus(count, config=True)
+
+@dataclass(frozen=True)
+class VCpuPlan:
+    count: int
+    maximum: int
+    old_count: int
+    old_maximum: int
+    count_asked: bool  # vcpus given: change the running VM too
+    maximum_asked: bool  # max_vcpus given: say what happened to it
+
+
+def _over_running_maximum(name: str, live_max: int, count: int) -> InvalidState:
+    """A running VM cannot take more vCPUs than the maximum it was started with; raising the
+    maximum silently (for the next start) would leave the user believing it took them."""
+    return InvalidState(
+        f"VM {name!r} runs with its maximum of {live_max} vCPUs and cannot take {count} live; "
+        f"raise the maximum for its next start: virtkit vm set {name} --max-vcpus {count} "
+        f"--vcpus {count} (new VMs get a maximum above their count for live changes)",
+        code="vcpus_over_maximum",
+    )
+
+
+def _set_vcpus(guest: Guest, plan: VCpuPlan, active: bool) -> builtins.list[str]:
+    count, maximum = plan.count, plan.maximum
+    # the persistent count never exceeds the persistent maximum, so the order matters
+    if maximum > plan.old_maximum:
+        guest.set_vcpus(maximum, config=True, maximum=True)
+    if count != plan.old_count or maximum < plan.old_maximum:
+        guest.set_vcpus(count, config=True)
+    if maximum < plan.old_maximum:
+        guest.set_vcpus(maximum, config=True, maximum=True)
+    lines = []
+    if plan.maximum_asked or maximum != plan.old_maximum:
+        lines.append(f"vCPU maximum: {maximum} from the next start")
+    if not plan.count_asked:
+        if count != plan.old_count:
+            lines.append(f"vCPUs: {count} from the next start (lowered to the new maximum)")
+        return lines
     if not active:
-        return f"vCPUs: {count} from the next start"
+        return [*lines, f"vCPUs: {count} from the next start"]
     live_max = guest.max_vcpus_live()
     if count > live_max:
-        return (
+        return [
+            *lines,
             f"vCPUs: {count} from the next start (the running VM was started with at most "
-            f"{live_max})"
-        )
+            f"{live_max})",
+        ]
     try:
         guest.set_vcpus(count, live=True)
     except VirtkitError as exc:
         log.info("live vCPU change refused: %s", exc)
-        return f"vCPUs: {count} from the next start (not live: {exc.message})"
-    return f"vCPUs: {count} now and from the next start"
+        return [*lines, f"vCPUs: {count} from the next start (not live: {exc.message})"]
+    return [*lines, f"vCPUs: {count} now and from the next start"]
 
 
 def _set_memory(guest: Guest, config: Domain, memory: int, active: bool) -> str:

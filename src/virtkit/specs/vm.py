@@ -94,6 +94,11 @@ class VMSpec(_Spec):
 
     name: Name = Field(description="VM name: letters, digits, '.', '_', '+', '-'; at most 64.")
     vcpus: VCpus = Field(1, description="Number of virtual CPUs.")
+    max_vcpus: VCpus | None = Field(
+        None,
+        description="vCPU maximum, up to which the running VM takes vCPUs live ('vm set "
+        "--vcpus'). Default: twice 'vcpus', within the machine type's limit.",
+    )
     memory: Memory = Field(512 * MiB, description="Memory, e.g. 512M or 2G; a bare number is MiB.")
     disks: list[DiskSpec] = Field(default_factory=list)
     nics: list[NicSpec] = Field(default_factory=list, description="Network interfaces.")
@@ -137,6 +142,8 @@ class VMSpec(_Spec):
 
     @model_validator(mode="after")
     def _boot(self) -> VMSpec:
+        if self.max_vcpus is not None and self.max_vcpus < self.vcpus:
+            raise ValueError(f"'max_vcpus' ({self.max_vcpus}) is less than 'vcpus' ({self.vcpus})")
         if (self.initrd or self.cmdline) and not self.kernel:
             raise ValueError("'initrd' and 'cmdline' need 'kernel' (direct kernel boot)")
         if self.boot and "cdrom" in self.boot and not self.cdrom:
@@ -150,24 +157,37 @@ def parse_vm_spec(data: Any, source: str = "VM spec") -> VMSpec:
 
 
 class VMSetSpec(_Spec):
-    """``vm set``: new vCPUs and/or memory, by the rules of :class:`VMSpec` (the host's limits
-    are checked by the service)."""
+    """``vm set``: new vCPUs, vCPU maximum and/or memory, by the rules of :class:`VMSpec` (the
+    host's limits are checked by the service)."""
 
     vcpus: VCpus | None = Field(None, description="New number of vCPUs.")
+    max_vcpus: VCpus | None = Field(
+        None,
+        description="New maximum of vCPUs (persistent: from the next start), up to which a "
+        "running VM can take vCPUs live.",
+    )
     memory: Memory | None = Field(None, description="New memory, e.g. 1G; a bare number is MiB.")
 
     @model_validator(mode="after")
     def _something(self) -> VMSetSpec:
-        if self.vcpus is None and self.memory is None:
-            raise rule_error("nothing_to_set", "nothing to change: give vCPUs and/or memory")
+        if self.vcpus is None and self.max_vcpus is None and self.memory is None:
+            raise rule_error(
+                "nothing_to_set", "nothing to change: give vCPUs, their maximum and/or memory"
+            )
+        if self.vcpus is not None and self.max_vcpus is not None and self.vcpus > self.max_vcpus:
+            raise rule_error(
+                "invalid_vcpus",
+                f"{self.vcpus} vCPUs is more than the maximum of {self.max_vcpus} given with them",
+            )
         return self
 
     @classmethod
-    def check(cls, *, vcpus: int | None, memory: int | str | None) -> VMSetSpec:
+    def check(
+        cls, *, vcpus: int | None, memory: int | str | None, max_vcpus: int | None = None
+    ) -> VMSetSpec:
         """The checked change: ``memory`` in bytes (int) or as text (``2G``; bare: MiB)."""
-        return check_model(
-            cls, {"vcpus": vcpus, "memory": memory}, "VM change", ints_are_bytes=True
-        )
+        data = {"vcpus": vcpus, "max_vcpus": max_vcpus, "memory": memory}
+        return check_model(cls, data, "VM change", ints_are_bytes=True)
 
 
 def _hotplug_bus(value: str) -> str:

@@ -43,6 +43,23 @@ class CPU(XMLObject):
     fallback = attr("model", "fallback")
 
 
+class BackingStore(XMLObject):
+    """One layer below a disk's image, as libvirt reports it for a running VM."""
+
+    TAG = "backingStore"
+    source_file = attr("source", "file")
+    source_dev = attr("source", "dev")
+
+    @property
+    def source(self) -> str | None:
+        return self.source_file or self.source_dev
+
+    @property
+    def below(self) -> BackingStore | None:
+        node = self.node.find(self.TAG)
+        return None if node is None else BackingStore(node)
+
+
 class Disk(XMLObject):
     TAG = "disk"
     type = attr("", "type")
@@ -61,9 +78,22 @@ class Disk(XMLObject):
     boot_order = int_attr("boot", "order")
     serial = text("serial")
 
+    backing_store = Child(BackingStore)
+
     @property
     def source(self) -> str | None:
         return self.source_file or self.source_dev or self.source_volume
+
+    @property
+    def backing_sources(self) -> list[str]:
+        """The images below this disk's, top down, where the XML names them (libvirt fills
+        ``<backingStore>`` in a running VM's definition)."""
+        found: list[str] = []
+        layer = self.backing_store
+        while layer is not None and layer.source and len(found) < 64:
+            found.append(layer.source)
+            layer = layer.below
+        return found
 
 
 class Interface(XMLObject):

@@ -34,6 +34,15 @@ CREATE TABLE IF NOT EXISTS vm_meta (
 );
 """
 
+_SCHEMAS: list[str] = [SCHEMA]
+
+
+def register_schema(sql: str) -> None:
+    """Tables of another part of virtkit (users, tasks, audit, ...): each such module keeps its
+    own SQL and its own queries, and calls this at import; ``CREATE ... IF NOT EXISTS`` only."""
+    if sql not in _SCHEMAS:
+        _SCHEMAS.append(sql)
+
 
 class Store:
     """A small SQLite database; each call opens its own short connection (safe across threads
@@ -41,6 +50,13 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    @contextmanager
+    def db(self) -> Iterator[sqlite3.Connection]:
+        """One short connection in one transaction (committed on success), for modules that keep
+        their own tables (see ``register_schema``)."""
+        with self._db() as db:
+            yield db
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -53,7 +69,8 @@ class Store:
             ) from None
         db.row_factory = sqlite3.Row
         try:
-            db.executescript(SCHEMA)
+            for schema in _SCHEMAS:
+                db.executescript(schema)
             columns = {row[1] for row in db.execute("PRAGMA table_info(images)")}
             if "boot" not in columns:  # added later: stores made before get the column
                 db.execute("ALTER TABLE images ADD COLUMN boot TEXT")

@@ -79,6 +79,14 @@ class InUse(VirtkitError):
     http_status = 409
 
 
+class Unauthenticated(VirtkitError):
+    """No valid credentials (token, session) came with the request, or they expired."""
+
+    code = "unauthenticated"
+    expected = True
+    http_status = 401
+
+
 class PermissionDenied(VirtkitError):
     code = "permission_denied"
     expected = True

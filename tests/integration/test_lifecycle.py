@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import pytest
 
@@ -205,14 +204,17 @@ def test_console_log_from_the_file_and_live_from_the_stream(
     assert BOOT_MARKER in from_file.stdout and "(the whole history)" in from_file.stderr
     # the stream (what remote hosts get): only what the guest prints from now on
     live = subprocess.Popen(
-        [VIRTKIT, "vm", "console-log", vm_name, "--source", "stream", "--timeout", "40",
-         "--idle", "8"],
+        [VIRTKIT, "vm", "console-log", vm_name, "--source", "stream", "--timeout", "60",
+         "--idle", "20"],
         env=bed.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        time.sleep(1.5)  # the console is open
+        assert live.stderr is not None
+        first = live.stderr.readline()  # printed once the stream is open
+        assert "live console" in first, first
         vk.vms.reset(vm_name)  # the guest boots again and prints its marker, live
-        out, err = live.communicate(timeout=60)
+        out, err = live.communicate(timeout=90)
+        err = first + err
     finally:
         if live.poll() is None:
             live.kill()

@@ -74,6 +74,13 @@ class Settings(BaseModel):
     )
     ksm_history_days: float = Field(30.0, gt=0, description="Days of KSM samples kept.")
 
+    api_listen: str = Field("127.0.0.1", description="Address `virtkit serve` binds.")
+    api_port: int = Field(8470, ge=1, le=65535, description="Port of `virtkit serve`.")
+    api_max_body: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body the API accepts, in bytes."
+    )
+    api_workers: int = Field(4, ge=1, le=64, description="Tasks the API runs at once.")
+
     @property
     def ksm_history_path(self) -> Path:
         return self.ksm_history or self.state_dir / "ksm-history.sqlite"

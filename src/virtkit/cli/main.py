@@ -37,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Virtual networks: NAT, routed, isolated, open, bridged, macvtap.",
     ),
     "pool": ("virtkit.cli.storage", "pool", "Storage pools: where volumes live."),
+    "serve": (
+        "virtkit.cli.serve", "serve",
+        "Run the REST API and the web UI (https with --cert/--key), until Ctrl+C or SIGTERM.",
+    ),
     "vm": ("virtkit.cli.vm", "vm", "Create, run, change and delete VMs."),
     "volume": ("virtkit.cli.storage", "volume", "Volumes (disk images) in storage pools."),
 }  # fmt: skip

@@ -1,0 +1,140 @@
+"""The REST API: ``create_app(settings)`` builds the FastAPI application that ``virtkit serve``
+runs. Routes are thin (parse, call the same service the CLI calls, render); long work is a task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from virtkit._version import __version__
+from virtkit.api import errors
+from virtkit.api.context import ApiContext
+from virtkit.services.eventhub import EventHub
+from virtkit.services.tasks import TaskRunner
+from virtkit.settings import Settings
+
+if TYPE_CHECKING:
+    from virtkit.client import Client
+
+log = logging.getLogger("virtkit.api")
+
+API = "/api/v1"
+
+DESCRIPTION = """virtkit's REST API: the same operations as the `virtkit` CLI, on the same
+service functions. Authenticate with `Authorization: Bearer <token>` (`virtkit user token
+create`) or a browser session (`POST /api/v1/login`; then send the `X-CSRF-Token` header with
+every POST, PUT, PATCH and DELETE). Long work answers `202` with a task: follow it at
+`/api/v1/tasks/{id}` or on the event stream `/api/v1/events`. Errors are always
+`{"code", "message", "detail"}`; the codes are listed in docs/errors.md."""
+
+
+class BodyLimit:
+    """Refuse a request body over ``limit`` bytes with ``413``, by its Content-Length or, for a
+    chunked body, as soon as it grows past the limit (before a route reads it)."""
+
+    def __init__(self, app: ASGIApp, limit: int, exempt: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.limit = limit
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = errors.error_response(
+            413,
+            "body_too_large",
+            f"the request body is larger than the {self.limit} bytes this API accepts",
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
+    """The application; ``client`` lets tests pass one (e.g. with a fault-injecting host)."""
+    if client is None:
+        from virtkit.client import Client
+
+        client = Client(settings=settings)
+    ctx = ApiContext(
+        client=client,
+        settings=settings,
+        tasks=TaskRunner(client.store, workers=settings.api_workers),
+        events=EventHub(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx.start()
+        try:
+            yield
+        finally:
+            ctx.stop()
+
+    app = FastAPI(
+        title="virtkit",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url=f"{API}/openapi.json",
+        docs_url=f"{API}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    errors.install(app)
+
+    from virtkit.api import security
+    from virtkit.api.routes import devices, events, host, networks, storage, tasks, vms
+
+    security.install(app)
+    for module in (vms, devices, storage, networks, host, tasks, events):
+        app.include_router(module.router, prefix=API)
+
+    @app.get("/healthz", tags=["service"], include_in_schema=True)
+    def healthz() -> dict[str, Any]:
+        """Whether the service runs (no authentication): ``libvirt`` says if it is reachable."""
+        try:
+            ctx.client.connection.get()
+            reachable = True
+        except Exception:
+            reachable = False
+        return {"status": "ok", "version": __version__, "libvirt": reachable}
+
+    @app.get("/", include_in_schema=False)
+    def root() -> JSONResponse:
+        return JSONResponse({"api": f"{API}/", "openapi": f"{API}/openapi.json"})
+
+    app.add_middleware(BodyLimit, limit=settings.api_max_body, exempt=(f"{API}/upload/",))
+    return app

@@ -1,0 +1,300 @@
+"""``/api/v1/pools``, volumes, ``/api/v1/images`` (imports and templates) and uploads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from virtkit.api.context import ApiContext, context
+from virtkit.api.errors import COMMON, CONFLICT, NOT_FOUND
+from virtkit.api.routes.vms import _Body
+from virtkit.api.security import Principal, require
+from virtkit.api.tasking import accepted
+from virtkit.errors import InvalidInput
+from virtkit.specs.common import validate_name
+from virtkit.specs.storage import (
+    ImageInfo,
+    PoolInfo,
+    PoolSpec,
+    VolumeInfo,
+    VolumeSpec,
+    validate_volume_name,
+)
+from virtkit.specs.tasks import TaskView
+
+router = APIRouter(tags=["storage"], responses=COMMON)
+
+Ctx = Annotated[ApiContext, Depends(context)]
+Reader = Annotated[Principal, Depends(require("storage.read"))]
+Writer = Annotated[Principal, Depends(require("storage.write"))]
+ERR = {**NOT_FOUND, **CONFLICT}
+
+UPLOAD_CHUNK = 1024 * 1024
+
+
+def _pool(pool: str) -> str:
+    return validate_name(pool, "pool")
+
+
+def _volume(volume: str) -> str:
+    return validate_volume_name(volume)
+
+
+PoolName = Annotated[str, Depends(_pool)]
+VolumeName = Annotated[str, Depends(_volume)]
+
+
+class ResizeRequest(_Body):
+    size: int | str
+    shrink: bool = False
+
+
+class CloneVolumeBody(_Body):
+    name: str
+    linked: bool = False
+    target_pool: str | None = None
+
+
+class ImportBody(_Body):
+    path: str
+    pool: str = "default"
+    name: str | None = None
+    checksum: str | None = None
+
+
+class TemplateBody(_Body):
+    template: bool = True
+    os: str | None = None
+
+
+# -- pools -----------------------------------------------------------------------------------
+
+
+@router.get("/pools", response_model=list[PoolInfo])
+def list_pools(ctx: Ctx, _: Reader) -> list[PoolInfo]:
+    return ctx.client.pools.list_pools()
+
+
+@router.get("/pools/{pool}", response_model=PoolInfo, responses=NOT_FOUND)
+def get_pool(ctx: Ctx, pool: PoolName, _: Reader) -> PoolInfo:
+    return ctx.client.pools.get_pool(pool)
+
+
+@router.post("/pools", status_code=201, response_model=PoolInfo, responses=ERR)
+def create_pool(
+    ctx: Ctx, spec: PoolSpec, _: Writer, start: Annotated[bool, Query()] = True
+) -> PoolInfo:
+    return ctx.client.pools.create_pool(spec, start=start)
+
+
+def _pool_action(action: str, method: str, doc: str) -> None:
+    def handler(ctx: Ctx, pool: PoolName, _: Writer) -> PoolInfo:
+        getattr(ctx.client.pools, method)(pool)
+        return ctx.client.pools.get_pool(pool)
+
+    handler.__doc__ = doc
+    handler.__name__ = f"{action}_pool"
+    router.post(f"/pools/{{pool}}/{action}", response_model=PoolInfo, responses=ERR)(handler)
+
+
+_pool_action("start", "start_pool", "Start (activate) a pool.")
+_pool_action("stop", "stop_pool", "Stop a pool (its volumes stay).")
+_pool_action("refresh", "refresh_pool", "Rescan a pool's directory for volumes.")
+
+
+@router.patch("/pools/{pool}", response_model=PoolInfo, responses=ERR)
+def change_pool(
+    ctx: Ctx, pool: PoolName, _: Writer, autostart: Annotated[bool, Query()]
+) -> PoolInfo:
+    ctx.client.pools.set_pool_autostart(pool, autostart)
+    return ctx.client.pools.get_pool(pool)
+
+
+@router.delete("/pools/{pool}", status_code=204, responses=ERR)
+def delete_pool(
+    ctx: Ctx,
+    pool: PoolName,
+    _: Writer,
+    delete_dir: Annotated[
+        bool, Query(description="Also remove the pool's (empty) directory.")
+    ] = False,
+) -> Response:
+    """Remove a pool's definition; its volumes must be gone (libvirt refuses otherwise)."""
+    ctx.client.pools.delete_pool(pool, delete_dir=delete_dir)
+    return Response(status_code=204)
+
+
+# -- volumes ---------------------------------------------------------------------------------
+
+
+@router.get("/pools/{pool}/volumes", response_model=list[VolumeInfo], responses=NOT_FOUND)
+def list_volumes(ctx: Ctx, pool: PoolName, _: Reader) -> list[VolumeInfo]:
+    return ctx.client.pools.list_volumes(pool)
+
+
+@router.get("/pools/{pool}/volumes/{volume}", response_model=VolumeInfo, responses=NOT_FOUND)
+def get_volume(ctx: Ctx, pool: PoolName, volume: VolumeName, _: Reader) -> VolumeInfo:
+    return ctx.client.pools.get_volume(pool, volume)
+
+
+@router.post("/pools/{pool}/volumes", status_code=201, response_model=VolumeInfo, responses=ERR)
+def create_volume(ctx: Ctx, pool: PoolName, spec: VolumeSpec, _: Writer) -> VolumeInfo:
+    return ctx.client.pools.create_volume(pool, spec)
+
+
+@router.post("/pools/{pool}/volumes/{volume}/resize", response_model=VolumeInfo, responses=ERR)
+def resize_volume(
+    ctx: Ctx, pool: PoolName, volume: VolumeName, body: ResizeRequest, _: Writer
+) -> VolumeInfo:
+    """Grow (or, with ``shrink``, shrink: data past the new end is lost) a volume."""
+    ctx.client.pools.resize_volume(pool, volume, body.size, shrink=body.shrink)
+    return ctx.client.pools.get_volume(pool, volume)
+
+
+@router.post(
+    "/pools/{pool}/volumes/{volume}/clone",
+    status_code=202,
+    response_model=TaskView,
+    responses=ERR,
+)
+def clone_volume(
+    ctx: Ctx,
+    pool: PoolName,
+    volume: VolumeName,
+    body: CloneVolumeBody,
+    request: Request,
+    response: Response,
+    who: Writer,
+) -> TaskView:
+    """A full copy or a linked clone (qcow2 overlay): a task."""
+    new = validate_volume_name(body.name)
+    target = validate_name(body.target_pool, "pool") if body.target_pool else pool
+    pools = ctx.client.pools
+    pools.get_volume(pool, volume)  # 404 now
+
+    def work(task: Any) -> VolumeInfo:
+        task.say(f"cloning {pool}/{volume} to {target}/{new}")
+        return pools.clone_volume(pool, volume, new, linked=body.linked, target_pool=target)
+
+    recovery = {"pool": target, "volume": new}
+    task = ctx.tasks.submit("volume.clone", f"{target}/{new}", who.user, work, recovery=recovery)
+    return accepted(request, response, task)
+
+
+@router.delete("/pools/{pool}/volumes/{volume}", response_model=VolumeInfo, responses=ERR)
+def delete_volume(
+    ctx: Ctx,
+    pool: PoolName,
+    volume: VolumeName,
+    _: Writer,
+    wipe: Annotated[bool, Query(description="Overwrite its data first.")] = False,
+) -> VolumeInfo:
+    """Delete a volume (and its data): refused while a VM uses it or a clone is based on it.
+    Returns what was deleted."""
+    return ctx.client.pools.delete_volume(pool, volume, wipe=wipe)
+
+
+# -- images and templates --------------------------------------------------------------------
+
+
+@router.get("/images", response_model=list[ImageInfo])
+def list_images(
+    ctx: Ctx, _: Reader, templates: Annotated[bool, Query()] = False
+) -> list[ImageInfo]:
+    return ctx.client.images.list(templates_only=templates)
+
+
+@router.get("/images/{pool}/{volume}", response_model=ImageInfo, responses=NOT_FOUND)
+def get_image(ctx: Ctx, pool: PoolName, volume: VolumeName, _: Reader) -> ImageInfo:
+    return ctx.client.images.get(pool, volume)
+
+
+@router.post("/images", status_code=202, response_model=TaskView, responses=ERR)
+def import_image(
+    ctx: Ctx, body: ImportBody, request: Request, response: Response, who: Writer
+) -> TaskView:
+    """Import a disk image from a file on the service's machine (qcow2, raw, vmdk, vdi;
+    compressed too): a task with progress in bytes."""
+    pool = validate_name(body.pool, "pool")
+    name = validate_volume_name(body.name) if body.name else None
+    return _import_task(ctx, request, response, who, body.path, pool, name, body.checksum)
+
+
+def _import_task(
+    ctx: ApiContext,
+    request: Request,
+    response: Response,
+    who: Principal,
+    path: str,
+    pool: str,
+    name: str | None,
+    checksum: str | None,
+    *,
+    remove_after: bool = False,
+) -> TaskView:
+    images = ctx.client.images
+    images.pools.get_pool(pool)  # 404 now
+    target = name or Path(path).name
+
+    def work(task: Any) -> ImageInfo:
+        def progress(phase: str, done: int, total: int | None) -> None:
+            task.progress(phase=phase, done_bytes=done, total_bytes=total)
+
+        try:
+            return images.import_image(path, pool, name, checksum=checksum, progress=progress)
+        finally:
+            if remove_after:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+    recovery = {"pool": pool, "volume": target}
+    task = ctx.tasks.submit("image.import", f"{pool}/{target}", who.user, work, recovery=recovery)
+    return accepted(request, response, task)
+
+
+@router.put(
+    "/upload/{pool}/{volume}",
+    status_code=202,
+    response_model=TaskView,
+    responses=ERR,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def upload_image(
+    ctx: Ctx, pool: PoolName, volume: VolumeName, request: Request, response: Response, who: Writer
+) -> TaskView:
+    """Upload a disk image (the request body, any size) and import it as ``pool/volume``: the
+    body is received first, then the import is a task."""
+    work_dir = ctx.settings.cache_dir / "work"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f"upload-{volume}-", dir=work_dir)
+    received = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                out.write(chunk)
+                received += len(chunk)
+        if received == 0:
+            raise InvalidInput("the upload is empty", code="invalid_image")
+        return _import_task(ctx, request, response, who, tmp, pool, volume, None, remove_after=True)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@router.patch("/images/{pool}/{volume}", response_model=ImageInfo, responses=ERR)
+def change_image(
+    ctx: Ctx, pool: PoolName, volume: VolumeName, body: TemplateBody, _: Writer
+) -> ImageInfo:
+    """Mark (or unmark) an image as a template: a read-only base for linked clones."""
+    return ctx.client.images.set_template(pool, volume, os_name=body.os, on=body.template)

@@ -1,0 +1,49 @@
+"""``/api/v1/tasks``: long work's state, progress, result or error, and its log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from virtkit.api.context import ApiContext, context
+from virtkit.api.errors import COMMON, NOT_FOUND
+from virtkit.api.security import Principal, require
+from virtkit.specs.tasks import TaskLogLine, TaskState, TaskView
+
+router = APIRouter(prefix="/tasks", tags=["tasks"], responses=COMMON)
+
+Ctx = Annotated[ApiContext, Depends(context)]
+Reader = Annotated[Principal, Depends(require("task.read"))]
+
+
+@router.get("", response_model=list[TaskView])
+def list_tasks(
+    ctx: Ctx,
+    _: Reader,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    state: TaskState | None = None,
+    target: Annotated[str | None, Query(max_length=200)] = None,
+    user: Annotated[str | None, Query(max_length=200)] = None,
+) -> list[TaskView]:
+    """Recent tasks, the newest first."""
+    return ctx.tasks.list(limit=limit, state=state, target=target, user=user)
+
+
+@router.get("/{task_id}", response_model=TaskView, responses=NOT_FOUND)
+def get_task(
+    ctx: Ctx,
+    task_id: str,
+    _: Reader,
+    wait: Annotated[
+        float, Query(ge=0, le=60, description="Wait up to this many seconds for it to finish.")
+    ] = 0,
+) -> TaskView:
+    if wait:
+        return ctx.tasks.wait(task_id, wait)
+    return ctx.tasks.get(task_id)
+
+
+@router.get("/{task_id}/log", response_model=list[TaskLogLine], responses=NOT_FOUND)
+def task_log(ctx: Ctx, task_id: str, _: Reader) -> list[TaskLogLine]:
+    return ctx.tasks.log_lines(task_id)

@@ -1,0 +1,255 @@
+"""``/api/v1/vms``: list, read, create (a task), clone (a task), power, change, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from virtkit.api.context import ApiContext, context
+from virtkit.api.errors import COMMON, CONFLICT, NOT_FOUND
+from virtkit.api.security import Principal, require
+from virtkit.api.tasking import accepted
+from virtkit.errors import AlreadyExists, NotFound
+from virtkit.specs.common import validate_name
+from virtkit.specs.tasks import TaskView
+from virtkit.specs.vm import DeleteResult, SetResult, VMInfo, VMSpec, VMSummary
+
+router = APIRouter(prefix="/vms", tags=["vms"], responses=COMMON)
+
+Ctx = Annotated[ApiContext, Depends(context)]
+ERR = {**NOT_FOUND, **CONFLICT}
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CloneBody(_Body):
+    name: str = Field(description="The new VM's name.")
+    linked: bool = Field(False, description="qcow2 overlays on the source's disks (fast).")
+
+
+class ShutdownBody(_Body):
+    timeout: float = Field(60.0, gt=0, le=3600, description="Seconds to wait for the guest.")
+    force: bool = Field(False, description="Power off when the guest has not stopped by then.")
+
+
+class SetBody(_Body):
+    vcpus: int | None = Field(None, description="vCPUs (live where the maximum allows).")
+    max_vcpus: int | None = Field(None, description="vCPU maximum (from the next start).")
+    memory: int | str | None = Field(
+        None, description="Memory: bytes, or text such as 2G (a bare number in text is MiB)."
+    )
+    autostart: bool | None = Field(None, description="Start with the host.")
+
+
+class StartBody(_Body):
+    paused: bool = False
+
+
+def _name(name: str) -> str:
+    return validate_name(name)
+
+
+VmName = Annotated[str, Depends(_name)]
+
+
+def _refuse_existing(ctx: ApiContext, name: str) -> None:
+    """409 at once (the task would fail the same way, later)."""
+    try:
+        ctx.client.vms.state(name)
+    except NotFound:
+        return
+    raise AlreadyExists(f"a VM named {name!r} exists already", code="vm_exists")
+
+
+@router.get("", response_model=list[VMSummary])
+def list_vms(
+    ctx: Ctx,
+    _: Annotated[Principal, Depends(require("vm.read"))],
+    refresh: Annotated[bool, Query(description="Read tags from libvirt afresh.")] = False,
+) -> list[VMSummary]:
+    """Every VM of the host: state, vCPUs, memory, uptime, autostart, tags (bulk calls)."""
+    return ctx.client.vms.list(refresh=refresh)
+
+
+@router.get("/{name}", response_model=VMInfo, responses=NOT_FOUND)
+def get_vm(ctx: Ctx, name: VmName, _: Annotated[Principal, Depends(require("vm.read"))]) -> VMInfo:
+    return ctx.client.vms.get(name)
+
+
+@router.get(
+    "/{name}/xml",
+    response_class=PlainTextResponse,
+    responses={**NOT_FOUND, 200: {"content": {"application/xml": {}}}},
+)
+def get_vm_xml(
+    ctx: Ctx,
+    name: VmName,
+    _: Annotated[Principal, Depends(require("vm.read"))],
+    inactive: bool = False,
+) -> PlainTextResponse:
+    """The domain XML (the persistent definition with ``inactive``)."""
+    return PlainTextResponse(
+        ctx.client.vms.xml(name, inactive=inactive), media_type="application/xml"
+    )
+
+
+@router.post("", status_code=202, response_model=TaskView, responses=ERR)
+def create_vm(
+    ctx: Ctx,
+    spec: VMSpec,
+    request: Request,
+    response: Response,
+    who: Annotated[Principal, Depends(require("vm.create"))],
+    start: Annotated[bool, Query(description="Start it once created.")] = False,
+) -> TaskView:
+    """Create a VM from a spec (the same as `virtkit vm create -f spec.yaml`): a task. On any
+    failure nothing of it remains."""
+    client = ctx.client
+    _refuse_existing(ctx, spec.name)
+
+    def work(task: Any) -> VMInfo:
+        return client.vms.create(spec, start=start, progress=task.say)
+
+    task = ctx.tasks.submit("vm.create", spec.name, who.user, work, recovery={"vm": spec.name})
+    return accepted(request, response, task)
+
+
+@router.post("/{name}/clone", status_code=202, response_model=TaskView, responses=ERR)
+def clone_vm(
+    ctx: Ctx,
+    name: VmName,
+    body: CloneBody,
+    request: Request,
+    response: Response,
+    who: Annotated[Principal, Depends(require("vm.create"))],
+) -> TaskView:
+    """A new VM from a shut-off one (full copies, or linked overlays): a task."""
+    new = validate_name(body.name)
+    client = ctx.client
+    client.vms.state(name)  # 404 now, not in the task
+    _refuse_existing(ctx, new)
+
+    def work(task: Any) -> VMInfo:
+        task.say(f"cloning {name} to {new}" + (" (linked)" if body.linked else ""))
+        return client.vms.clone(name, new, linked=body.linked)
+
+    task = ctx.tasks.submit("vm.clone", new, who.user, work, recovery={"vm": new})
+    return accepted(request, response, task)
+
+
+@router.post("/{name}/start", response_model=VMInfo, responses=ERR)
+def start_vm(
+    ctx: Ctx,
+    name: VmName,
+    _: Annotated[Principal, Depends(require("vm.power"))],
+    body: StartBody | None = None,
+) -> VMInfo:
+    ctx.client.vms.start(name, paused=bool(body and body.paused))
+    return ctx.client.vms.get(name)
+
+
+@router.post("/{name}/shutdown", status_code=202, response_model=TaskView, responses=ERR)
+def shutdown_vm(
+    ctx: Ctx,
+    name: VmName,
+    request: Request,
+    response: Response,
+    who: Annotated[Principal, Depends(require("vm.power"))],
+    body: ShutdownBody | None = None,
+) -> TaskView:
+    """Graceful shutdown (guest agent, else ACPI), waiting up to ``timeout``; with ``force``,
+    power off after that: a task whose result says ``shutdown``, ``forced`` or ..."""
+    want = body or ShutdownBody()
+    client = ctx.client
+    client.vms.state(name)  # 404 now
+
+    def work(task: Any) -> dict[str, str]:
+        task.say(f"asking {name} to shut down (up to {want.timeout:g} s)")
+        how = client.vms.shutdown(name, timeout=want.timeout, force=want.force)
+        return {"name": name, "result": how}
+
+    task = ctx.tasks.submit("vm.shutdown", name, who.user, work)
+    return accepted(request, response, task)
+
+
+def _power(action: str, doc: str) -> None:
+    def handler(
+        ctx: Ctx, name: VmName, _: Annotated[Principal, Depends(require("vm.power"))]
+    ) -> VMInfo:
+        getattr(ctx.client.vms, action)(name)
+        return ctx.client.vms.get(name)
+
+    handler.__doc__ = doc
+    handler.__name__ = f"{action}_vm"
+    router.post(f"/{{name}}/{action}", response_model=VMInfo, responses=ERR)(handler)
+
+
+_power("stop", "Power off at once (like pulling the plug).")
+_power("reboot", "Ask the guest to reboot.")
+_power("reset", "Reset at once (like the reset button).")
+_power("pause", "Pause the vCPUs (the VM keeps its memory).")
+_power("resume", "Resume a paused VM.")
+
+
+@router.patch("/{name}", response_model=SetResult, responses=ERR)
+def change_vm(
+    ctx: Ctx,
+    name: VmName,
+    body: SetBody,
+    _: Annotated[Principal, Depends(require("vm.change"))],
+) -> SetResult:
+    """Change vCPUs, their maximum, memory (persistently, live where libvirt can) and
+    autostart; every value is checked before any is changed."""
+    vms = ctx.client.vms
+    changes: list[str] = []
+    if body.vcpus is not None or body.max_vcpus is not None or body.memory is not None:
+        changed = vms.set(name, vcpus=body.vcpus, memory=body.memory, max_vcpus=body.max_vcpus)
+        changes += changed.changes
+    else:
+        vms.state(name)  # 404 for an unknown VM
+    if body.autostart is not None:
+        vms.set_autostart(name, body.autostart)
+        changes.append(f"autostart {'on' if body.autostart else 'off'}")
+    return SetResult(name=name, changes=changes)
+
+
+@router.get("/{name}/delete-preview", response_model=list[str], responses=NOT_FOUND)
+def delete_preview(
+    ctx: Ctx, name: VmName, _: Annotated[Principal, Depends(require("vm.read"))]
+) -> list[str]:
+    """What ``DELETE ?remove_storage=true`` would remove: the VM's own disks."""
+    return ctx.client.vms.storage_to_remove(name)
+
+
+@router.delete("/{name}", response_model=DeleteResult, responses=ERR)
+def delete_vm(
+    ctx: Ctx,
+    name: VmName,
+    _: Annotated[Principal, Depends(require("vm.delete"))],
+    force: Annotated[bool, Query(description="Power a running VM off first.")] = False,
+    remove_storage: Annotated[
+        bool, Query(description="Also delete the disks virtkit made for it (see delete-preview).")
+    ] = False,
+) -> DeleteResult:
+    """Undefine a VM; its own disks only with ``remove_storage``."""
+    return ctx.client.vms.delete(name, force=force, remove_storage=remove_storage)
+
+
+@router.get(
+    "/{name}/console-log",
+    response_class=PlainTextResponse,
+    responses={**NOT_FOUND, 200: {"content": {"text/plain": {}}}},
+)
+def console_log(
+    ctx: Ctx,
+    name: VmName,
+    _: Annotated[Principal, Depends(require("console"))],
+    tail_bytes: Annotated[int | None, Query(ge=1, le=16 * 1024 * 1024)] = 65536,
+) -> PlainTextResponse:
+    """What the VM printed on its serial console (the end of its log)."""
+    return PlainTextResponse(ctx.client.consoles.read_log(name, tail_bytes=tail_bytes))

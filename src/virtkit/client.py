@@ -185,6 +185,10 @@ class Client:
     @cached_property
     def users(self) -> UserService:
         """Users of the API and web UI: passwords, roles, API tokens, browser sessions."""
+        from virtkit.extras import require
+
+        # argon2-cffi comes with the api extra: without it, say so rather than ImportError.
+        require("argon2", "users and passwords")
         from virtkit.services.users import UserService
 
         return UserService(self.store)

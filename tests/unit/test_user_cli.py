@@ -138,3 +138,17 @@ def test_cli_changes_are_audited(env: dict[str, str], client: Client) -> None:
     assert "user add" in out and "user delete" not in out
     listed = json.loads(ok(env, "audit", "--json", "--limit", "1").output)
     assert [e["result"] for e in listed] == ["last_admin"]
+
+
+def test_without_argon2_the_extra_is_named(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from virtkit.errors import Unsupported
+
+    monkeypatch.setitem(sys.modules, "argon2", None)
+    monkeypatch.delitem(sys.modules, "virtkit.services.users", raising=False)
+    result = run(env, "user", "list")
+    assert isinstance(result.exception, Unsupported)
+    assert "virtkit[api]" in result.exception.message

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from virtkit.backend.capabilities import CapabilityProbe
     from virtkit.ksm.service import KsmService
     from virtkit.services.access import AccessService
+    from virtkit.services.audit import AuditLog
     from virtkit.services.consoles import ConsoleService
     from virtkit.services.disks import DiskService
     from virtkit.services.host import HostService
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from virtkit.services.pools import PoolService
     from virtkit.services.store import Store
     from virtkit.services.tinyguest import TinyGuest
+    from virtkit.services.users import UserService
     from virtkit.services.vms import VMService
 
 
@@ -179,6 +181,24 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @cached_property
+    def users(self) -> UserService:
+        """Users of the API and web UI: passwords, roles, API tokens, browser sessions."""
+        from virtkit.extras import require
+
+        # argon2-cffi comes with the api extra: without it, say so rather than ImportError.
+        require("argon2", "users and passwords")
+        from virtkit.services.users import UserService
+
+        return UserService(self.store)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        """Who changed what, from the CLI and the API."""
+        from virtkit.services.audit import AuditLog
+
+        return AuditLog(self.store)
 
 
 __all__ = ["Client", "DomainEvent"]

@@ -93,6 +93,20 @@ class PermissionDenied(VirtkitError):
     http_status = 403
 
 
+class Throttled(VirtkitError):
+    """Too many failed logins for a user or from a client: wait ``retry_after`` seconds."""
+
+    code = "login_throttled"
+    expected = True
+    http_status = 429
+
+    def __init__(
+        self, message: str, *, retry_after: int, code: str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, code=code, hint=hint)
+        self.retry_after = retry_after
+
+
 class Unsupported(VirtkitError):
     """The host, driver or hypervisor cannot do what was asked."""
 
@@ -139,7 +153,9 @@ __all__ = [
     "InvalidState",
     "NotFound",
     "PermissionDenied",
+    "Throttled",
     "Timeout",
+    "Unauthenticated",
     "Unsupported",
     "VirtkitError",
 ]

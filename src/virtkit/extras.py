@@ -1,4 +1,5 @@
-"""Optional dependencies: numpy (the KSM estimate) and matplotlib (the KSM chart) are extras.
+"""Optional dependencies: numpy (the KSM estimate), matplotlib (the KSM chart) and argon2-cffi
+(users and passwords, with the API) are extras.
 
 ``require("numpy", "estimate", "the KSM estimate")`` imports a module on first use, or raises
 ``Unsupported`` naming the extra to install, instead of an ImportError deep in a traceback.
@@ -12,7 +13,7 @@ from types import ModuleType
 from virtkit.errors import Unsupported
 
 # module -> the extra of pyproject.toml that installs it
-EXTRAS = {"numpy": "estimate", "matplotlib": "plots"}
+EXTRAS = {"numpy": "estimate", "matplotlib": "plots", "argon2": "api"}
 
 
 def require(module: str, feature: str) -> ModuleType:

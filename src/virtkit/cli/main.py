@@ -22,6 +22,10 @@ from virtkit.errors import VirtkitError
 # name -> (module, attribute, short help). tests/unit/test_cli.py checks that the short help
 # is the first paragraph of each command's own help.
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "audit": (
+        "virtkit.cli.audit", "audit",
+        "Show the audit log: who changed what, when, and the result; newest first.",
+    ),
     "dev": ("virtkit.cli.dev", "dev", "Development helpers (the tiny test guest)."),
     "events": (
         "virtkit.cli.events", "events",
@@ -40,6 +44,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": (
         "virtkit.cli.serve", "serve",
         "Run the REST API and the web UI (https with --cert/--key), until Ctrl+C or SIGTERM.",
+    ),
+    "user": (
+        "virtkit.cli.user", "user", "Users of the API and web UI: roles, passwords, API tokens."
     ),
     "vm": ("virtkit.cli.vm", "vm", "Create, run, change and delete VMs."),
     "volume": ("virtkit.cli.storage", "volume", "Volumes (disk images) in storage pools."),

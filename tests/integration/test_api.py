@@ -71,7 +71,7 @@ def test_a_vm_from_create_to_delete(
         assert task["state"] == "succeeded", task
         assert task["result"]["name"] == name and task["kind"] == "vm.create"
         log = operator.get(f"/api/v1/tasks/{task['id']}/log").json()
-        assert [line["line"] for line in log][0] == "started" and len(log) >= 3
+        assert log[0]["line"] == "started" and len(log) >= 3
         wait_for_text(bed, name)
 
         listed = {vm["name"]: vm for vm in viewer.get("/api/v1/vms").json()}
@@ -163,7 +163,8 @@ def test_networks_and_storage_through_the_api(admin: httpx.Client, bed: Bed) -> 
     assert made.status_code == 201, made.text
     try:
         assert admin.get(f"/api/v1/networks/{net}").json()["name"] == net
-        assert admin.patch(f"/api/v1/networks/{net}", params={"autostart": False}).status_code == 200
+        changed = admin.patch(f"/api/v1/networks/{net}", params={"autostart": False})
+        assert changed.status_code == 200, changed.text
     finally:
         assert admin.delete(f"/api/v1/networks/{net}").status_code == 204
     assert admin.get(f"/api/v1/networks/{net}").status_code == 404
@@ -224,7 +225,8 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
     assert broken.status_code == 422 and "malformed JSON" in broken.json()["message"]
     unknown = admin.post("/api/v1/vms", json={**tiny_spec(bed, "vktest-x"), "colour": "red"})
     assert unknown.status_code == 422 and "colour: unknown field" in unknown.json()["message"]
-    huge = admin.post("/api/v1/vms", content=b"{" + b" " * (2 * 1024 * 1024) + b"}", headers=headers)
+    body = b"{" + b" " * (2 * 1024 * 1024) + b"}"
+    huge = admin.post("/api/v1/vms", content=body, headers=headers)
     assert huge.status_code == 413 and huge.json()["code"] == "body_too_large"
     for bad in ("..%2F..%2Fetc", "a%20b", "%2e%2e"):
         r = admin.get(f"/api/v1/vms/{bad}")
@@ -246,9 +248,10 @@ def test_the_event_stream_carries_lifecycle_and_task_events(
     ready = threading.Event()
 
     def listen() -> None:
-        with api.client("otto") as c, c.stream(
-            "GET", "/api/v1/events", params={"timeout": 60}, timeout=90
-        ) as r:
+        with (
+            api.client("otto") as c,
+            c.stream("GET", "/api/v1/events", params={"timeout": 60}, timeout=90) as r,
+        ):
             kind = None
             for line in r.iter_lines():
                 ready.set()

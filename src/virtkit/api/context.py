@@ -37,7 +37,7 @@ class ApiContext:
         background while libvirt is down, so that the service starts anyway)."""
         from virtkit.services import taskcleanup
 
-        taskcleanup.register(self.tasks, self.client)
+        taskcleanup.register(self.tasks, self.client.vms, self.client.pools)
         self.tasks.recover()
         self.events.attach_tasks(self.tasks.subscribe)
         threading.Thread(target=self._attach_vm_events, name="virtkit-events", daemon=True).start()

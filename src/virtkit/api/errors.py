@@ -90,7 +90,11 @@ def install(app: FastAPI) -> None:
         else:
             log.error("%s %s: %s", request.method, request.url.path, exc, exc_info=exc)
         detail = {"hint": exc.hint} if exc.hint else None
-        return error_response(exc.http_status, exc.code, exc.message, detail)
+        response = error_response(exc.http_status, exc.code, exc.message, detail)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:  # Throttled: when to try again
+            response.headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,26 +9,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from virtkit.errors import NotFound, VirtkitError
 from virtkit.services import vmfiles
+from virtkit.services.pools import PoolService
 from virtkit.services.tasks import TaskRunner
+from virtkit.services.vms import VMService
 from virtkit.specs.tasks import TaskView
-
-if TYPE_CHECKING:
-    from virtkit.client import Client
 
 log = logging.getLogger(__name__)
 
 
-def register(runner: TaskRunner, client: Client) -> None:
+def register(runner: TaskRunner, vms: VMService, pools: PoolService) -> None:
     def new_vm(task: TaskView, recovery: dict[str, Any]) -> None:
-        remove_new_vm(client, str(recovery["vm"]))
+        remove_new_vm(vms, pools, str(recovery["vm"]))
 
     def new_volume(task: TaskView, recovery: dict[str, Any]) -> None:
         with contextlib.suppress(NotFound):
-            client.pools.delete_volume(str(recovery["pool"]), str(recovery["volume"]))
+            pools.delete_volume(str(recovery["pool"]), str(recovery["volume"]))
 
     runner.on_recover("vm.create", new_vm)
     runner.on_recover("vm.clone", new_vm)
@@ -36,17 +35,17 @@ def register(runner: TaskRunner, client: Client) -> None:
     runner.on_recover("volume.clone", new_volume)
 
 
-def remove_new_vm(client: Client, name: str) -> list[str]:
+def remove_new_vm(vms: VMService, pools: PoolService, name: str) -> list[str]:
     """A VM whose create (or clone) was cut off: the domain if it got defined, with the disks
     virtkit made for it, and volumes named for it that no domain uses. (The create refuses a
     name that exists, so a domain of that name was made by the cut-off task.)"""
     removed: list[str] = []
     with contextlib.suppress(NotFound):
-        result = client.vms.delete(name, force=True, remove_storage=True)
+        result = vms.delete(name, force=True, remove_storage=True)
         removed += [name, *result.removed]
-    pool = client.vms.files.pool
+    pool = vms.files.pool
     try:
-        volumes = {v.name: v for v in client.pools.list_volumes(pool)}
+        volumes = {v.name: v for v in pools.list_volumes(pool)}
     except VirtkitError as exc:
         log.warning("cannot list pool %s to clean up after %s: %s", pool, name, exc)
         return removed
@@ -57,6 +56,6 @@ def remove_new_vm(client: Client, name: str) -> list[str]:
         if volumes[volume].used_by:
             continue
         with contextlib.suppress(NotFound):
-            client.pools.delete_volume(pool, volume)
+            pools.delete_volume(pool, volume)
             removed.append(volumes[volume].path)
     return removed

@@ -22,6 +22,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def api(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    from virtkit.services import storage
+
+    with bed.client() as vk:  # the pool VM disks go into (the create makes it on demand)
+        storage.ensure_pool(vk.host, bed.settings.storage_pool, bed.pool_dir)
     with running(bed, tmp_path_factory.mktemp("vkapi-state")) as server:
         for name, role in (("ada", "admin"), ("otto", "operator"), ("vera", "viewer")):
             server.add_user(name, role)
@@ -120,6 +124,7 @@ def test_a_vm_from_create_to_delete(
         actions = {(e["action"], e["target"]) for e in audit}
         assert ("POST /api/v1/vms/{name}/pause", name) in actions, actions
         assert ("DELETE /api/v1/vms/{name}", name) in actions
+        assert ("POST /api/v1/vms", name) in actions
         assert operator.get("/api/v1/audit").status_code == 403
     finally:
         with bed.client() as client:
@@ -313,4 +318,4 @@ def test_tasks_of_a_dead_service_are_failed_and_cleaned_up(
 def _volume_spec(name: str) -> object:
     from virtkit.specs.storage import VolumeSpec
 
-    return VolumeSpec(name=name, size=16 * 1024 * 1024)
+    return VolumeSpec(name=name, size="16M")  # type: ignore[arg-type]

@@ -350,6 +350,8 @@ class AuditMiddleware:
         user = who.user if isinstance(who, Principal) else state.get("audit_user", "-")
         route = scope.get("route")
         template = getattr(route, "path", None) or scope["path"][:200]
+        if not template.startswith(PREFIX + "/"):  # a route of a router included under PREFIX
+            template = PREFIX + template
         params = scope.get("path_params") or {}
         target = state.get("audit_target") or "/".join(str(v) for v in params.values()) or "-"
         client = scope.get("client")

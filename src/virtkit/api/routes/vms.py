@@ -110,6 +110,7 @@ def create_vm(
     """Create a VM from a spec (the same as `virtkit vm create -f spec.yaml`): a task. On any
     failure nothing of it remains."""
     client = ctx.client
+    request.state.audit_target = spec.name
     _refuse_existing(ctx, spec.name)
 
     def work(task: Any) -> VMInfo:
@@ -130,6 +131,7 @@ def clone_vm(
 ) -> TaskView:
     """A new VM from a shut-off one (full copies, or linked overlays): a task."""
     new = validate_name(body.name)
+    request.state.audit_target = f"{name} -> {new}"
     client = ctx.client
     client.vms.state(name)  # 404 now, not in the task
     _refuse_existing(ctx, new)

@@ -137,4 +137,45 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
         return JSONResponse({"api": f"{API}/", "openapi": f"{API}/openapi.json"})
 
     app.add_middleware(BodyLimit, limit=settings.api_max_body, exempt=(f"{API}/upload/",))
+    _document_errors(app)
     return app
+
+
+_EVERYWHERE = {
+    "400": "The request is not readable (e.g. its body is not UTF-8 JSON).",
+    "409": "The object exists already, is in use, or is in the wrong state for this.",
+    "422": "Invalid input: the message names each problem.",
+}
+_WITH_PATH = {"404": "No such object."}
+_WITH_BODY = {"413": "The request body is larger than the API accepts (api_max_body)."}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Every error answer in the OpenAPI document as it is on the wire: JSON ``ErrorBody``
+    (FastAPI would give a text route's errors its text media type), plus the statuses any
+    route can give: 400 for an unreadable request, 413 for a body over the limit."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        schema.setdefault("components", {}).setdefault("schemas", {})["ErrorBody"] = (
+            errors.ErrorBody.model_json_schema()
+        )
+        for item in schema.get("paths", {}).values():
+            for op in item.values():
+                responses = op.setdefault("responses", {})
+                extra = {**_EVERYWHERE, **(_WITH_BODY if "requestBody" in op else {})}
+                if any(p.get("in") == "path" for p in op.get("parameters", [])):
+                    extra.update(_WITH_PATH)
+                for status, text in extra.items():
+                    responses.setdefault(status, {"description": text})
+                for status, response in responses.items():
+                    if status.isdigit() and int(status) >= 400:
+                        response["content"] = error
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

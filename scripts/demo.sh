@@ -45,6 +45,33 @@ echo "--- console output of $NAME ---"
 $VIRTKIT vm console-log "$NAME"
 echo
 echo "---"
+
+# The API (and the web UI) on 127.0.0.1:8470: the first user once, then the service, once.
+$VIRTKIT user ensure-admin
+PORT=${VIRTKIT_API_PORT:-8470}
+URL="http://127.0.0.1:$PORT"
+healthy() { python3 -c "import urllib.request as u; u.urlopen('$URL/healthz', timeout=1)" 2>/dev/null; }
+if healthy; then
+    echo "virtkit serve already answers on $URL"
+else
+    mkdir -p /var/log/virtkit
+    setsid nohup $VIRTKIT --log-json serve --port "$PORT" >>/var/log/virtkit/serve.log 2>&1 &
+    echo $! > /run/virtkit-serve.pid
+    i=0
+    until healthy; do
+        i=$((i + 1))
+        if [ $i -gt 150 ]; then
+            echo "virtkit serve did not start; see /var/log/virtkit/serve.log" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+    echo "virtkit serve runs on $URL (pid $(cat /run/virtkit-serve.pid), log /var/log/virtkit/serve.log)"
+fi
+echo "  API: $URL/api/v1/   OpenAPI: $URL/api/v1/openapi.json   browsable: $URL/api/v1/docs"
+echo "  log in as admin (the password was shown once, above, when the user was made;"
+echo "  set another with: $VIRTKIT user passwd admin)"
+echo
 echo "virtkit is ready. Try:"
 echo "  $VIRTKIT vm console $NAME      (Ctrl+] leaves)"
 echo "  $VIRTKIT vm shutdown $NAME"

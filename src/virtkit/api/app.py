@@ -5,6 +5,7 @@ runs. Routes are thin (parse, call the same service the CLI calls, render); long
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,30 @@ class _TooLarge(Exception):
     pass
 
 
+class ServerTiming:
+    """``Server-Timing: app;dur=<ms>`` on every answer: the time from the request's arrival to
+    the response's start, what ``bench/api.py`` compares with the library's own time."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                took = (time.perf_counter() - start) * 1000
+                headers = list(message.get("headers") or [])
+                headers.append((b"server-timing", f"app;dur={took:.2f}".encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, timed)
+
+
 def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
     """The application; ``client`` lets tests pass one (e.g. with a fault-injecting host)."""
     if client is None:
@@ -137,6 +162,7 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
         return JSONResponse({"api": f"{API}/", "openapi": f"{API}/openapi.json"})
 
     app.add_middleware(BodyLimit, limit=settings.api_max_body, exempt=(f"{API}/upload/",))
+    app.add_middleware(ServerTiming)
     _document_errors(app)
     return app
 

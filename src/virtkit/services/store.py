@@ -50,6 +50,7 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._schemas_done = 0
 
     @contextmanager
     def db(self) -> Iterator[sqlite3.Connection]:
@@ -69,14 +70,20 @@ class Store:
             ) from None
         db.row_factory = sqlite3.Row
         try:
-            for schema in _SCHEMAS:
-                db.executescript(schema)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(images)")}
-            if "boot" not in columns:  # added later: stores made before get the column
-                db.execute("ALTER TABLE images ADD COLUMN boot TEXT")
+            # The tables once per Store (and again only for schemas registered since): a
+            # connection per call is cheap, running every CREATE on each one is not.
+            if self._schemas_done < len(_SCHEMAS):
+                for schema in _SCHEMAS[self._schemas_done :]:
+                    db.executescript(schema)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(images)")}
+                if "boot" not in columns:  # added later: stores made before get the column
+                    db.execute("ALTER TABLE images ADD COLUMN boot TEXT")
+                self._schemas_done = len(_SCHEMAS)
             with db:
                 yield db
         except sqlite3.Error as exc:
+            if "no such table" in str(exc):  # the file was replaced: make the tables again
+                self._schemas_done = 0
             raise BackendError(
                 f"virtkit's store {self.path} failed: {exc}", code="store_failed"
             ) from None

@@ -21,7 +21,7 @@ from typing import Literal
 from urllib.parse import urlparse
 
 from virtkit.backend.host import Host
-from virtkit.errors import InvalidState
+from virtkit.errors import BackendError, InvalidState
 from virtkit.specs import validate_name
 from virtkit.xml.domain import Graphics
 
@@ -67,7 +67,18 @@ class GraphicsService:
         graphics.passwd_valid_to = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         graphics.connected = None  # libvirt's default: keep the clients connected already
         guest = self.host.lookup(name)
-        guest.update_device(graphics.to_xml(), live=True, config=False)
+        try:
+            guest.update_device(graphics.to_xml(), live=True, config=False)
+        except BackendError as exc:
+            if "password" not in exc.message.lower():
+                raise
+            raise InvalidState(
+                f"cannot set a one-time {kind} password on VM {name!r}: its display was started "
+                "without password authentication",
+                code="graphics_no_password",
+                hint="give its <graphics> a passwd (virsh edit; any value) and restart the VM; "
+                "VMs virtkit creates have one",
+            ) from exc
         log.info("set a one-time %s password on VM %s (valid %g s)", kind, name, valid_for)
         return GraphicsAccess(kind, self._connect_host(graphics), port, password, until)
 

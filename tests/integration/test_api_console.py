@@ -29,7 +29,7 @@ def api(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with bed.client() as vk:
         storage.ensure_pool(vk.host, bed.settings.storage_pool, bed.pool_dir)
     with running(bed, tmp_path_factory.mktemp("vkcon-state")) as server:
-        for user, role in (("otto", "operator"), ("vera", "viewer")):
+        for user, role in (("ada", "admin"), ("otto", "operator"), ("vera", "viewer")):
             server.add_user(user, role)
         yield server
 
@@ -139,10 +139,9 @@ def test_vnc_through_the_proxy_with_the_one_time_password(
 def test_serial_answers_and_a_second_client_is_refused_until_force(
     api: Server, vm: str, operator: httpx.Client
 ) -> None:
-    first = ws(api, ticket(operator, vm, "serial")["path"])
-    try:
+    with ws(api, ticket(operator, vm, "serial")["path"]) as first:
         out = Frames(first)
-        first.send("echo vk-$((6*7))\r")
+        first.send("echo vk-$((6*7))\r")  # a text frame
         assert b"vk-42" in out.until(b"vk-42")
 
         second_path = ticket(operator, vm, "serial")["path"]
@@ -153,14 +152,16 @@ def test_serial_answers_and_a_second_client_is_refused_until_force(
 
         path = ticket(operator, vm, "serial")["path"] + "&force=true"
         with ws(api, path) as third:
-            # the first client is pushed off
-            with pytest.raises(ConnectionClosed):
+            with pytest.raises(ConnectionClosed):  # the first client is pushed off
                 while True:
                     first.recv(timeout=20)
-            third.send(b"echo vk-$((6*8))\r")
+            third.send(b"echo vk-$((6*8))\r")  # a binary frame
             assert b"vk-48" in Frames(third).until(b"vk-48")
-    finally:
-        first.close()
+
+    with api.client("ada") as admin:
+        entries = admin.get("/api/v1/audit", params={"action": "WS console/serial"}).json()
+    mine = [e for e in entries if e["target"] == vm and e["user"] == "otto"]
+    assert sorted(e["result"] for e in mine) == ["console_busy", "opened", "opened"], entries
 
 
 def test_websockets_without_a_good_ticket_are_refused(

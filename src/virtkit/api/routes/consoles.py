@@ -136,21 +136,22 @@ async def _accept(ws: WebSocket) -> None:
     await ws.accept(subprotocol="binary" if "binary" in wanted else None)
 
 
-async def _fail(ws: WebSocket, exc: VirtkitError) -> None:
-    """After the handshake: close with 4000 + the HTTP status of the error."""
+async def _fail(ws: WebSocket, ticket: Ticket, exc: VirtkitError) -> None:
+    """After the handshake: audit the error's code, close with 4000 + its HTTP status."""
+    await _audit(ws, ticket, exc.code)
     code = 4409 if exc.code == "console_busy" else 4000 + exc.http_status
     reason = BUSY_REASON if exc.code == "console_busy" else exc.message
     await close_quietly(ws, code, reason)
 
 
-async def _audit(ws: WebSocket, ticket: Ticket) -> None:
+async def _audit(ws: WebSocket, ticket: Ticket, result: str = "opened") -> None:
     client = ws.client
     await run_in_threadpool(
         _ws_ctx(ws).client.audit.record,
         ticket.user,
         f"WS console/{ticket.kind}",
         ticket.vm,
-        "opened",
+        result,
         source=client.host if client else None,
     )
 
@@ -173,7 +174,7 @@ async def vnc_socket(ws: WebSocket, name: str, ticket: str | None = None) -> Non
                 code="vnc_unreachable",
             ) from None
     except VirtkitError as exc:
-        await _fail(ws, exc)
+        await _fail(ws, admitted, exc)
         return
     await _audit(ws, admitted)
     await pump_tcp(ws, reader, writer)
@@ -194,7 +195,7 @@ async def serial_socket(
     try:
         stream = await run_in_threadpool(_ws_ctx(ws).client.consoles.open, name, force=force)
     except VirtkitError as exc:
-        await _fail(ws, exc)
+        await _fail(ws, admitted, exc)
         return
     await _audit(ws, admitted)
     await pump_serial(ws, stream)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from virtkit.services.audit import AuditLog
     from virtkit.services.consoles import ConsoleService
     from virtkit.services.disks import DiskService
+    from virtkit.services.graphics import GraphicsService
     from virtkit.services.host import HostService
     from virtkit.services.images import ImageService
     from virtkit.services.networks import NetworkService
@@ -162,6 +163,12 @@ class Client:
         from virtkit.services.consoles import ConsoleService
 
         return ConsoleService(self.host)
+
+    @cached_property
+    def graphics(self) -> GraphicsService:
+        from virtkit.services.graphics import GraphicsService
+
+        return GraphicsService(self.host)
 
     def tiny_guest(self, kernel: str | None = None) -> TinyGuest:
         """Build (or reuse from the cache directory) the tiny busybox test guest; no libvirt."""

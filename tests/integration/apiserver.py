@@ -18,6 +18,9 @@ import httpx
 from tests.conftest import VIRTKIT, Bed
 
 PASSWORD = "correct horse battery"
+# The source of this checkout, first on the server's path (the venv's script may be installed
+# from another checkout).
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def free_port() -> int:
@@ -40,7 +43,9 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
-        return {**self.bed.env(), "VIRTKIT_STATE_DIR": str(self.state_dir)}
+        env = {**self.bed.env(), "VIRTKIT_STATE_DIR": str(self.state_dir)}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
+        return env
 
     def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

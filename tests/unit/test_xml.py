@@ -14,6 +14,13 @@ from virtkit.xml.base import XMLParseError
 from virtkit.xml.capabilities import Capabilities
 from virtkit.xml.domain import Disk, Domain, Tag
 
+
+@pytest.fixture(autouse=True)
+def _fixed_graphics_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Golden files need the same XML every time: the random display password is fixed."""
+    monkeypatch.setattr("virtkit.services.domainbuilder.graphics_password", lambda kind: "golden")
+
+
 GOLDEN = Path(__file__).parent / "golden"
 REGENERATE = os.environ.get("VIRTKIT_REGENERATE_GOLDEN") == "1"
 

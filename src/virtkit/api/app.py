@@ -141,10 +141,19 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
     errors.install(app)
 
     from virtkit.api import security
-    from virtkit.api.routes import devices, events, host, networks, storage, tasks, vms
+    from virtkit.api.routes import (
+        consoles,
+        devices,
+        events,
+        host,
+        networks,
+        storage,
+        tasks,
+        vms,
+    )
 
     security.install(app)
-    for module in (vms, devices, storage, networks, host, tasks, events):
+    for module in (vms, devices, consoles, storage, networks, host, tasks, events):
         app.include_router(module.router, prefix=API)
 
     @app.get("/healthz", tags=["service"], include_in_schema=True)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 
 from virtkit.errors import VirtkitError
+from virtkit.services.consoletickets import TicketBook
 from virtkit.services.eventhub import EventHub
 from virtkit.services.tasks import TaskRunner
 from virtkit.settings import Settings
@@ -29,6 +30,7 @@ class ApiContext:
     settings: Settings
     tasks: TaskRunner
     events: EventHub
+    tickets: TicketBook = field(default_factory=TicketBook)
     extra: dict[str, Any] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
 

@@ -14,6 +14,7 @@ from virtkit.errors import (
     BackendError,
     ConnectionFailed,
     ConnectionLost,
+    InUse,
     InvalidInput,
     InvalidState,
     NotFound,
@@ -125,6 +126,8 @@ def translate(exc: libvirt.libvirtError) -> VirtkitError:
     ):
         # libvirt reports a name or UUID collision as a generic "operation failed".
         return AlreadyExists(message)
+    if "active console session exists" in lowered:
+        return InUse(message, code="console_busy")
     return BackendError(message, code=f"libvirt_{_code_name(code)}")
 
 

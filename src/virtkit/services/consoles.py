@@ -44,7 +44,15 @@ class ConsoleService:
         self.host = host
 
     def open(self, name: str, *, force: bool = False) -> ConsoleStream:
-        """An attached serial console of a running VM (``force`` takes it from another client)."""
+        """An attached serial console of a running VM (``force`` takes it from another client;
+        without it, a console another client holds is ``InUse``, code ``console_busy``)."""
+        return ConsoleStream(self.host, self._attachable(name), force=force)
+
+    def check(self, name: str) -> None:
+        """Raise what ``open`` would for a VM that is missing, stopped or has no console."""
+        self._attachable(name)
+
+    def _attachable(self, name: str) -> Guest:
         validate_name(name)
         guest = self.host.lookup(name)
         if not guest.is_active():
@@ -52,8 +60,8 @@ class ConsoleService:
                 f"VM {name!r} is not running: its console is not there", code="vm_shutoff"
             )
         if not list(guest.definition().consoles):
-            raise Unsupported(f"VM {name!r} has no serial console")
-        return ConsoleStream(self.host, guest, force=force)
+            raise Unsupported(f"VM {name!r} has no serial console", code="no_console")
+        return guest
 
     def log_path(self, name: str) -> str:
         validate_name(name)

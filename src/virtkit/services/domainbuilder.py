@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import string
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -163,6 +164,13 @@ def _cpu(plan: BuildPlan) -> CPU | None:
     return cpu
 
 
+def graphics_password(kind: str) -> str:
+    """A random password told to nobody. QEMU turns password authentication on only when the
+    display starts with a password, and without it one-time console passwords cannot be set
+    later (services/graphics.py); it also keeps other local users off an open VNC port."""
+    return secrets.token_urlsafe(6 if kind == "vnc" else 18)  # VNC uses 8 characters
+
+
 def _graphics(spec: VMSpec, dom: Domain) -> None:
     if spec.graphics == "none":
         usb = Controller()
@@ -174,6 +182,7 @@ def _graphics(spec: VMSpec, dom: Domain) -> None:
     graphics.type = spec.graphics
     graphics.autoport = True
     graphics.listen = spec.graphics_listen
+    graphics.passwd = graphics_password(spec.graphics)
     dom.graphics.append(graphics)
     video = Video()
     video.model = "qxl" if spec.graphics == "spice" else "virtio"

@@ -159,7 +159,10 @@ class Graphics(XMLObject):
     port = int_attr("", "port")
     tls_port = int_attr("", "tlsPort")
     listen = attr("", "listen")
+    listen_address = attr("listen", "address")  # the <listen type='address'> child
     passwd = attr("", "passwd")
+    passwd_valid_to = attr("", "passwdValidTo")  # UTC, YYYY-MM-DDTHH:MM:SS
+    connected = attr("", "connected")  # keep / disconnect / fail, on a password change
 
 
 class Video(XMLObject):

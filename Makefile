@@ -27,6 +27,7 @@ install: deps venv
 
 deps:
 	scripts/install-deps.sh
+	scripts/install-ui.sh
 
 venv: $(VENV)/.installed
 

@@ -4,7 +4,7 @@ set -eu
 
 PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
 busybox-static python3 python3-venv python3-dev gcc util-linux libvirt-daemon-driver-storage-rbd
-iproute2 dnsmasq-base iptables debootstrap e2fsprogs openssh-client genisoimage openssl"
+iproute2 dnsmasq-base iptables debootstrap e2fsprogs openssh-client genisoimage openssl chromium"
 [ "${WITH_BENCH:-0}" = 1 ] && PACKAGES="$PACKAGES virtinst ksmtuned"
 
 if [ "$(id -u)" != 0 ]; then
@@ -22,6 +22,14 @@ if [ -n "$missing" ]; then
     echo "installing:$missing"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+fi
+
+# The web UI's assets come from npm: Debian's Node where none is installed (a Node from
+# elsewhere, e.g. NodeSource, brings its own npm and is kept).
+if ! command -v npm >/dev/null 2>&1; then
+    echo "installing: nodejs npm"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
 fi
 
 # The tiny guest boots Debian's small cloud kernel. Where none is installed, the package is

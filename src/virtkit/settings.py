@@ -80,6 +80,10 @@ class Settings(BaseModel):
         1024 * 1024, ge=1024, description="Largest request body the API accepts, in bytes."
     )
     api_workers: int = Field(4, ge=1, le=64, description="Tasks the API runs at once.")
+    ui_assets: Path = Field(
+        Path("/var/cache/virtkit/ui"),
+        description="The web UI's npm assets (noVNC, xterm.js, htmx): scripts/install-ui.sh.",
+    )
 
     @property
     def ksm_history_path(self) -> Path:

@@ -11,11 +11,11 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from virtkit._version import __version__
 from virtkit.api import errors
+from virtkit import web
 from virtkit.api.context import ApiContext
 from virtkit.services.eventhub import EventHub
 from virtkit.services.tasks import TaskRunner
@@ -123,9 +123,11 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.start()
+        web.start(app)
         try:
             yield
         finally:
+            web.stop(app)
             ctx.stop()
 
     app = FastAPI(
@@ -166,10 +168,7 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
             reachable = False
         return {"status": "ok", "version": __version__, "libvirt": reachable}
 
-    @app.get("/", include_in_schema=False)
-    def root() -> JSONResponse:
-        return JSONResponse({"api": f"{API}/", "openapi": f"{API}/openapi.json"})
-
+    web.install(app)  # the web UI: pages at /, static files under /static
     app.add_middleware(BodyLimit, limit=settings.api_max_body, exempt=(f"{API}/upload/",))
     app.add_middleware(ServerTiming)
     _document_errors(app)

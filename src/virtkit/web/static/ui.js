@@ -206,7 +206,7 @@
       const box = document.createElement("input");
       box.type = "checkbox";
       box.name = "remove_storage";
-      label.append(box, ` Also delete its storage, for good (${disks.length}):`);
+      label.append(box, ` Also delete, for good, the files virtkit made for it (${disks.length}):`);
       const ul = document.createElement("ul");
       for (const d of disks) {
         const li = document.createElement("li");

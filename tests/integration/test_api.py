@@ -19,6 +19,8 @@ from tests.integration.apiserver import PASSWORD, Server, running, wait_task
 
 pytestmark = pytest.mark.integration
 
+SEC = "vksec-"  # VMs of the host path tests
+
 
 @pytest.fixture(scope="module")
 def api(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
@@ -66,12 +68,14 @@ def test_nothing_answers_without_authentication(api: Server) -> None:
 def test_a_vm_from_create_to_delete(
     api: Server, bed: Bed, operator: httpx.Client, admin: httpx.Client, viewer: httpx.Client
 ) -> None:
+    """An admin creates the tiny guest (its kernel is a host path: ``host.path``), an operator
+    runs it: looks, pauses, changes, shuts down, deletes."""
     name = PREFIX + "api-" + secrets.token_hex(3)
     try:
-        r = operator.post("/api/v1/vms", params={"start": True}, json=tiny_spec(bed, name))
+        r = admin.post("/api/v1/vms", params={"start": True}, json=tiny_spec(bed, name))
         assert r.status_code == 202, r.text
         assert r.headers["location"].endswith(f"/api/v1/tasks/{r.json()['id']}")
-        task = wait_task(operator, r.json()["id"])
+        task = wait_task(operator, r.json()["id"])  # operators see every task
         assert task["state"] == "succeeded", task
         assert task["result"]["name"] == name and task["kind"] == "vm.create"
         log = operator.get(f"/api/v1/tasks/{task['id']}/log").json()
@@ -103,7 +107,7 @@ def test_a_vm_from_create_to_delete(
         assert any("memory" in line for line in changed.json()["changes"])
 
         # the same name again: 409 at once, not a task that fails
-        dup = operator.post("/api/v1/vms", json=tiny_spec(bed, name))
+        dup = admin.post("/api/v1/vms", json=tiny_spec(bed, name))
         assert dup.status_code == 409 and dup.json()["code"] == "vm_exists"
 
         down = operator.post(f"/api/v1/vms/{name}/shutdown", json={"timeout": 5, "force": True})
@@ -124,7 +128,8 @@ def test_a_vm_from_create_to_delete(
         actions = {(e["action"], e["target"]) for e in audit}
         assert ("POST /api/v1/vms/{name}/pause", name) in actions, actions
         assert ("DELETE /api/v1/vms/{name}", name) in actions
-        assert ("POST /api/v1/vms", name) in actions
+        made = admin.get("/api/v1/audit", params={"user": "ada", "action": "POST /api/v1/vms"})
+        assert ("POST /api/v1/vms", name) in {(e["action"], e["target"]) for e in made.json()}
         assert operator.get("/api/v1/audit").status_code == 403
     finally:
         with bed.client() as client:
@@ -132,18 +137,66 @@ def test_a_vm_from_create_to_delete(
                 client.vms.delete(name, force=True, remove_storage=True)
 
 
-def test_a_failed_create_is_a_failed_task_and_leaves_nothing(
-    bed: Bed, operator: httpx.Client
-) -> None:
+def test_a_failed_create_is_a_failed_task_and_leaves_nothing(bed: Bed, admin: httpx.Client) -> None:
     name = PREFIX + "api-" + secrets.token_hex(3)
     spec = tiny_spec(bed, name, disks=[{"size": "1G"}], kernel="/nonexistent/vmlinuz")
-    r = operator.post("/api/v1/vms", json=spec)
+    r = admin.post("/api/v1/vms", json=spec)
     assert r.status_code == 202, r.text
-    task = wait_task(operator, r.json()["id"])
+    task = wait_task(admin, r.json()["id"])
     assert task["state"] == "failed" and task["error"]["code"], task
     assert "/nonexistent/vmlinuz" in task["error"]["message"]
-    assert operator.get(f"/api/v1/vms/{name}").status_code == 404
+    assert admin.get(f"/api/v1/vms/{name}").status_code == 404
     assert not list(bed.pool_dir.glob(f"{name}-*"))
+
+
+def test_operators_name_host_paths_only_inside_storage_pools(
+    bed: Bed, operator: httpx.Client, admin: httpx.Client
+) -> None:
+    """A kernel, a disk, a CD-ROM named by host path: 403 ``host_path_forbidden`` for an
+    operator (naming the field and the path) and nothing made, unless the file lies in an
+    active storage pool; ``..`` and symlinks do not lead out of the pool."""
+    name = SEC + secrets.token_hex(3)
+    pool = bed.settings.storage_pool
+    volume = f"{name}-data.qcow2"
+    link = bed.pool_dir / f"{name}-link.img"
+    try:
+        escapes = [
+            ("kernel", bed.guest.kernel, tiny_spec(bed, name)),
+            ("disks[0].path", "/etc/shadow", {"name": name, "disks": [{"path": "/etc/shadow"}]}),
+            ("cdrom", "/etc/hostname", {"name": name, "cdrom": "/etc/hostname"}),
+        ]
+        dotdot = f"{bed.pool_dir}/../../../../../../etc/shadow"
+        escapes.append(("disks[0].path", dotdot, {"name": name, "disks": [{"path": dotdot}]}))
+        link.symlink_to("/etc/shadow")
+        escapes.append(("disks[0].path", str(link), {"name": name, "disks": [{"path": str(link)}]}))
+        for field, path, spec in escapes:
+            r = operator.post("/api/v1/vms", json=spec)
+            assert r.status_code == 403, r.text
+            assert r.json()["code"] == "host_path_forbidden", r.text
+            assert field in r.json()["message"] and repr(path) in r.json()["message"]
+            assert operator.get(f"/api/v1/vms/{name}").status_code == 404
+        assert operator.get("/api/v1/tasks", params={"target": name}).json() == []
+
+        # a volume of the pool is the operator's to use: create, attach, then no escape
+        made = admin.post(f"/api/v1/pools/{pool}/volumes", json={"name": volume, "size": "16M"})
+        assert made.status_code == 201, made.text
+        path = made.json()["path"]
+        r = operator.post("/api/v1/vms", json={"name": name, "disks": [{"path": path}]})
+        assert r.status_code == 202, r.text
+        assert wait_task(operator, r.json()["id"])["state"] == "succeeded"
+        for route, body in (("disks", {"path": "/etc/shadow"}), ("cdrom", {"iso": str(link)})):
+            refused = operator.post(f"/api/v1/vms/{name}/{route}", json=body)
+            assert refused.status_code == 403, refused.text
+            assert refused.json()["code"] == "host_path_forbidden"
+        sources = [d["source"] for d in operator.get(f"/api/v1/vms/{name}/disks").json()]
+        assert sources == [path], sources
+        assert operator.delete(f"/api/v1/vms/{name}").status_code == 200
+    finally:
+        link.unlink(missing_ok=True)
+        with bed.client() as client:
+            if any(vm.name == name for vm in client.vms.list()):
+                client.vms.delete(name, force=True)
+        admin.delete(f"/api/v1/pools/{pool}/volumes/{volume}")
 
 
 def test_roles_guard_storage_networks_and_the_host(
@@ -246,7 +299,7 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
 
 
 def test_the_event_stream_carries_lifecycle_and_task_events(
-    api: Server, bed: Bed, operator: httpx.Client
+    api: Server, bed: Bed, operator: httpx.Client, admin: httpx.Client
 ) -> None:
     name = PREFIX + "api-" + secrets.token_hex(3)
     seen: list[tuple[str, dict[str, object]]] = []
@@ -271,7 +324,7 @@ def test_the_event_stream_carries_lifecycle_and_task_events(
     reader.start()
     assert ready.wait(10)
     try:
-        r = operator.post("/api/v1/vms", params={"start": True}, json=tiny_spec(bed, name))
+        r = admin.post("/api/v1/vms", params={"start": True}, json=tiny_spec(bed, name))
         assert r.status_code == 202
         reader.join(60)
         kinds = {(k, d.get("vm") or d.get("kind")) for k, d in seen}

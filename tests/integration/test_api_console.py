@@ -47,7 +47,8 @@ def _remove(bed: Bed, name: str) -> None:
 
 
 def _booted(api: Server, bed: Bed, name: str, graphics: str) -> None:
-    with api.client("otto") as c:
+    # an admin creates it: the tiny guest boots a kernel named by host path (`host.path`)
+    with api.client("ada") as c:
         r = c.post(
             "/api/v1/vms", params={"start": True}, json=tiny_spec(bed, name, graphics=graphics)
         )

@@ -290,7 +290,7 @@ def test_few_failures_are_not_throttled(users: UserService) -> None:
 def test_roles() -> None:
     assert roles.ROLES == ("viewer", "operator", "admin")
     assert roles.permissions("admin") == frozenset(roles.PERMISSIONS)
-    assert len(roles.PERMISSIONS) == 16
+    assert len(roles.PERMISSIONS) == 17
     viewer, operator = roles.permissions("viewer"), roles.permissions("operator")
     assert viewer < operator < roles.permissions("admin")
     assert all(p.endswith(".read") for p in viewer)
@@ -298,7 +298,8 @@ def test_roles() -> None:
     assert not roles.allowed("viewer", "console")
     assert roles.allowed("operator", "vm.power") and roles.allowed("operator", "console")
     assert roles.allowed("operator", "vm.create") and roles.allowed("operator", "storage.read")
-    for denied in ("network.write", "storage.write", "host.write", "user.admin", "audit.read"):
+    admin_only = ("network.write", "storage.write", "host.write", "host.path", "user.admin")
+    for denied in (*admin_only, "audit.read"):
         assert not roles.allowed("operator", denied)
         assert roles.allowed("admin", denied)
     assert not roles.allowed("nobody", "vm.read")

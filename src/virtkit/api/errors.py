@@ -32,7 +32,10 @@ def _desc(text: str) -> dict[str, Any]:
 # ``responses=`` for routes: every route may answer these
 COMMON: dict[int | str, dict[str, Any]] = {
     401: _desc("Not authenticated (no, an unknown, a revoked or an expired credential)."),
-    403: _desc("Authenticated, but the role does not allow this (or the CSRF token is wrong)."),
+    403: _desc(
+        "Authenticated, but the role does not allow this (or the CSRF token is wrong, or a host "
+        "path outside the storage pools needs `host.path`)."
+    ),
     422: _desc("Invalid input: the message names each problem."),
     503: _desc("libvirt cannot be reached."),
 }

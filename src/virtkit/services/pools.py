@@ -18,6 +18,7 @@ from virtkit.errors import (
     VirtkitError,
 )
 from virtkit.services import backing
+from virtkit.services.hostpaths import PoolTarget
 from virtkit.services.storage import QCOW2_COMPAT
 from virtkit.services.store import Store
 from virtkit.specs import (
@@ -186,6 +187,22 @@ class PoolService:
             except NotFound:
                 continue  # removed while we listed
         return infos
+
+    def pool_targets(self) -> list[PoolTarget]:
+        """Every pool's type, state and target path: what :mod:`~virtkit.services.hostpaths`
+        needs, without the sizes and volume counts of :meth:`list_pools`."""
+        targets = []
+        for name in self.storage.pool_names():
+            xml = self.storage.pool_xml(name)
+            if xml is None:
+                continue  # removed while we listed
+            pool = Pool.parse(xml)
+            try:
+                active = self.storage.pool_state(name)[0]
+            except NotFound:
+                continue
+            targets.append(PoolTarget(name, pool.type or "?", active, pool.target_path))
+        return targets
 
     def get_pool(self, name: str) -> PoolInfo:
         validate_name(name, "pool")

@@ -11,7 +11,7 @@ from virtkit.errors import InvalidInput
 PERMISSIONS: tuple[str, ...] = (
     "vm.read", "vm.power", "vm.create", "vm.change", "vm.delete", "console",
     "storage.read", "storage.write", "network.read", "network.write",
-    "host.read", "host.write", "task.read", "event.read", "user.admin", "audit.read",
+    "host.read", "host.write", "host.path", "task.read", "event.read", "user.admin", "audit.read",
 )  # fmt: skip
 
 ROLES: tuple[str, ...] = ("viewer", "operator", "admin")
@@ -20,7 +20,9 @@ _VIEWER = frozenset(
     {"vm.read", "storage.read", "network.read", "host.read", "task.read", "event.read"}
 )
 # Operators run VMs (creating them from the templates and images that exist), but the host's
-# storage, networks and settings, the users and the audit log stay with admins.
+# storage, networks and settings, the users and the audit log stay with admins. So does naming
+# files on the host by path (``host.path``): QEMU opens a kernel, an ISO or a disk with more
+# rights than an operator has (services/hostpaths.py says which paths need it).
 _OPERATOR = _VIEWER | {"vm.power", "vm.create", "vm.change", "vm.delete", "console"}
 _GRANTS: dict[str, frozenset[str]] = {
     "viewer": _VIEWER,

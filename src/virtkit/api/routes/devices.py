@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from virtkit.api.context import ApiContext, context
 from virtkit.api.errors import COMMON, CONFLICT, NOT_FOUND
-from virtkit.api.routes.vms import VmName, _Body
+from virtkit.api.routes.vms import VmName, _Body, guard_host_paths
 from virtkit.api.security import Principal, require
 from virtkit.specs.network import GuestAddress, MacvtapMode, NicInfo, NicModel
 from virtkit.specs.vm import DiskView
@@ -52,9 +52,12 @@ def list_disks(ctx: Ctx, name: VmName, _: Reader) -> list[DiskView]:
 
 
 @router.post("/disks", status_code=201, response_model=DiskView, responses=ERR)
-def attach_disk(ctx: Ctx, name: VmName, body: DiskBody, _: Changer) -> DiskView:
+def attach_disk(ctx: Ctx, name: VmName, body: DiskBody, who: Changer) -> DiskView:
     """Attach an existing image (``path``) or a new blank qcow2 volume (``size``: bytes, or
-    text such as 10G); hot-plugged into a running VM."""
+    text such as 10G); hot-plugged into a running VM. A ``path`` outside the active storage
+    pools needs the permission `host.path`."""
+    if body.path is not None:
+        guard_host_paths(ctx, who, [("path", body.path)])
     return ctx.client.disks.attach(
         name, path=body.path, size=body.size, bus=body.bus, readonly=body.readonly
     )
@@ -75,8 +78,11 @@ def detach_disk(
 
 
 @router.post("/cdrom", responses=ERR)
-def change_media(ctx: Ctx, name: VmName, body: MediaBody, _: Changer) -> dict[str, str]:
-    """Insert an ISO into the CD-ROM (``iso``), or eject it (no ``iso``)."""
+def change_media(ctx: Ctx, name: VmName, body: MediaBody, who: Changer) -> dict[str, str]:
+    """Insert an ISO into the CD-ROM (``iso``), or eject it (no ``iso``). An ``iso`` outside
+    the active storage pools needs the permission `host.path`."""
+    if body.iso is not None:
+        guard_host_paths(ctx, who, [("iso", body.iso)])
     return {"target": ctx.client.disks.change_media(name, body.iso, body.target)}
 
 

@@ -13,6 +13,7 @@ from virtkit.api.errors import COMMON, CONFLICT, NOT_FOUND
 from virtkit.api.security import Principal, require
 from virtkit.api.tasking import accepted
 from virtkit.errors import AlreadyExists, NotFound
+from virtkit.services.hostpaths import NamedPath, check_host_paths, vm_spec_paths
 from virtkit.specs.common import validate_name
 from virtkit.specs.tasks import TaskView
 from virtkit.specs.vm import DeleteResult, SetResult, VMInfo, VMSpec, VMSummary
@@ -66,6 +67,15 @@ def _refuse_existing(ctx: ApiContext, name: str) -> None:
     raise AlreadyExists(f"a VM named {name!r} exists already", code="vm_exists")
 
 
+def guard_host_paths(ctx: ApiContext, who: Principal, named: list[NamedPath]) -> None:
+    """403 ``host_path_forbidden`` now, before anything is made, for a host path the caller
+    may not name (the rule: :mod:`virtkit.services.hostpaths`)."""
+    client = ctx.client
+    check_host_paths(
+        named, role=who.role, local=client.host.is_local, pools=client.pools.pool_targets
+    )
+
+
 @router.get("", response_model=list[VMSummary])
 def list_vms(
     ctx: Ctx,
@@ -108,9 +118,11 @@ def create_vm(
     start: Annotated[bool, Query(description="Start it once created.")] = False,
 ) -> TaskView:
     """Create a VM from a spec (the same as `virtkit vm create -f spec.yaml`): a task. On any
-    failure nothing of it remains."""
+    failure nothing of it remains. Naming host paths (kernel, initrd, cdrom, a disk's path)
+    outside the active storage pools needs the permission `host.path`."""
     client = ctx.client
     request.state.audit_target = spec.name
+    guard_host_paths(ctx, who, vm_spec_paths(spec))
     _refuse_existing(ctx, spec.name)
 
     def work(task: Any) -> VMInfo:

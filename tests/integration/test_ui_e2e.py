@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Page
 
 from tests.conftest import PREFIX, Bed
 from tests.integration.apiserver import PASSWORD, Server, running
@@ -41,7 +42,8 @@ _LIT_PIXELS = """() => {
 
 # In the page: one ticket, two connections; what happened to each.
 _REUSE_TICKET = """async (vm) => {
-  const { data } = await window.virtkit.api('POST', `api/v1/vms/${vm}/console/ticket`, { kind: 'serial' });
+  const { data } = await window.virtkit.api(
+    'POST', `api/v1/vms/${vm}/console/ticket`, { kind: 'serial' });
   const url = new URL('api/v1/' + data.path, document.baseURI);
   url.protocol = 'ws:';
   const attempt = () => new Promise((resolve) => {
@@ -68,7 +70,7 @@ def api(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: scripts/install-deps.sh installs it"
@@ -80,9 +82,9 @@ def browser() -> Iterator[object]:
             b.close()
 
 
-def _shot(page: object, tmp_path: Path, name: str) -> None:
+def _shot(page: Page, tmp_path: Path, name: str) -> None:
     path = tmp_path / name
-    page.screenshot(path=str(path))  # type: ignore[attr-defined]
+    page.screenshot(path=str(path))
     if os.environ.get("VIRTKIT_UPDATE_SCREENSHOTS") == "1":
         DOCS_IMG.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, DOCS_IMG / name)
@@ -94,11 +96,13 @@ def _remove(bed: Bed, name: str) -> None:
             vk.vms.delete(name, force=True, remove_storage=True)
 
 
-def test_the_ui_from_login_to_delete(api: Server, bed: Bed, browser: object, tmp_path: Path) -> None:
+def test_the_ui_from_login_to_delete(
+    api: Server, bed: Bed, browser: Browser, tmp_path: Path
+) -> None:
     from playwright.sync_api import expect
 
     name = NAME + secrets.token_hex(3)
-    context = browser.new_context(viewport={"width": 1280, "height": 720})  # type: ignore[attr-defined]
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
     page = context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
@@ -132,7 +136,9 @@ def test_the_ui_from_login_to_delete(api: Server, bed: Bed, browser: object, tmp
         expect(page.locator("#vm-state")).to_have_text("running")
 
         # noVNC: connected with the one-time password, and the boot's text is on the screen.
-        expect(page.locator("#vnc-status")).to_have_attribute("data-state", "connected", timeout=30_000)
+        expect(page.locator("#vnc-status")).to_have_attribute(
+            "data-state", "connected", timeout=30_000
+        )
         page.wait_for_function(f"({_LIT_PIXELS})() > 0.005", timeout=60_000)
         page.locator("#h-console").scroll_into_view_if_needed()
         page.mouse.wheel(0, 400)
@@ -141,10 +147,14 @@ def test_the_ui_from_login_to_delete(api: Server, bed: Bed, browser: object, tmp
 
         # The serial console: the guest's shell answers what is typed.
         page.click("#tab-serial")
-        expect(page.locator("#serial-status")).to_have_attribute("data-state", "connected", timeout=20_000)
+        expect(page.locator("#serial-status")).to_have_attribute(
+            "data-state", "connected", timeout=20_000
+        )
         page.click("#serial-term")
         page.keyboard.type("echo vk-$((6*7))\n")
-        page.wait_for_function("window.virtkitConsole.serialText().includes('vk-42')", timeout=30_000)
+        page.wait_for_function(
+            "window.virtkitConsole.serialText().includes('vk-42')", timeout=30_000
+        )
 
         # Pause and resume: the state on the page comes from the event stream.
         page.click("button:has-text('Pause')")

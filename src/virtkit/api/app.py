@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from virtkit import web
 from virtkit._version import __version__
 from virtkit.api import errors
-from virtkit import web
 from virtkit.api.context import ApiContext
 from virtkit.services.eventhub import EventHub
 from virtkit.services.tasks import TaskRunner

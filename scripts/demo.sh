@@ -20,7 +20,8 @@ field() { printf '%s' "$guest" | python3 -c "import json,sys; print(json.load(sy
 
 if ! $VIRTKIT vm show "$NAME" >/dev/null 2>&1; then
     $VIRTKIT vm create "$NAME" --memory 128M --vcpus 1 \
-        --kernel "$(field kernel)" --initrd "$(field initrd)" --cmdline "$(field cmdline)" \
+        --kernel "$(field kernel)" --initrd "$(field initrd)" \
+        --cmdline "console=tty0 console=ttyS0" --graphics vnc \
         --tag demo --description "virtkit's demo VM: a kernel and a busybox initramfs"
 fi
 state=$($VIRTKIT vm show "$NAME" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['state'])")
@@ -68,6 +69,7 @@ else
     done
     echo "virtkit serve runs on $URL (pid $(cat /run/virtkit-serve.pid), log /var/log/virtkit/serve.log)"
 fi
+echo "  web UI: $URL/   (VMs, consoles in the browser, create wizard, tasks, users, audit)"
 echo "  API: $URL/api/v1/   OpenAPI: $URL/api/v1/openapi.json   browsable: $URL/api/v1/docs"
 echo "  log in as admin (the password was shown once, above, when the user was made;"
 echo "  set another with: $VIRTKIT user passwd admin)"

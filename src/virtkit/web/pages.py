@@ -24,7 +24,7 @@ from virtkit.errors import VirtkitError
 from virtkit.specs.common import validate_name
 from virtkit.specs.network import GuestAddress
 from virtkit.specs.vm import VMSummary
-from virtkit.web.render import Viewer, html, need, page, root_of, viewer
+from virtkit.web.render import LoginFirst, Viewer, html, need, page, root_of, viewer
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -87,7 +87,7 @@ def login_page(request: Request, next: str = "") -> Response:
     try:
         viewer(request)
         return RedirectResponse(root_of(request.url.path), status_code=303)
-    except Exception:
+    except LoginFirst:
         pass
     # Only a relative path inside the UI: never an open redirect to another site.
     target = next if next and not next.startswith(("/", "\\")) and "://" not in next else ""

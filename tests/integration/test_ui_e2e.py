@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.conftest import PREFIX, Bed
+from tests.conftest import PREFIX, Bed, wait_for_text
 from tests.integration.apiserver import PASSWORD, Server, running
 
 pytestmark = pytest.mark.integration
@@ -150,11 +151,20 @@ def test_the_ui_from_login_to_delete(
         expect(page.locator("#serial-status")).to_have_attribute(
             "data-state", "connected", timeout=20_000
         )
+        # Keys reach the shell only once it runs (the screen shows text earlier, while the
+        # kernel boots): wait for the guest's boot marker, and type again if a key was lost.
+        wait_for_text(bed, name)
         page.click("#serial-term")
-        page.keyboard.type("echo vk-$((6*7))\n")
-        page.wait_for_function(
-            "window.virtkitConsole.serialText().includes('vk-42')", timeout=30_000
-        )
+        for attempt in range(3):
+            page.keyboard.type("echo vk-$((6*7))\n")
+            try:
+                page.wait_for_function(
+                    "window.virtkitConsole.serialText().includes('vk-42')", timeout=15_000
+                )
+                break
+            except PlaywrightTimeout:
+                if attempt == 2:
+                    raise
 
         # Pause and resume: the state on the page comes from the event stream.
         page.click("button:has-text('Pause')")

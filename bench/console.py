@@ -141,6 +141,7 @@ def main() -> None:
     args = parser.parse_args()
     with PrivateLibvirtd(name="vkbench-con") as daemon:
         state = Path(tempfile.mkdtemp(prefix="vkbench-con-"))
+        (state / "logs").mkdir()
         settings = virtkit.Settings(
             uri=daemon.uri,
             cache_dir=state / "cache",

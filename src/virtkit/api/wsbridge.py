@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _CHUNK = 65536
-_SERIAL_POLL = 0.05  # seconds a read waits: bounds the delay of keystrokes to the guest
+_SERIAL_POLL = 0.005  # seconds: bounds how late the guest's output is seen (keys go at once)
 
 
 def _payload(message: Mapping[str, Any]) -> bytes | None:
@@ -93,14 +93,21 @@ class _SerialThread:
     def run(self) -> None:
         try:
             while not self.stop.is_set() and not self.stream.closed:
+                data = self.stream.read(timeout=0)
+                if data:
+                    self._deliver(data)
+                    continue
+                # Nothing from the guest: wait for a key, which is written at once; the wait
+                # bounds how late the guest's next output is seen.
+                try:
+                    self.stream.write(self.input.get(timeout=_SERIAL_POLL))
+                except queue.Empty:
+                    continue
                 while True:
                     try:
                         self.stream.write(self.input.get_nowait())
                     except queue.Empty:
                         break
-                data = self.stream.read(timeout=_SERIAL_POLL)
-                if data:
-                    self._deliver(data)
         except Exception:
             log.exception("the serial console stream failed")
         finally:

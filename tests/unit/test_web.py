@@ -127,7 +127,8 @@ def test_unknown_objects_get_the_error_page(app: TestClient) -> None:
 
 
 def test_login_never_redirects_off_site(app: TestClient) -> None:
-    for evil in ("https://evil.example/", "//evil.example", "/\\evil.example"):
+    for evil in ("https://evil.example/", "//evil.example", "/\\evil.example",
+                 "javascript:alert(1)", "JaVaScRiPt:alert(document.cookie)"):  # fmt: skip
         page = app.get("/login", params={"next": evil}).text
         assert 'data-next=""' in page, evil
     assert 'data-next="vms/test"' in app.get("/login", params={"next": "vms/test"}).text

@@ -10,6 +10,7 @@ event arrives, so nothing polls.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import Counter, deque
@@ -31,6 +32,7 @@ router = APIRouter(include_in_schema=False)
 T = TypeVar("T")
 Who = Annotated[Viewer, Depends(viewer)]
 
+_SAFE_NEXT = re.compile(r"[A-Za-z0-9._~/?&=%+-]*")
 STATES = ("running", "paused", "shutoff", "crashed", "pmsuspended", "blocked", "shutdown")
 
 
@@ -89,8 +91,8 @@ def login_page(request: Request, next: str = "") -> Response:
         return RedirectResponse(root_of(request.url.path), status_code=303)
     except LoginFirst:
         pass
-    # Only a relative path inside the UI: never an open redirect to another site.
-    target = next if next and not next.startswith(("/", "\\")) and "://" not in next else ""
+    # Only a relative path inside the UI: never another site, never a javascript: URL.
+    target = next if _SAFE_NEXT.fullmatch(next) and not next.startswith("/") else ""
     return page(request, "login.html", None, next=target)
 
 

@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 
 from virtkit import Client, Settings
 from virtkit.api.app import create_app
-from virtkit.web.render import duration, root_of, size, sparkline
+from virtkit.specs.units import format_duration as duration
+from virtkit.web.render import root_of, size, sparkline
 
 PASSWORDS = {"ada": "password-ada-1", "vera": "password-vera-1"}
 

@@ -22,22 +22,6 @@ def print_json(data: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
     sys.stdout.write("\n")
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
-
-
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A plain aligned table (no colours, stable for scripts and pipes)."""
     widths = [len(h) for h in headers]

@@ -14,6 +14,7 @@ import click
 from virtkit.cli import render, vmdisk, vmnic, vmspec, vmssh
 from virtkit.cli.state import State, json_option, pass_state
 from virtkit.errors import InvalidInput
+from virtkit.specs.units import format_duration
 
 if TYPE_CHECKING:
     from virtkit.specs import VMInfo
@@ -91,7 +92,7 @@ def list_(state: State, as_json: bool, refresh: bool) -> None:
                 v.state.value,
                 str(v.vcpus),
                 render.size(v.memory),
-                render.duration(v.uptime),
+                format_duration(v.uptime),
                 ",".join(a.ip for a in addresses.get(v.name, [])) or "-",
                 "yes" if v.autostart else "no",
                 ",".join(v.tags),
@@ -107,7 +108,7 @@ def _show(info: VMInfo) -> None:
             ("Name", info.name),
             ("UUID", info.uuid),
             ("State", info.state.value),
-            ("Uptime", render.duration(info.uptime)),
+            ("Uptime", format_duration(info.uptime)),
             ("Type", info.domain_type),
             ("Machine", info.machine),
             ("Arch", info.arch),

@@ -61,3 +61,19 @@ def format_size(num_bytes: int) -> str:
             value = num_bytes / factor
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
     return f"{num_bytes} B"
+
+
+def format_duration(seconds: float | None) -> str:
+    """``3720`` -> ``1h 2m``: the two largest units; ``-`` for none."""
+    if seconds is None:
+        return "-"
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"

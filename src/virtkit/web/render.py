@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from virtkit.api.security import SESSION_COOKIE, Principal
 from virtkit.errors import PermissionDenied, VirtkitError
 from virtkit.services.roles import allowed
+from virtkit.specs.units import format_duration, format_size
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -109,34 +110,9 @@ def html(fn: F) -> F:
 # -- filters -----------------------------------------------------------------------------------
 
 
-def size(value: int | float | None) -> str:
-    """Bytes as people read them: 512 MiB, 1.5 GiB."""
-    if value is None:
-        return "-"
-    amount = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(amount) < 1024 or unit == "TiB":
-            return (
-                f"{amount:.0f} {unit}" if unit == "B" or amount >= 100 else f"{amount:.1f} {unit}"
-            )
-        amount /= 1024
-    return f"{amount:.1f} TiB"  # pragma: no cover (the loop returns)
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    days, s = divmod(s, 86400)
-    hours, s = divmod(s, 3600)
-    minutes, s = divmod(s, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {s}s"
-    return f"{s}s"
+def size(value: int | None) -> str:
+    """Bytes as people read them (512 MiB, 1.5 GiB); ``-`` for none."""
+    return "-" if value is None else format_size(int(value))
 
 
 def when(stamp: float | None) -> str:
@@ -156,5 +132,5 @@ def sparkline(values: list[float], width: int = 320, height: int = 60) -> str:
     )
 
 
-templates.env.filters.update(size=size, duration=duration, when=when)
+templates.env.filters.update(size=size, duration=format_duration, when=when)
 templates.env.globals.update(sparkline=sparkline)

@@ -190,6 +190,49 @@ def test_revoked_and_unknown_tokens(users: UserService) -> None:
         users.revoke_token("nope")
 
 
+def test_verified_credentials_are_remembered_only_while_the_store_is_unchanged(
+    users: UserService, store: Store, clock: Clock
+) -> None:
+    """The API checks a recently verified token or session without a query; any change to the
+    store by anyone (here a second service on the same file, as the CLI in another process)
+    ends that, so a revoke, a role change or a deletion counts at once."""
+    users.add("root", "admin", "password1")
+    users.add("bob", "operator", "password1")
+    info, secret = users.create_token("bob", "ci", 3600)
+    assert users.cached_token(secret) is None  # never verified
+    users.verify_token(secret)  # stamps last_used: a write, so nothing is kept yet
+    assert users.cached_token(secret) is None
+    assert users.verify_token(secret).name == "bob"
+    assert users.cached_token(secret) == users.verify_token(secret)
+
+    other = UserService(store, hasher=FAST, clock=clock)  # e.g. `virtkit user token revoke`
+    other.revoke_token(info.id)
+    assert users.cached_token(secret) is None
+    with pytest.raises(Unauthenticated):
+        users.verify_token(secret)
+
+    _, secret = users.create_token("bob", "ci2", 3600)
+    users.verify_token(secret)
+    users.verify_token(secret)
+    assert users.cached_token(secret) is not None
+    other.set_role("bob", "viewer")
+    assert users.cached_token(secret) is None
+    assert users.verify_token(secret).role == "viewer"
+    users.verify_token(secret)
+    clock.now += 3601  # expired: not even the copy answers
+    assert users.cached_token(secret) is None
+
+    cookie, csrf = users.create_session("bob")
+    users.verify_session(cookie)
+    assert users.cached_session(cookie) == users.verify_session(cookie)
+    assert users.cached_session(cookie)[1] == csrf  # type: ignore[index]
+    assert users.cached_token(cookie) is None  # a session's secret is no bearer token
+    other.delete("bob")
+    assert users.cached_session(cookie) is None
+    with pytest.raises(Unauthenticated):
+        users.verify_session(cookie)
+
+
 def test_token_input(users: UserService) -> None:
     users.add("bob", "viewer", "password1")
     with pytest.raises(NotFound):

@@ -59,6 +59,8 @@ class ApiContext:
         self.client.close()
 
 
-def context(request: Request) -> ApiContext:
+async def context(request: Request) -> ApiContext:
+    # Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in
+    # a worker thread, and each such hop costs a request latency under load (docs/api.md).
     ctx: ApiContext = request.app.state.ctx
     return ctx

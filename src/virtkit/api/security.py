@@ -74,15 +74,21 @@ async def principal(request: Request) -> Principal:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise Unauthenticated("use 'Authorization: Bearer <token>'", code="invalid_token")
-        # The store is synchronous SQLite: keep it off the event loop.
-        user = await run_in_threadpool(users.verify_token, secret.strip())
+        # A token verified lately, with the store unchanged since, is known without a query;
+        # else ask the store (synchronous SQLite: off the event loop).
+        user = users.cached_token(secret.strip())
+        if user is None:
+            user = await run_in_threadpool(users.verify_token, secret.strip())
         who = Principal(user.name, user.role, "token")
         request.state.principal = who
         return who
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         raise Unauthenticated("log in, or send an API token (Authorization: Bearer <token>)")
-    user, csrf = await run_in_threadpool(users.verify_session, cookie)
+    known = users.cached_session(cookie)
+    if known is None:
+        known = await run_in_threadpool(users.verify_session, cookie)
+    user, csrf = known
     who = Principal(user.name, user.role, "session")
     request.state.principal = who  # before the CSRF check: the audit log names who it was
     request.state.csrf_token = csrf
@@ -172,7 +178,7 @@ def logout(who: Caller, request: Request) -> Response:
 
 
 @router.get("/whoami", responses=_errors(*_AUTHED))
-def whoami(who: Caller, request: Request) -> WhoAmI:
+async def whoami(who: Caller, request: Request) -> WhoAmI:
     """The caller: user, role, what the role may do, and the CSRF token of a session."""
     return WhoAmI(
         user=who.user,

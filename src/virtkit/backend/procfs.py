@@ -3,32 +3,73 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 _PROC = Path("/proc")
 
 
-def qemu_pids() -> dict[str, int]:
-    """UUID -> PID of every QEMU process on this host that libvirt started.
+def _uuid_of(cmdline: bytes) -> str | None:
+    """The ``-uuid`` a QEMU command line carries (libvirt passes it to every QEMU it starts)."""
+    args = cmdline.split(b"\0")
+    if not args or b"qemu" not in args[0] or b"-uuid" not in args:
+        return None
+    index = args.index(b"-uuid")
+    return args[index + 1].decode(errors="replace") if index + 1 < len(args) else None
 
-    libvirt passes ``-uuid <uuid>`` to every QEMU it starts, and /proc is shared by every libvirtd
-    on this machine (including those in private mount namespaces), so this finds the processes
-    whatever daemon started them. One pass over /proc, however many VMs there are.
-    """
+
+def _scan() -> dict[str, int]:
     found: dict[str, int] = {}
     for entry in _PROC.iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
+            uuid = _uuid_of((entry / "cmdline").read_bytes())
         except OSError:
             continue
-        if not args or b"qemu" not in args[0] or b"-uuid" not in args:
-            continue
-        index = args.index(b"-uuid")
-        if index + 1 < len(args):
-            found[args[index + 1].decode(errors="replace")] = int(entry.name)
+        if uuid is not None:
+            found[uuid] = int(entry.name)
     return found
+
+
+def _still(uuid: str, pid: int) -> bool:
+    try:
+        return _uuid_of((_PROC / str(pid) / "cmdline").read_bytes()) == uuid
+    except OSError:
+        return False
+
+
+# UUID -> PID as last found. A PID is trusted only after its command line is read again and
+# still names the UUID, so a reused PID never passes.
+_seen: dict[str, int] = {}
+_seen_lock = threading.Lock()
+
+
+def qemu_pids(uuids: Iterable[str] | None = None) -> dict[str, int]:
+    """UUID -> PID of the QEMU processes on this host that libvirt started: all of them, or
+    only those of ``uuids`` (the running VMs a caller asks about).
+
+    libvirt passes ``-uuid <uuid>`` to every QEMU it starts, and /proc is shared by every libvirtd
+    on this machine (including those in private mount namespaces), so this finds the processes
+    whatever daemon started them. With ``uuids``, a PID found before is confirmed by reading its
+    command line again (one small read per VM), and the pass over all of /proc is made only
+    for a UUID not known yet: asking for one VM costs one read, not one per process.
+    """
+    if uuids is not None:
+        wanted = set(uuids)
+        with _seen_lock:
+            known = {u: _seen[u] for u in wanted if u in _seen}
+        found = {u: pid for u, pid in known.items() if _still(u, pid)}
+        if len(found) == len(wanted):
+            return found
+    everything = _scan()
+    with _seen_lock:
+        _seen.clear()
+        _seen.update(everything)
+    if uuids is None:
+        return everything
+    return {u: pid for u, pid in everything.items() if u in wanted}
 
 
 def process_uptime(pid: int) -> float | None:

@@ -207,7 +207,7 @@ class NicService:
         """When each running VM's QEMU started (Unix time), for VMs on this machine."""
         if not self.host.is_local:
             return {}
-        pids = qemu_pids()
+        pids = qemu_pids(uuids)
         now = time.time()
         started = {}
         for uuid in uuids:
@@ -248,12 +248,11 @@ class NicService:
         for name in wanted or ():
             validate_name(name)
         doms: dict[str, tuple[Guest, Domain]] = {}
-        for guest in self.host.list_guests():
+        for guest in self.host.list_guests(active=True):
             try:
                 if wanted is not None and guest.name not in wanted:
                     continue
-                if guest.is_active():
-                    doms[guest.name] = (guest, guest.definition())
+                doms[guest.name] = (guest, guest.definition())
             except NotFound:
                 continue
         for name in (wanted or set()) - set(doms):
@@ -329,7 +328,7 @@ class NicService:
         kernels' netlink messages: "wrong nlmsg len")."""
         if not self.host.is_local:
             return []
-        pid = qemu_pids().get(dom.uuid or "")
+        pid = qemu_pids([dom.uuid or ""]).get(dom.uuid or "")
         if pid is None:
             return []
         return [

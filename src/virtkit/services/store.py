@@ -4,6 +4,7 @@ templates (libvirt volumes carry no metadata)."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -51,6 +52,23 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._schemas_done = 0
+
+    def version(self) -> tuple[int, ...] | None:
+        """A value that changes whenever any process commits a change to the store: the file's
+        identity and size plus SQLite's file change counter (header bytes 24-27, bumped by every
+        write transaction in the rollback-journal mode the store uses). One small read, no
+        connection: what lets a caller keep a copy of a row and know it is still true. None if
+        the file is missing or unreadable (trust nothing then)."""
+        try:
+            with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                f.seek(24)
+                counter = f.read(4)
+        except OSError:
+            return None
+        if len(counter) != 4:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, int.from_bytes(counter, "big"))
 
     @contextmanager
     def db(self) -> Iterator[sqlite3.Connection]:

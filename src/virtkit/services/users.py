@@ -13,6 +13,7 @@ import hmac
 import math
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,6 +140,19 @@ def _token(row: sqlite3.Row) -> TokenInfo:
     )
 
 
+@dataclass(frozen=True)
+class _Verified:
+    """A credential as the store had it: whose, the session's CSRF token, its last-use stamp,
+    and when it stops being valid (None: never, for a token without expiry)."""
+
+    user: User
+    csrf: str | None
+    stamp: float
+    ends: float | None
+
+
+_VERIFIED_MAX = 4096  # distinct credentials remembered; more: forget them all and start again
+
 _TokenList = list[TokenInfo]  # ``UserService.list`` hides the builtin inside the class
 
 
@@ -155,6 +169,12 @@ class UserService:
         self.hasher = hasher or PasswordHasher()
         self._dummy_hash: str | None = None
         self.now = clock  # tests move time forward (throttling, expiry)
+        # Credentials verified lately: sha256 -> (store version, what was found). A hit needs
+        # the store unchanged since (any write by any process, a revoke or a password change
+        # included, ends it), so it is as true as a fresh query; it saves the query, and lets
+        # the API check a caller without leaving the event loop.
+        self._verified: dict[str, tuple[tuple[int, ...], _Verified]] = {}
+        self._verified_lock = threading.Lock()
 
     # -- users -------------------------------------------------------------------------------
 
@@ -367,11 +387,49 @@ class UserService:
         if cursor.rowcount == 0:
             raise NotFound(f"no token {token_id!r}", code="token_not_found")
 
+    def _recall(self, key: str) -> _Verified | None:
+        """What ``key`` verified as, if the store has not changed since and the copy needs no
+        write now (expiry not reached, the last-use stamp fresh)."""
+        with self._verified_lock:
+            kept = self._verified.get(key)
+        if kept is None:
+            return None
+        version, found = kept
+        now = self.now()
+        if version != self.store.version() or found.stamp < now - TOUCH_EVERY:
+            return None
+        if found.ends is not None and found.ends <= now:
+            return None
+        return found
+
+    def _remember(self, key: str, version: tuple[int, ...] | None, found: _Verified) -> None:
+        if version is None:
+            return
+        with self._verified_lock:
+            if len(self._verified) >= _VERIFIED_MAX:
+                self._verified.clear()
+            self._verified[key] = (version, found)
+
+    def cached_token(self, secret: str) -> User | None:
+        """The token's user if it was verified lately and nothing changed since (no database
+        query, no thread); None means: ask :meth:`verify_token`."""
+        if not secret.startswith(TOKEN_PREFIX):
+            return None
+        found = self._recall(_sha256(secret))
+        return found.user if found is not None and found.csrf is None else None
+
+    def cached_session(self, secret: str) -> tuple[User, str] | None:
+        """As :meth:`cached_token`, for a session cookie: (user, CSRF token) or None."""
+        found = self._recall(_sha256(secret))
+        return (found.user, found.csrf) if found is not None and found.csrf is not None else None
+
     def verify_token(self, secret: str) -> User:
         bad = Unauthenticated("invalid, expired or revoked API token", code="invalid_token")
         if not secret.startswith(TOKEN_PREFIX):
             raise bad
         now = self.now()
+        key = _sha256(secret)
+        version = self.store.version()  # before the query: a write during it ends the copy
         with self.store.db() as db:
             row = db.execute(
                 "SELECT t.id, t.expires, t.revoked, t.last_used, u.name, u.role, u.created "
@@ -382,9 +440,13 @@ class UserService:
                 raise bad
             if row["expires"] is not None and row["expires"] <= now:
                 raise bad
-            if row["last_used"] is None or row["last_used"] < now - TOUCH_EVERY:
+            stamp = row["last_used"]
+            if stamp is None or stamp < now - TOUCH_EVERY:
                 db.execute("UPDATE api_tokens SET last_used = ? WHERE id = ?", (now, row["id"]))
-        return _user(row)
+                stamp, version = now, None  # this write changed the store: copy it next time
+        user = _user(row)
+        self._remember(key, version, _Verified(user, None, stamp, row["expires"]))
+        return user
 
     # -- browser sessions --------------------------------------------------------------------
 
@@ -410,6 +472,7 @@ class UserService:
         (idle for 12 hours, or 7 days old)."""
         now = self.now()
         key = _sha256(secret)
+        version = self.store.version()
         with self.store.db() as db:
             row = db.execute(
                 "SELECT s.csrf, s.created, s.last_seen, u.name, u.role, u.created AS ucreated "
@@ -425,9 +488,14 @@ class UserService:
                 raise Unauthenticated(
                     "the session expired or is unknown: log in again", code="invalid_session"
                 )
-            if row["last_seen"] < now - TOUCH_EVERY:
+            stamp = row["last_seen"]
+            if stamp < now - TOUCH_EVERY:
                 db.execute("UPDATE sessions SET last_seen = ? WHERE sha256 = ?", (now, key))
+                stamp, version = now, None
         user = User(name=row["name"], role=row["role"], created=row["ucreated"])
+        # The copy ends where the session would: idle from its stamp, or too old.
+        ends = min(stamp + SESSION_IDLE, row["created"] + SESSION_MAX)
+        self._remember(key, version, _Verified(user, str(row["csrf"]), stamp, ends))
         return user, str(row["csrf"])
 
     def delete_session(self, secret: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import builtins
 
-from virtkit.backend.guest import Guest
 from virtkit.backend.host import Host
 from virtkit.backend.procfs import process_uptime, qemu_pids
 from virtkit.services.vmmeta import MetadataCache, VMMeta
@@ -20,42 +19,19 @@ class VMViews:
         self.host = host
         self.meta = meta or MetadataCache(host, None)
 
-    def _uptimes(self) -> dict[str, float | None]:
-        """UUID -> seconds since its QEMU started, for VMs running on this (local) host."""
-        if not self.host.is_local:
+    def _uptimes(self, running: builtins.list[str]) -> dict[str, float | None]:
+        """UUID -> seconds since its QEMU started, for the ``running`` VMs (UUIDs) when they run
+        on this (local) host."""
+        if not self.host.is_local or not running:
             return {}
-        return {uuid: process_uptime(pid) for uuid, pid in qemu_pids().items()}
-
-    @staticmethod
-    def _config(guest: Guest) -> Domain:
-        """The persistent definition, where virtkit's metadata (tags, owned disks) lives."""
-        return guest.config()
-
-    def _summary_fields(
-        self, guest: Guest, config: Domain, uptimes: dict[str, float | None]
-    ) -> dict[str, object]:
-        info = guest.info()
-        persistent = guest.is_persistent()
-        uuid = guest.uuid
-        return {
-            "name": guest.name,
-            "uuid": uuid,
-            "state": info.state,
-            "vcpus": info.vcpus,
-            "memory": info.memory,
-            "max_memory": info.max_memory,
-            "uptime": uptimes.get(uuid) if info.state.is_active else None,
-            "autostart": guest.autostart() if persistent else False,
-            "persistent": persistent,
-            "tags": config.tag_names,
-        }
+        return {uuid: process_uptime(pid) for uuid, pid in qemu_pids(running).items()}
 
     def list(self, *, refresh: bool = False) -> builtins.list[VMSummary]:
         """Every VM, from one bulk stats call; tags from the metadata copy (see vmmeta.py),
         which ``refresh`` reads afresh from each domain."""
         rows = self.host.domain_rows()
         meta = self.meta.lookup(rows, refresh=refresh)
-        uptimes = self._uptimes() if any(r.state.is_active for r in rows) else {}
+        uptimes = self._uptimes([r.uuid for r in rows if r.state.is_active])
         summaries = [
             VMSummary.model_construct(
                 name=r.name,
@@ -75,11 +51,28 @@ class VMViews:
 
     def get(self, name: str) -> VMInfo:
         guest = lookup(self.host, name)
-        config = self._config(guest)
-        self.meta.update(guest.uuid, VMMeta.of_domain(config))
-        fields = self._summary_fields(guest, config, self._uptimes())
-        _state, reason = guest.state()
+        # Few round trips (each a libvirt RPC): the state call tells whether a second XML, the
+        # persistent one where virtkit's metadata lives, differs from the live one at all.
+        state, reason = guest.state()
+        persistent = guest.is_persistent()
         dom = guest.definition()
+        config = guest.definition(inactive=True) if persistent and state.is_active else dom
+        info = guest.info()
+        uuid = guest.uuid
+        self.meta.update(uuid, VMMeta.of_domain(config))
+        uptimes = self._uptimes([uuid] if info.state.is_active else [])
+        fields: dict[str, object] = {
+            "name": guest.name,
+            "uuid": uuid,
+            "state": info.state,
+            "vcpus": info.vcpus,
+            "memory": info.memory,
+            "max_memory": info.max_memory,
+            "uptime": uptimes.get(uuid),
+            "autostart": guest.autostart() if persistent else False,
+            "persistent": persistent,
+            "tags": config.tag_names,
+        }
         owned = set(config.owned_disk_paths)
         os_el = dom.os
         cpu = dom.cpu

@@ -57,7 +57,7 @@ class TicketOut(BaseModel):
     )
 
 
-def _name(name: str) -> str:
+async def _name(name: str) -> str:
     return validate_name(name)
 
 

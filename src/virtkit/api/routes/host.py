@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from starlette.concurrency import run_in_threadpool
 
 from virtkit.api.context import ApiContext, context
 from virtkit.api.errors import COMMON, CONFLICT, NOT_FOUND
@@ -33,18 +34,18 @@ class KsmVmBody(_Body):
 
 
 @router.get("/host", response_model=HostInfo)
-def host_info(
+async def host_info(
     ctx: Ctx,
     _: Annotated[Principal, Depends(require("host.read"))],
     reprobe: Annotated[bool, Query(description="Decide the KVM verdict afresh (slow).")] = False,
 ) -> HostInfo:
-    return ctx.client.hosts.info(refresh_kvm=reprobe)
+    return await run_in_threadpool(ctx.client.hosts.info, refresh_kvm=reprobe)
 
 
 @router.get("/host/ksm", response_model=KsmReport)
-def ksm_status(ctx: Ctx, _: Annotated[Principal, Depends(require("host.read"))]) -> KsmReport:
+async def ksm_status(ctx: Ctx, _: Annotated[Principal, Depends(require("host.read"))]) -> KsmReport:
     """KSM on this host: its mode, settings, memory saved in all and per VM."""
-    return ctx.client.ksm.status()
+    return await run_in_threadpool(ctx.client.ksm.status)
 
 
 @router.patch("/host/ksm", response_model=KsmReport, responses=CONFLICT)

@@ -21,7 +21,7 @@ Writer = Annotated[Principal, Depends(require("network.write"))]
 ERR = {**NOT_FOUND, **CONFLICT}
 
 
-def _network(name: str) -> str:
+async def _network(name: str) -> str:
     return validate_name(name, "network")
 
 

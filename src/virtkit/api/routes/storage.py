@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from virtkit.api.context import ApiContext, context
 from virtkit.api.errors import COMMON, CONFLICT, NOT_FOUND
@@ -37,11 +38,11 @@ ERR = {**NOT_FOUND, **CONFLICT}
 UPLOAD_CHUNK = 1024 * 1024
 
 
-def _pool(pool: str) -> str:
+async def _pool(pool: str) -> str:
     return validate_name(pool, "pool")
 
 
-def _volume(volume: str) -> str:
+async def _volume(volume: str) -> str:
     return validate_volume_name(volume)
 
 
@@ -76,13 +77,13 @@ class TemplateBody(_Body):
 
 
 @router.get("/pools", response_model=list[PoolInfo])
-def list_pools(ctx: Ctx, _: Reader) -> list[PoolInfo]:
-    return ctx.client.pools.list_pools()
+async def list_pools(ctx: Ctx, _: Reader) -> list[PoolInfo]:
+    return await run_in_threadpool(ctx.client.pools.list_pools)
 
 
 @router.get("/pools/{pool}", response_model=PoolInfo, responses=NOT_FOUND)
-def get_pool(ctx: Ctx, pool: PoolName, _: Reader) -> PoolInfo:
-    return ctx.client.pools.get_pool(pool)
+async def get_pool(ctx: Ctx, pool: PoolName, _: Reader) -> PoolInfo:
+    return await run_in_threadpool(ctx.client.pools.get_pool, pool)
 
 
 @router.post("/pools", status_code=201, response_model=PoolInfo, responses=ERR)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from starlette.concurrency import run_in_threadpool
 
 from virtkit.api.context import ApiContext, context
 from virtkit.api.errors import COMMON, NOT_FOUND
@@ -18,7 +19,7 @@ Reader = Annotated[Principal, Depends(require("task.read"))]
 
 
 @router.get("", response_model=list[TaskView])
-def list_tasks(
+async def list_tasks(
     ctx: Ctx,
     _: Reader,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -27,11 +28,13 @@ def list_tasks(
     user: Annotated[str | None, Query(max_length=200)] = None,
 ) -> list[TaskView]:
     """Recent tasks, the newest first."""
-    return ctx.tasks.list(limit=limit, state=state, target=target, user=user)
+    return await run_in_threadpool(
+        ctx.tasks.list, limit=limit, state=state, target=target, user=user
+    )
 
 
 @router.get("/{task_id}", response_model=TaskView, responses=NOT_FOUND)
-def get_task(
+async def get_task(
     ctx: Ctx,
     task_id: str,
     _: Reader,
@@ -40,8 +43,8 @@ def get_task(
     ] = 0,
 ) -> TaskView:
     if wait:
-        return ctx.tasks.wait(task_id, wait)
-    return ctx.tasks.get(task_id)
+        return await run_in_threadpool(ctx.tasks.wait, task_id, wait)
+    return await run_in_threadpool(ctx.tasks.get, task_id)
 
 
 @router.get("/{task_id}/log", response_model=list[TaskLogLine], responses=NOT_FOUND)

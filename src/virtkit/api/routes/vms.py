@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from virtkit.api.context import ApiContext, context
 from virtkit.api.errors import COMMON, CONFLICT, NOT_FOUND
@@ -51,7 +52,7 @@ class StartBody(_Body):
     paused: bool = False
 
 
-def _name(name: str) -> str:
+async def _name(name: str) -> str:
     return validate_name(name)
 
 
@@ -77,18 +78,22 @@ def guard_host_paths(ctx: ApiContext, who: Principal, named: list[NamedPath]) ->
 
 
 @router.get("", response_model=list[VMSummary])
-def list_vms(
+async def list_vms(
     ctx: Ctx,
     _: Annotated[Principal, Depends(require("vm.read"))],
     refresh: Annotated[bool, Query(description="Read tags from libvirt afresh.")] = False,
 ) -> list[VMSummary]:
     """Every VM of the host: state, vCPUs, memory, uptime, autostart, tags (bulk calls)."""
-    return ctx.client.vms.list(refresh=refresh)
+    return await run_in_threadpool(ctx.client.vms.list, refresh=refresh)
 
 
 @router.get("/{name}", response_model=VMInfo, responses=NOT_FOUND)
-def get_vm(ctx: Ctx, name: VmName, _: Annotated[Principal, Depends(require("vm.read"))]) -> VMInfo:
-    return ctx.client.vms.get(name)
+async def get_vm(
+    ctx: Ctx, name: VmName, _: Annotated[Principal, Depends(require("vm.read"))]
+) -> VMInfo:
+    # The hot reads are ``async`` around one worker-thread call: a plain ``def`` route costs
+    # FastAPI a second hop, to check the result against the model.
+    return await run_in_threadpool(ctx.client.vms.get, name)
 
 
 @router.get(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -163,6 +164,31 @@ def test_serial_answers_and_a_second_client_is_refused_until_force(
         entries = admin.get("/api/v1/audit", params={"action": "WS console/serial"}).json()
     mine = [e for e in entries if e["target"] == vm and e["user"] == "otto"]
     assert sorted(e["result"] for e in mine) == ["console_busy", "opened", "opened"], entries
+
+
+def test_serial_sessions_leave_nothing_open_in_the_service(
+    api: Server, vm: str, operator: httpx.Client
+) -> None:
+    """Each serial websocket has its stream, a wake-up pipe and libvirt event callbacks; a
+    closed session (by the browser) takes them all down: the service's open files come back to
+    where they were, and the console is free again (no force needed)."""
+    assert api.proc is not None
+    fds = Path(f"/proc/{api.proc.pid}/fd")
+
+    def session(marker: int) -> None:
+        with ws(api, ticket(operator, vm, "serial")["path"]) as conn:
+            conn.send(f"echo vk-$(({marker}+1))\r")
+            assert f"vk-{marker + 1}".encode() in Frames(conn).until(f"vk-{marker + 1}".encode())
+
+    session(100)  # the first one may open what every later one reuses
+    time.sleep(0.5)
+    before = len(list(fds.iterdir()))
+    for marker in (200, 300, 400):
+        session(marker)
+    deadline = time.monotonic() + 10
+    while len(list(fds.iterdir())) > before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(list(fds.iterdir())) <= before
 
 
 def test_websockets_without_a_good_ticket_are_refused(

@@ -4,8 +4,12 @@ real app on libvirt's test driver, with a directory pool in a temporary director
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from virtkit import Client, Settings
 from virtkit.api.app import create_app
+from virtkit.specs.vm import VMSpec
 
 NODE = """<node>
   <domain type='test'>
@@ -107,3 +112,95 @@ def test_an_operator_attaches_no_host_paths(api: dict[str, TestClient], pool: Pa
     assert otto.post("/api/v1/vms/nope/cdrom", json={}).status_code == 404  # eject: no path
     disks = otto.get("/api/v1/vms/web1/disks").json()
     assert all(d["source"] != "/etc/shadow" for d in disks)
+
+
+@pytest.fixture
+def chain(pool: Path) -> Iterator[dict[str, Path]]:
+    """Real images in the pool (made by qemu-img): one whose qcow2 header names a host file as
+    its backing file, one with a clean chain, one raw file whose bytes are a qcow2 header."""
+    if shutil.which("qemu-img") is None:
+        pytest.skip("needs qemu-img")
+    made = {
+        "evil": pool / "vkchain-evil.qcow2",
+        "base": pool / "vkchain-base.qcow2",
+        "good": pool / "vkchain-good.qcow2",
+    }
+    for path, options in (
+        (made["evil"], ["-b", "/etc/passwd", "-F", "raw"]),
+        (made["base"], []),
+        (made["good"], ["-b", str(made["base"]), "-F", "qcow2"]),
+    ):
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", *options, str(path), "1M"],
+            check=True,
+            timeout=60,
+        )
+    yield made
+    for path in made.values():
+        path.unlink(missing_ok=True)
+
+
+def test_an_operator_names_no_in_pool_image_whose_chain_leads_out(
+    api: dict[str, TestClient], chain: dict[str, Path]
+) -> None:
+    otto, ada = api["otto"], api["ada"]
+    evil, good = str(chain["evil"]), str(chain["good"])
+    r = otto.post("/api/v1/vms", json={"name": "web1", "disks": [{"path": evil}]})
+    forbidden(r, "disks[0].path", evil)
+    assert "backing file '/etc/passwd'" in r.json()["message"]
+    r = otto.post("/api/v1/vms/web1/disks", json={"path": evil})
+    forbidden(r, "path", evil)
+    assert "backing file '/etc/passwd'" in r.json()["message"]
+    assert all(d["source"] != evil for d in otto.get("/api/v1/vms/web1/disks").json())
+    # as raw QEMU follows no header, and a chain inside the pool is fine: both pass the check
+    # (and meet the next one: the name is taken)
+    for disk in ({"path": evil, "format": "raw"}, {"path": good}):
+        r = otto.post("/api/v1/vms", json={"name": "web1", "disks": [disk]})
+        assert r.json()["code"] == "vm_exists", r.text
+    # admins (host.path) name anything, as before
+    assert ada.post("/api/v1/vms/nope/disks", json={"path": evil}).status_code == 404
+
+
+def test_the_format_checked_is_the_format_the_service_is_given(
+    api: dict[str, TestClient], chain: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test driver neither attaches disks nor creates VMs that virtkit can plan, so the
+    services are wrapped to see what the routes hand them (and still called)."""
+    otto = api["otto"]
+    client = otto.app.state.ctx.client  # type: ignore[attr-defined]
+    given: list[object] = []
+    attach, create = client.disks.attach, client.vms.create
+
+    def seen_attach(*args: Any, **kwargs: Any) -> Any:
+        given.append(kwargs["format"])
+        return attach(*args, **kwargs)
+
+    def seen_create(spec: VMSpec, **kwargs: Any) -> Any:
+        given.append([d.format for d in spec.disks])
+        return create(spec, **kwargs)
+
+    monkeypatch.setattr(client.disks, "attach", seen_attach)
+    monkeypatch.setattr(client.vms, "create", seen_create)
+    good, evil = str(chain["good"]), str(chain["evil"])
+    otto.post("/api/v1/vms/web1/disks", json={"path": good})
+    spec = {
+        "name": "vkchain-vm",
+        "disks": [{"size": "1G"}, {"path": good}, {"path": evil, "format": "raw"}],
+    }
+    r = otto.post("/api/v1/vms", json=spec)
+    assert r.status_code == 202, r.text
+    finished(otto, r.json()["id"])
+    assert given == ["qcow2", [None, "qcow2", "raw"]]
+    given.clear()
+    api["ada"].post("/api/v1/vms/web1/disks", json={"path": good})
+    assert given == [None]  # host.path: detected by the service, as before
+
+
+def finished(c: TestClient, task_id: str) -> dict[str, object]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        task: dict[str, object] = c.get(f"/api/v1/tasks/{task_id}").json()
+        if task["state"] in ("succeeded", "failed"):
+            return task
+        time.sleep(0.05)
+    raise AssertionError(f"task {task_id} did not finish")

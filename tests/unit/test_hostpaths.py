@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from virtkit.errors import PermissionDenied
-from virtkit.services.hostpaths import PoolTarget, check_host_paths, vm_spec_paths
+from virtkit.services.hostpaths import NamedImage, PoolTarget, check_host_paths, vm_spec_paths
 from virtkit.specs.vm import VMSpec
 
 
@@ -134,8 +134,8 @@ def test_the_paths_a_vm_spec_names() -> None:
         ("kernel", "/boot/vmlinuz"),
         ("initrd", "/boot/initrd.img"),
         ("cdrom", "/srv/iso/debian.iso"),
-        ("disks[1].path", "/dev/sda"),
-        ("disks[3].path", "b"),
+        NamedImage("disks[1].path", "/dev/sda", None),
+        NamedImage("disks[3].path", "b", None),
     ]
     templates_only = VMSpec.model_validate({"name": "web2", "disks": [{"image": "pool/debian"}]})
     assert vm_spec_paths(templates_only) == []

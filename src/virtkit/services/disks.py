@@ -64,11 +64,12 @@ class DiskService:
         size: int | str | None = None,
         bus: str = "virtio",
         readonly: bool = False,
+        format: str | None = None,
     ) -> DiskView:
-        """Attach an existing image (``path``) or a new blank qcow2 volume of ``size`` (bytes, or
-        text such as ``10G``; bare: GiB); live on a running VM (hot-plug) and in its persistent
-        definition."""
-        want = DiskAttachSpec.check(path=path, size=size, bus=bus, readonly=readonly)
+        """Attach an existing image (``path``, read as ``format``: qcow2 or raw, detected when
+        None) or a new blank qcow2 volume of ``size`` (bytes, or text such as ``10G``; bare:
+        GiB); live on a running VM (hot-plug) and in its persistent definition."""
+        want = DiskAttachSpec.check(path=path, size=size, bus=bus, readonly=readonly, format=format)
         path, size, bus, readonly = want.path, want.size, want.bus, want.readonly
         guest, config, live = self._guest(name)
         persistent = guest.is_persistent()
@@ -105,7 +106,7 @@ class DiskService:
                     )
                 if not readonly and self.vms.pools is not None:
                     refuse_writable_base(self.vms.pools, path)
-                fmt = storage.resolve_image(self.host, path, None, "disk image")
+                fmt = storage.resolve_image(self.host, path, want.format, "disk image")
             xml = disk_element(ResolvedDisk(path, fmt, bus, readonly=readonly), target).to_xml()
             guest.attach_device(xml, live=live is not None, config=persistent)
         if owned and not persistent:

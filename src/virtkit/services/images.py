@@ -34,9 +34,9 @@ from virtkit.errors import (
     InvalidInput,
     InvalidState,
     NotFound,
-    Unsupported,
 )
 from virtkit.services.pools import PoolService
+from virtkit.services.qemuimg import qemu_img_info
 from virtkit.services.storage import check_local_file
 from virtkit.services.store import Store
 from virtkit.services.transaction import Transaction
@@ -132,28 +132,6 @@ def _claimed_format(path: str) -> str | None:
     name = re.sub(r"\.(gz|xz|zst|bz2)$", "", os.path.basename(path))
     suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     return suffix if suffix in ("qcow2", "vmdk", "vdi") else None
-
-
-def qemu_img_info(path: str) -> dict[str, object]:
-    try:
-        out = subprocess.run(
-            ["qemu-img", "info", "--output", "json", path],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-        )
-    except FileNotFoundError:
-        raise Unsupported("qemu-img is not installed (apt-get install qemu-utils)") from None
-    except subprocess.TimeoutExpired:
-        raise BackendError(f"qemu-img info {path} did not answer in 120 s") from None
-    except subprocess.CalledProcessError as exc:
-        raise InvalidInput(
-            f"{path} is not a disk image qemu-img can read: {exc.stderr.strip()}",
-            code="invalid_image",
-        ) from None
-    info: dict[str, object] = json.loads(out.stdout)
-    return info
 
 
 def _refuse_external_files(info: dict[str, object], source: str) -> None:

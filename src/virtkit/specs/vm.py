@@ -203,19 +203,30 @@ class DiskAttachSpec(_Spec):
     size: DiskSize | None = Field(None, description="A new blank volume; a bare number is GiB.")
     bus: Annotated[str, AfterValidator(_hotplug_bus)] = Field("virtio", description="virtio, scsi.")
     readonly: bool = False
+    format: Literal["qcow2", "raw"] | None = Field(
+        None, description="The image's format (with 'path'); detected from the file when omitted."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DiskAttachSpec:
         if (self.path is None) == (self.size is None):
             raise rule_error("invalid_spec", "give exactly one of an image path or a size")
+        if self.format is not None and self.path is None:
+            raise rule_error("invalid_spec", "a format goes with an image path only")
         return self
 
     @classmethod
     def check(
-        cls, *, path: str | None, size: int | str | None, bus: str, readonly: bool
+        cls,
+        *,
+        path: str | None,
+        size: int | str | None,
+        bus: str,
+        readonly: bool,
+        format: str | None = None,
     ) -> DiskAttachSpec:
         """The checked request: ``size`` in bytes (int) or as text (``10G``; bare: GiB)."""
-        data = {"path": path, "size": size, "bus": bus, "readonly": readonly}
+        data = {"path": path, "size": size, "bus": bus, "readonly": readonly, "format": format}
         return check_model(cls, data, "disk attach", ints_are_bytes=True)
 
 

@@ -10,6 +10,7 @@ from virtkit.api.context import ApiContext, context
 from virtkit.api.errors import COMMON, CONFLICT, NOT_FOUND
 from virtkit.api.routes.vms import VmName, _Body, guard_host_paths
 from virtkit.api.security import Principal, require
+from virtkit.services.hostpaths import NamedImage
 from virtkit.specs.network import GuestAddress, MacvtapMode, NicInfo, NicModel
 from virtkit.specs.vm import DiskView
 
@@ -55,11 +56,18 @@ def list_disks(ctx: Ctx, name: VmName, _: Reader) -> list[DiskView]:
 def attach_disk(ctx: Ctx, name: VmName, body: DiskBody, who: Changer) -> DiskView:
     """Attach an existing image (``path``) or a new blank qcow2 volume (``size``: bytes, or
     text such as 10G); hot-plugged into a running VM. A ``path`` outside the active storage
-    pools needs the permission `host.path`."""
+    pools needs the permission `host.path`; so does a qcow2 image whose backing chain or data
+    file leaves them."""
+    formats: dict[str, str] = {}
     if body.path is not None:
-        guard_host_paths(ctx, who, [("path", body.path)])
+        formats = guard_host_paths(ctx, who, [NamedImage("path", body.path)])
     return ctx.client.disks.attach(
-        name, path=body.path, size=body.size, bus=body.bus, readonly=body.readonly
+        name,
+        path=body.path,
+        size=body.size,
+        bus=body.bus,
+        readonly=body.readonly,
+        format=formats.get("path"),
     )
 
 

@@ -14,7 +14,12 @@ from virtkit.api.errors import COMMON, CONFLICT, NOT_FOUND
 from virtkit.api.security import Principal, require
 from virtkit.api.tasking import accepted
 from virtkit.errors import AlreadyExists, NotFound
-from virtkit.services.hostpaths import NamedPath, check_host_paths, vm_spec_paths
+from virtkit.services.hostpaths import (
+    Named,
+    check_host_paths,
+    vm_spec_paths,
+    with_disk_formats,
+)
 from virtkit.specs.common import validate_name
 from virtkit.specs.tasks import TaskView
 from virtkit.specs.vm import DeleteResult, SetResult, VMInfo, VMSpec, VMSummary
@@ -68,11 +73,12 @@ def _refuse_existing(ctx: ApiContext, name: str) -> None:
     raise AlreadyExists(f"a VM named {name!r} exists already", code="vm_exists")
 
 
-def guard_host_paths(ctx: ApiContext, who: Principal, named: list[NamedPath]) -> None:
+def guard_host_paths(ctx: ApiContext, who: Principal, named: list[Named]) -> dict[str, str]:
     """403 ``host_path_forbidden`` now, before anything is made, for a host path the caller
-    may not name (the rule: :mod:`virtkit.services.hostpaths`)."""
+    may not name (the rule: :mod:`virtkit.services.hostpaths`). Returns the format each named
+    disk image must be opened as, by field (empty for a caller with ``host.path``)."""
     client = ctx.client
-    check_host_paths(
+    return check_host_paths(
         named, role=who.role, local=client.host.is_local, pools=client.pools.pool_targets
     )
 
@@ -124,10 +130,11 @@ def create_vm(
 ) -> TaskView:
     """Create a VM from a spec (the same as `virtkit vm create -f spec.yaml`): a task. On any
     failure nothing of it remains. Naming host paths (kernel, initrd, cdrom, a disk's path)
-    outside the active storage pools needs the permission `host.path`."""
+    outside the active storage pools needs the permission `host.path`; so does a qcow2 disk
+    whose backing chain or data file leaves them."""
     client = ctx.client
     request.state.audit_target = spec.name
-    guard_host_paths(ctx, who, vm_spec_paths(spec))
+    spec = with_disk_formats(spec, guard_host_paths(ctx, who, vm_spec_paths(spec)))
     _refuse_existing(ctx, spec.name)
 
     def work(task: Any) -> VMInfo:

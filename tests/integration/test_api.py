@@ -72,7 +72,9 @@ def test_a_vm_from_create_to_delete(
     runs it: looks, pauses, changes, shuts down, deletes."""
     name = PREFIX + "api-" + secrets.token_hex(3)
     try:
-        r = admin.post("/api/v1/vms", params={"start": True}, json=tiny_spec(bed, name))
+        ci = {"user": "vk", "password": "vk-secret-pw-1", "packages": ["htop"]}
+        spec = tiny_spec(bed, name, cloud_init=ci)
+        r = admin.post("/api/v1/vms", params={"start": True}, json=spec)
         assert r.status_code == 202, r.text
         assert r.headers["location"].endswith(f"/api/v1/tasks/{r.json()['id']}")
         task = wait_task(operator, r.json()["id"])  # operators see every task
@@ -88,6 +90,11 @@ def test_a_vm_from_create_to_delete(
         assert "<domain" in viewer.get(f"/api/v1/vms/{name}/xml").text
         assert viewer.get(f"/api/v1/vms/{name}/disks").status_code == 200
         assert viewer.get(f"/api/v1/vms/{name}/nics").json() == []
+        seed = viewer.get(f"/api/v1/vms/{name}/cloud-init").json()  # read through libvirt
+        assert seed["format"] == "nocloud" and seed["source"].endswith(f"{name}-seed.iso")
+        user_data = next(f for f in seed["files"] if f["path"] == "user-data")
+        assert "name: vk" in user_data["text"] and "htop" in user_data["text"]
+        assert "$6$" not in user_data["text"] and "users[1].passwd" in user_data["hidden"]
 
         # a viewer may look, not act; no console for a viewer
         denied = viewer.post(f"/api/v1/vms/{name}/stop")

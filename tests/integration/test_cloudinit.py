@@ -246,6 +246,12 @@ def test_a_clone_gets_its_own_seed_with_a_fresh_instance_id(
                 derived = subprocess.run(["ssh-keygen", "-y", "-f", str(private)], check=True,
                                          capture_output=True, text=True).stdout  # fmt: skip
                 assert " ".join(derived.split()[:2]) == pin  # the pair in the seed is the pin's
+        # `vm cloud-init` shows the clone's seed (read through libvirt), keys hidden
+        shown = run_cli(bed, "vm", "cloud-init", copy)
+        assert shown.returncode == 0, shown.stderr
+        assert f"{copy}-seed.iso (nocloud)" in shown.stdout and "--- user-data" in shown.stdout
+        assert "ed25519_private: (hidden)" in shown.stdout and pins[copy][0] in shown.stdout
+        assert "PRIVATE KEY" not in shown.stdout and f"local-hostname: {copy}" in shown.stdout
     finally:
         if vk.host.exists(copy):
             vk.vms.delete(copy, force=True, remove_storage=True)

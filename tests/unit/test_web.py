@@ -133,3 +133,12 @@ def test_login_never_redirects_off_site(app: TestClient) -> None:
         page = app.get("/login", params={"next": evil}).text
         assert 'data-next=""' in page, evil
     assert 'data-next="vms/test"' in app.get("/login", params={"next": "vms/test"}).text
+
+
+def test_a_vm_without_a_seed(app: TestClient) -> None:
+    """The test driver's VM has no seed: the API says so (404 ``no_seed``), the page too."""
+    login(app, "vera")
+    r = app.get("/api/v1/vms/test/cloud-init")
+    assert r.status_code == 404 and r.json()["code"] == "no_seed", r.text
+    page = app.get("/vms/test")
+    assert page.status_code == 200 and "No cloud-init seed." in page.text

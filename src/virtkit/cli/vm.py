@@ -170,6 +170,23 @@ def xml(state: State, name: str, inactive: bool) -> None:
     click.echo(state.client.vms.xml(name, inactive=inactive), nl=False)
 
 
+@vm.command("cloud-init")
+@click.argument("name")
+@json_option
+@pass_state
+def cloud_init(state: State, name: str, as_json: bool) -> None:
+    """What the VM's cloud-init seed carries (user-data, meta-data, network config), with
+    password hashes and private keys hidden."""
+    seed = state.client.vms.cloud_init(name)
+    if as_json:
+        render.print_json(seed)
+        return
+    click.echo(f"Seed: {seed.source} ({seed.format})")
+    for f in seed.files:
+        click.echo(f"\n--- {f.path}" + (f"  (hidden: {', '.join(f.hidden)})" if f.hidden else ""))
+        click.echo(f.text.rstrip("\n"))
+
+
 @vm.command("console-log")
 @click.argument("name")
 @click.option("--tail", "tail_bytes", type=int, help="Only the last N bytes (of the log file).")

@@ -21,7 +21,8 @@ from virtkit.services.nics import macs_in_use, new_mac
 from virtkit.services.pools import PoolService
 from virtkit.services.transaction import Transaction
 from virtkit.services.vmcreate import make_seed, spare_root_ports, undefine
-from virtkit.services.vmfiles import VMFiles, is_seed
+from virtkit.services.vmfiles import VMFiles
+from virtkit.services.vmseed import seed_bytes, seed_disks
 from virtkit.services.vmstate import lookup, state_error
 from virtkit.specs import VMState, validate_name
 from virtkit.xml.domain import Disk, Domain, OwnedDisk
@@ -89,8 +90,7 @@ def disown_disks(dom: Domain) -> builtins.list[Disk]:
     owned_before = set(dom.owned_disk_paths)
     for entry in list(meta.owned_disks):
         meta.owned_disks.remove(entry)
-    return [d for d in dom.disks
-            if d.device == "cdrom" and d.source in owned_before and is_seed(d.source)]  # fmt: skip
+    return seed_disks(dom, owned_before)
 
 
 def own_disk(dom: Domain, path: str) -> None:
@@ -247,15 +247,7 @@ class VMCloner:
         """A clone is a new instance: its own seed, with a fresh instance-id and name; returns
         its path."""
         assert self.pools is not None
-        seed_pool = self.host.storage.volume_pool_by_path(cdrom.source or "")
-        seed_volume = Volume.parse(self.host.storage.volume_xml_by_path(cdrom.source or "") or "")
-        if seed_pool is None or not seed_volume.name:
-            raise InvalidInput(
-                f"the cloud-init seed of {name!r} ({cdrom.source}) is not a volume in a "
-                "pool: the clone cannot get a seed of its own",
-                code="disk_not_in_pool",
-            )
-        data = b"".join(self.pools.download(seed_pool, seed_volume.name))
+        data = seed_bytes(self.host, self.pools, cdrom.source or "", name)
         fresh = cloudinit.reseed(data, new_name, cloudinit.new_instance_id(),
                                  mac=first_mac, host_keys=keys)  # fmt: skip
         return make_seed(self.host, self.pools, self.files, new_name, fresh, tx).path

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 
 from virtkit.backend.capabilities import CapabilityProbe
 from virtkit.backend.host import Host
+from virtkit.errors import Unsupported
 from virtkit.services.vmfiles import VMFiles
 from virtkit.services.vmmeta import MetadataCache
 from virtkit.services.vmviews import VMViews
-from virtkit.specs import DeleteResult, SetResult, VMInfo, VMSpec, VMState, VMSummary
+from virtkit.specs import DeleteResult, SeedView, SetResult, VMInfo, VMSpec, VMState, VMSummary
 
 if TYPE_CHECKING:
     from virtkit.services.images import ImageService
@@ -121,6 +122,15 @@ class VMService:
 
     def state(self, name: str) -> VMState:
         return self._views.state(name)
+
+    def cloud_init(self, name: str) -> SeedView:
+        """What the VM's cloud-init seed carries, its secrets (password hashes, private keys)
+        hidden; NotFound ``no_seed`` if it has none."""
+        from virtkit.services.vmseed import describe
+
+        if self.pools is None:
+            raise Unsupported("reading a seed needs the storage pools service")
+        return describe(self.host, self.pools, name)
 
     # -- creating ---------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ _MODULES = {
         "VMSummary",
         "VMInfo",
     ],
-    "cloudinit": ["UserName", "HostName", "CloudInitSpec"],
+    "cloudinit": ["UserName", "HostName", "CloudInitSpec", "SeedFile", "SeedView"],
     "network": [
         "NetworkKind",
         "MacvtapMode",
@@ -88,7 +88,7 @@ _MODULES = {
 _EXPORTS = {name: f"virtkit.specs.{module}" for module, names in _MODULES.items() for name in names}
 
 if TYPE_CHECKING:
-    from virtkit.specs.cloudinit import CloudInitSpec, HostName, UserName
+    from virtkit.specs.cloudinit import CloudInitSpec, HostName, SeedFile, SeedView, UserName
     from virtkit.specs.common import (
         NAME_MAX,
         Name,
@@ -218,6 +218,8 @@ __all__ = [
     "PoolType",
     "PositiveSize",
     "Reservation",
+    "SeedFile",
+    "SeedView",
     "SetResult",
     "Size",
     "TiB",

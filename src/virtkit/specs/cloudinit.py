@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from virtkit.errors import InvalidInput
-from virtkit.specs.common import _Spec, name_rule
+from virtkit.specs.common import _Spec, _View, name_rule
 
 UserName = Annotated[str, name_rule("user")]
 HostName = Annotated[str, name_rule("host")]
@@ -92,3 +92,22 @@ class CloudInitSpec(_Spec):
         except InvalidInput as exc:
             raise ValueError(exc.message) from None
         return self
+
+
+class SeedFile(_View):
+    """One file of a VM's cloud-init seed, as text, with its secrets hidden."""
+
+    path: str = Field(description="Its path on the seed: user-data, openstack/latest/user_data...")
+    text: str
+    hidden: list[str] = Field(
+        default_factory=list,
+        description="What was replaced by '(hidden)': password hashes, private keys.",
+    )
+
+
+class SeedView(_View):
+    """What a VM's cloud-init seed carries (``GET /vms/{name}/cloud-init``)."""
+
+    source: str = Field(description="The seed ISO's path on the host.")
+    format: Literal["nocloud", "configdrive", "unknown"]
+    files: list[SeedFile]

@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from virtkit.api.context import ApiContext
 from virtkit.errors import VirtkitError
+from virtkit.specs.cloudinit import SeedView
 from virtkit.specs.common import validate_name
 from virtkit.specs.network import GuestAddress
 from virtkit.specs.vm import VMSummary
@@ -195,6 +196,10 @@ def vm_detail(request: Request, who: Who, name: str) -> Response:
     tasks = ctx.tasks.list(target=name, limit=10) if who.may("task.read") else []
     log = ctx.tasks.log_lines(tasks[0].id) if tasks else []
     seed = next((d for d in vm.disks if d.source and d.source.endswith("-seed.iso")), None)
+    seed_view: SeedView | None = None
+    seed_error = None
+    if seed is not None:
+        seed_view, seed_error = _or_else(lambda: ctx.client.vms.cloud_init(name), None)
     return page(
         request,
         "vm.html",
@@ -205,6 +210,8 @@ def vm_detail(request: Request, who: Who, name: str) -> Response:
         tasks=tasks,
         log=log,
         seed=seed,
+        seed_view=seed_view,
+        seed_error=seed_error,
         has_vnc=any(g.type == "vnc" for g in vm.graphics),
         has_spice=any(g.type == "spice" for g in vm.graphics),
     )

@@ -20,6 +20,7 @@ from virtkit.services.hostpaths import (
     vm_spec_paths,
     with_disk_formats,
 )
+from virtkit.specs.cloudinit import SeedView
 from virtkit.specs.common import validate_name
 from virtkit.specs.tasks import TaskView
 from virtkit.specs.vm import DeleteResult, SetResult, VMInfo, VMSpec, VMSummary
@@ -100,6 +101,15 @@ async def get_vm(
     # The hot reads are ``async`` around one worker-thread call: a plain ``def`` route costs
     # FastAPI a second hop, to check the result against the model.
     return await run_in_threadpool(ctx.client.vms.get, name)
+
+
+@router.get("/{name}/cloud-init", response_model=SeedView, responses=NOT_FOUND)
+async def get_vm_cloud_init(
+    ctx: Ctx, name: VmName, _: Annotated[Principal, Depends(require("vm.read"))]
+) -> SeedView:
+    """What the VM's cloud-init seed carries (`virtkit vm cloud-init`): its files as text,
+    password hashes and private keys replaced by `(hidden)`. 404 `no_seed` without one."""
+    return await run_in_threadpool(ctx.client.vms.cloud_init, name)
 
 
 @router.get(

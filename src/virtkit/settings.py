@@ -80,6 +80,11 @@ class Settings(BaseModel):
         1024 * 1024, ge=1024, description="Largest request body the API accepts, in bytes."
     )
     api_workers: int = Field(4, ge=1, le=64, description="Tasks the API runs at once.")
+    api_vm_scope: Literal["all", "own"] = Field(
+        "all",
+        description="`own`: callers without the permission `vm.all` (operators, viewers) see "
+        "and act on only the VMs they own (made through the API, or given by an admin).",
+    )
     ui_assets: Path = Field(
         Path("/var/cache/virtkit/ui"),
         description="The web UI's npm assets (noVNC, xterm.js, htmx): scripts/install-ui.sh.",

@@ -86,6 +86,7 @@ def test_a_vm_from_create_to_delete(
 
         listed = {vm["name"]: vm for vm in viewer.get("/api/v1/vms").json()}
         assert listed[name]["state"] == "running"
+        assert listed[name]["owner"] == "ada"  # who made it through the API
         assert viewer.get(f"/api/v1/vms/{name}").json()["serial_console"] is True
         assert "<domain" in viewer.get(f"/api/v1/vms/{name}/xml").text
         assert viewer.get(f"/api/v1/vms/{name}/disks").status_code == 200

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from virtkit import Client, Settings
 from virtkit.cli.main import cli
 from virtkit.cli.user import parse_duration
-from virtkit.errors import InvalidInput, InvalidState, Unauthenticated
+from virtkit.errors import InvalidInput, InvalidState, NotFound, Unauthenticated
 
 
 @pytest.fixture
@@ -152,3 +152,12 @@ def test_without_argon2_the_extra_is_named(
     result = run(env, "user", "list")
     assert isinstance(result.exception, Unsupported)
     assert "virtkit[api]" in result.exception.message
+
+
+def test_vm_set_owner(env: dict[str, str]) -> None:
+    """An admin on the host gives a VM to an API user who exists (test driver: one run each)."""
+    ok(env, "user", "add", "otto", "--role", "operator", "--password-stdin", stdin="pw-otto-12345")
+    assert ok(env, "vm", "set", "test", "--owner", "otto").output.strip() == "owner otto"
+    assert ok(env, "vm", "set", "test", "--owner", "").output.strip() == "owner (nobody)"
+    missing = run(env, "vm", "set", "test", "--owner", "nobody1")
+    assert isinstance(missing.exception, NotFound) and "nobody1" in str(missing.exception)

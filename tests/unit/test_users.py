@@ -333,7 +333,7 @@ def test_few_failures_are_not_throttled(users: UserService) -> None:
 def test_roles() -> None:
     assert roles.ROLES == ("viewer", "operator", "admin")
     assert roles.permissions("admin") == frozenset(roles.PERMISSIONS)
-    assert len(roles.PERMISSIONS) == 17
+    assert len(roles.PERMISSIONS) == 18
     viewer, operator = roles.permissions("viewer"), roles.permissions("operator")
     assert viewer < operator < roles.permissions("admin")
     assert all(p.endswith(".read") for p in viewer)
@@ -341,7 +341,8 @@ def test_roles() -> None:
     assert not roles.allowed("viewer", "console")
     assert roles.allowed("operator", "vm.power") and roles.allowed("operator", "console")
     assert roles.allowed("operator", "vm.create") and roles.allowed("operator", "storage.read")
-    admin_only = ("network.write", "storage.write", "host.write", "host.path", "user.admin")
+    admin_only = ("network.write", "storage.write", "host.write", "host.path", "user.admin",
+                  "vm.all")  # fmt: skip
     for denied in (*admin_only, "audit.read"):
         assert not roles.allowed("operator", denied)
         assert roles.allowed("admin", denied)

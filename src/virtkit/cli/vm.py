@@ -123,6 +123,7 @@ def _show(info: VMInfo) -> None:
             ("Cmdline", info.cmdline),
             ("Description", info.description),
             ("Tags", ", ".join(info.tags)),
+            ("Owner", info.owner),
             ("Serial console", (info.console_pty or "yes") if info.serial_console else "no"),
             ("KSM", "on" if info.ksm else "off (nosharepages)"),
             ("Guest agent", info.guest_agent or "no channel"),
@@ -324,6 +325,11 @@ _simple("resume", "resume", "resumed", "Resume a paused VM.")
     type=click.Choice(["on", "off"]),
     help="Let KSM merge this VM's memory, or not (from its next start).",
 )
+@click.option(
+    "--owner",
+    help="Give the VM to this API user ('' for nobody): what an operator sees with "
+    "api_vm_scope = own.",
+)
 @json_option
 @pass_state
 def set_(
@@ -333,16 +339,28 @@ def set_(
     max_vcpus: int | None,
     memory: str | None,
     ksm: str | None,
+    owner: str | None,
     as_json: bool,
 ) -> None:
     """Change vCPUs, their maximum and memory (persistently, and live where the running VM
-    allows), and whether KSM may merge the VM's memory."""
+    allows), whether KSM may merge the VM's memory, and its owner."""
     changes = []
-    if vcpus is not None or max_vcpus is not None or memory is not None or ksm is None:
+    if owner:
+        state.client.users.get(owner)  # a user who exists, before anything changes
+    others = (vcpus, max_vcpus, memory, ksm, owner)
+    if (
+        vcpus is not None
+        or max_vcpus is not None
+        or memory is not None
+        or all(o is None for o in others)
+    ):
         result = state.client.vms.set(name, vcpus=vcpus, memory=memory, max_vcpus=max_vcpus)
         changes = result.changes
     if ksm is not None:
         changes.append(state.client.ksm.set_vm(name, ksm == "on"))
+    if owner is not None:
+        state.client.vms.set_owner(name, owner or None)
+        changes.append(f"owner {owner or '(nobody)'}")
     if as_json:
         render.print_json({"name": name, "changes": changes})
         return

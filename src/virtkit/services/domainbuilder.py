@@ -270,6 +270,8 @@ def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
     if spec.cloud_init is not None and spec.cloud_init.user:
         meta.login_user = spec.cloud_init.user
     meta.pin_host_keys(plan.host_keys)
+    if spec.owner:
+        meta.owner = spec.owner
     for name in spec.tags:
         tag = Tag()
         tag.name = name

@@ -9,13 +9,15 @@ from __future__ import annotations
 from virtkit.errors import InvalidInput
 
 PERMISSIONS: tuple[str, ...] = (
-    "vm.read", "vm.power", "vm.create", "vm.change", "vm.delete", "console",
+    "vm.read", "vm.all", "vm.power", "vm.create", "vm.change", "vm.delete", "console",
     "storage.read", "storage.write", "network.read", "network.write",
     "host.read", "host.write", "host.path", "task.read", "event.read", "user.admin", "audit.read",
 )  # fmt: skip
 
 ROLES: tuple[str, ...] = ("viewer", "operator", "admin")
 
+# ``vm.all`` (admins): every VM, not only one's own, when the service runs with
+# ``api_vm_scope = own`` (services/vmscope.py); then viewers and operators see the VMs they own.
 _VIEWER = frozenset(
     {"vm.read", "storage.read", "network.read", "host.read", "task.read", "event.read"}
 )

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS vm_meta (
     uuid        TEXT PRIMARY KEY,
     tags        TEXT NOT NULL,
     virtkit     INTEGER NOT NULL,
+    owner       TEXT,
     seen_at     REAL NOT NULL
 );
 """
@@ -96,6 +97,9 @@ class Store:
                 columns = {row[1] for row in db.execute("PRAGMA table_info(images)")}
                 if "boot" not in columns:  # added later: stores made before get the column
                     db.execute("ALTER TABLE images ADD COLUMN boot TEXT")
+                columns = {row[1] for row in db.execute("PRAGMA table_info(vm_meta)")}
+                if "owner" not in columns:  # added later too
+                    db.execute("ALTER TABLE vm_meta ADD COLUMN owner TEXT")
                 self._schemas_done = len(_SCHEMAS)
             with db:
                 yield db
@@ -161,27 +165,29 @@ class Store:
 
     # -- what a VM listing shows of virtkit's metadata (a copy of the domains' <metadata>) --
 
-    def vm_meta(self, uuids: list[str]) -> dict[str, tuple[list[str], bool]]:
-        """UUID -> (tags, made by virtkit) for those of ``uuids`` the store has a copy of."""
+    def vm_meta(self, uuids: list[str]) -> dict[str, tuple[list[str], bool, str | None]]:
+        """UUID -> (tags, made by virtkit, owner) for those of ``uuids`` the store has a copy
+        of."""
         if not uuids:
             return {}
         with self._db() as db:
-            rows = db.execute("SELECT uuid, tags, virtkit FROM vm_meta").fetchall()
+            rows = db.execute("SELECT uuid, tags, virtkit, owner FROM vm_meta").fetchall()
         wanted = set(uuids)
         return {
-            r["uuid"]: (json.loads(r["tags"]), bool(r["virtkit"]))
+            r["uuid"]: (json.loads(r["tags"]), bool(r["virtkit"]), r["owner"])
             for r in rows
             if r["uuid"] in wanted
         }
 
-    def put_vm_meta(self, entries: dict[str, tuple[list[str], bool]]) -> None:
+    def put_vm_meta(self, entries: dict[str, tuple[list[str], bool, str | None]]) -> None:
         if not entries:
             return
         now = time.time()
         with self._db() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO vm_meta (uuid, tags, virtkit, seen_at) VALUES (?, ?, ?, ?)",
-                [(u, json.dumps(t), int(v), now) for u, (t, v) in entries.items()],
+                "INSERT OR REPLACE INTO vm_meta (uuid, tags, virtkit, owner, seen_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(u, json.dumps(t), int(v), o, now) for u, (t, v, o) in entries.items()],
             )
 
     def forget_vm_meta(self, uuid: str) -> None:

@@ -140,10 +140,13 @@ class VMCloner:
         self.pools = pools
         self.files = files
 
-    def clone(self, name: str, new_name: str, *, linked: bool = False) -> None:
+    def clone(
+        self, name: str, new_name: str, *, linked: bool = False, owner: str | None = None
+    ) -> None:
         """A new VM from a shut-off one: every disk copied (or, ``linked``, a qcow2 overlay on
         the source's disk, which must then stay unchanged), new UUID, new MAC addresses.
-        CD-ROMs keep their media; the clone owns its new disks."""
+        CD-ROMs keep their media; the clone owns its new disks. ``owner``: the clone's owner
+        (default: the original's)."""
         validate_name(new_name)
         guest = lookup(self.host, name)
         state = guest.state()[0]
@@ -158,6 +161,8 @@ class VMCloner:
         rewrite = rewrite_for_clone(
             dom, new_name, macs_in_use(self.host), self.files.serial_log(new_name)
         )
+        if owner is not None:
+            dom.ensure_virtkit_metadata().owner = owner
         pending = hostkeys.start() if rewrite.renew_keys else None
         try:
             self._clone_storage(dom, sources, rewrite, name, new_name, pending, linked=linked)

@@ -39,12 +39,13 @@ _CHANGES = frozenset({"defined", "undefined", "metadata-changed"})
 class VMMeta:
     tags: tuple[str, ...] = ()
     virtkit: bool = False
+    owner: str | None = None
 
     @classmethod
     def of(cls, meta: VirtkitMetadata | None) -> VMMeta:
         if meta is None:
             return cls()
-        return cls(tuple(t.name for t in meta.tags if t.name), True)
+        return cls(tuple(t.name for t in meta.tags if t.name), True, meta.owner or None)
 
     @classmethod
     def of_domain(cls, dom: Domain) -> VMMeta:
@@ -60,7 +61,8 @@ class VMMeta:
             return cls()
         texts = [(el.text or "").strip() for el in root.iter() if _local(el.tag) == "tag"]
         tags = [t for t in texts if t]
-        return cls(tuple(tags), True)
+        owners = [el.get("user") for el in root.iter() if _local(el.tag) == "owner"]
+        return cls(tuple(tags), True, next((o for o in owners if o), None))
 
 
 def _local(tag: str) -> str:
@@ -114,8 +116,8 @@ class MetadataCache:
         need = [r.uuid for r in rows if r.uuid not in self._memory]
         if need and self.store is not None and not refresh:
             kept = self.store.vm_meta([u for u in need if u not in stale])
-            for uuid, (tags, virtkit) in kept.items():
-                self._memory[uuid] = VMMeta(tuple(tags), virtkit)
+            for uuid, (tags, virtkit, owner) in kept.items():
+                self._memory[uuid] = VMMeta(tuple(tags), virtkit, owner)
             need = [u for u in need if u not in self._memory]
         fresh: dict[str, VMMeta] = {}
         for uuid in need:
@@ -126,7 +128,9 @@ class MetadataCache:
             fresh[uuid] = VMMeta.of_element(xml) if xml else VMMeta()
         self._memory.update(fresh)
         if fresh and self.store is not None:
-            self.store.put_vm_meta({u: (list(m.tags), m.virtkit) for u, m in fresh.items()})
+            self.store.put_vm_meta(
+                {u: (list(m.tags), m.virtkit, m.owner) for u, m in fresh.items()}
+            )
         return {r.uuid: self._memory.get(r.uuid, VMMeta()) for r in rows}
 
     def update(self, uuid: str, meta: VMMeta) -> None:
@@ -135,4 +139,4 @@ class MetadataCache:
             return
         self._memory[uuid] = meta
         if self.store is not None:
-            self.store.put_vm_meta({uuid: (list(meta.tags), meta.virtkit)})
+            self.store.put_vm_meta({uuid: (list(meta.tags), meta.virtkit, meta.owner)})

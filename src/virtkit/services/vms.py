@@ -145,11 +145,13 @@ class VMService:
         self._creator.create(spec, start=start, progress=progress)
         return self.get(spec.name)
 
-    def clone(self, name: str, new_name: str, *, linked: bool = False) -> VMInfo:
+    def clone(
+        self, name: str, new_name: str, *, linked: bool = False, owner: str | None = None
+    ) -> VMInfo:
         """A new VM from a shut-off one: every disk copied (or, ``linked``, a qcow2 overlay on
         the source's disk, which must then stay unchanged), new UUID, new MAC addresses. CD-ROMs
         keep their media; the clone owns its new disks."""
-        self._cloner.clone(name, new_name, linked=linked)
+        self._cloner.clone(name, new_name, linked=linked, owner=owner)
         return self.get(new_name)
 
     # -- power ------------------------------------------------------------------------------
@@ -186,6 +188,14 @@ class VMService:
 
     def set_autostart(self, name: str, on: bool) -> None:
         self._setter.set_autostart(name, on)
+
+    def owner(self, name: str) -> str | None:
+        """The API user VM ``name`` belongs to (one small metadata call)."""
+        return self._views.owner(name)
+
+    def set_owner(self, name: str, owner: str | None) -> None:
+        """Give VM ``name`` to the API user ``owner`` (None: to nobody)."""
+        self._setter.set_owner(name, owner)
 
     def set(
         self,

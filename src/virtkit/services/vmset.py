@@ -31,6 +31,14 @@ class VMSetter:
             )
         guest.set_autostart(on)
 
+    def set_owner(self, name: str, owner: str | None) -> None:
+        guest = lookup(self.host, name)
+        if not guest.is_persistent():
+            raise InvalidState(f"VM {name!r} is transient: it has no owner", code="vm_transient")
+        config = guest.definition(inactive=True)
+        config.ensure_virtkit_metadata().owner = owner or None
+        self.host.define(config.to_xml())
+
     def set(
         self,
         name: str,

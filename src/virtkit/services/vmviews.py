@@ -9,6 +9,7 @@ from virtkit.backend.procfs import process_uptime, qemu_pids
 from virtkit.services.vmmeta import MetadataCache, VMMeta
 from virtkit.services.vmstate import lookup
 from virtkit.specs import DiskView, GraphicsView, VMInfo, VMState, VMSummary
+from virtkit.xml.base import VIRTKIT_NS
 from virtkit.xml.domain import Domain
 
 
@@ -44,10 +45,16 @@ class VMViews:
                 autostart=r.autostart,
                 persistent=r.persistent,
                 tags=list(meta[r.uuid].tags),
+                owner=meta[r.uuid].owner,
             )
             for r in rows
         ]
         return sorted(summaries, key=lambda s: s.name)
+
+    def owner(self, name: str) -> str | None:
+        guest = lookup(self.host, name)
+        xml = guest.metadata_xml(VIRTKIT_NS)
+        return VMMeta.of_element(xml).owner if xml else None
 
     def get(self, name: str) -> VMInfo:
         guest = lookup(self.host, name)
@@ -72,6 +79,7 @@ class VMViews:
             "autostart": guest.autostart() if persistent else False,
             "persistent": persistent,
             "tags": config.tag_names,
+            "owner": config.virtkit.owner or None if config.virtkit else None,
         }
         owned = set(config.owned_disk_paths)
         os_el = dom.os

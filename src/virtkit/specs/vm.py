@@ -130,6 +130,13 @@ class VMSpec(_Spec):
     )
     description: str | None = None
     tags: list[str] = Field(default_factory=list)
+    owner: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="The API user the VM belongs to (the API sets its caller; admins may name "
+        "another user).",
+    )
     autostart: bool = False
 
     @field_validator("tags")
@@ -271,6 +278,9 @@ class VMSummary(_View):
     autostart: bool
     persistent: bool
     tags: list[str] = Field(default_factory=list)
+    owner: str | None = Field(
+        None, description="The API user the VM belongs to (who created it through the API)."
+    )
 
 
 class VMInfo(VMSummary):

@@ -21,10 +21,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from virtkit.api.context import ApiContext
-from virtkit.errors import VirtkitError
+from virtkit.errors import NotFound, VirtkitError
+from virtkit.services.vmscope import check_owner, restricted, visible
 from virtkit.specs.cloudinit import SeedView
 from virtkit.specs.common import validate_name
 from virtkit.specs.network import GuestAddress
+from virtkit.specs.tasks import TaskView
 from virtkit.specs.vm import VMSummary
 from virtkit.web.render import LoginFirst, Viewer, html, need, page, root_of, viewer
 
@@ -72,6 +74,21 @@ class KsmSamples:
             self._stop.wait(self.every)
 
 
+def _tasks(ctx: ApiContext, who: Viewer, **query: Any) -> list[TaskView]:
+    """Recent tasks the viewer may see (their own only, where VMs are: services/vmscope.py)."""
+    if not who.may("task.read"):
+        return []
+    if restricted(who.role, ctx.settings.api_vm_scope):
+        query["user"] = who.user
+    return ctx.tasks.list(**query)
+
+
+def _vm_of(ctx: ApiContext, who: Viewer, name: str) -> None:
+    """404 for a VM the viewer may not see, as the API answers."""
+    if restricted(who.role, ctx.settings.api_vm_scope):
+        check_owner(name, ctx.client.vms.owner(name), who.user)
+
+
 def _or_else(read: Callable[[], T], default: T) -> tuple[T, str | None]:
     """What ``read`` gives, or ``default`` and the error's message: a page shows what it can
     (a driver without DHCP leases still lists its VMs, without addresses)."""
@@ -107,7 +124,7 @@ def dashboard(request: Request, who: Who) -> Response:
     host, host_error = None, None
     if who.may("host.read"):
         host, host_error = _or_else(ctx.client.hosts.info, None)
-    vms = ctx.client.vms.list()
+    vms = visible(ctx.client.vms.list(), who.user, who.role, ctx.settings.api_vm_scope)
     counts = Counter(v.state.value for v in vms)
     ksm = None
     if who.may("host.read"):
@@ -115,8 +132,11 @@ def dashboard(request: Request, who: Who) -> Response:
             ksm = ctx.client.ksm.status()
         except VirtkitError:
             ksm = None
+        if ksm is not None and restricted(who.role, ctx.settings.api_vm_scope):
+            mine = {v.name for v in vms}  # the host's figures, but only their VMs by name
+            ksm = ksm.model_copy(update={"vms": [v for v in ksm.vms if v.name in mine]})
     samples = list(request.app.state.ksm_samples.points)
-    tasks = ctx.tasks.list(limit=8) if who.may("task.read") else []
+    tasks = _tasks(ctx, who, limit=8)
     return page(
         request,
         "dashboard.html",
@@ -155,7 +175,7 @@ def vm_list(
     order: Annotated[str, Query(pattern="^(asc|desc)$")] = "asc",
 ) -> Response:
     ctx = _ctx(request)
-    vms = ctx.client.vms.list()
+    vms = visible(ctx.client.vms.list(), who.user, who.role, ctx.settings.api_vm_scope)
     if q:
         needle = q.lower()
         vms = [v for v in vms if needle in v.name.lower() or any(needle in t for t in v.tags)]
@@ -186,6 +206,7 @@ def vm_list(
 def vm_detail(request: Request, who: Who, name: str) -> Response:
     validate_name(name)
     ctx = _ctx(request)
+    _vm_of(ctx, who, name)
     vm = ctx.client.vms.get(name)
     nics = ctx.client.nics.list(name)
     running = vm.state.value in ("running", "paused")
@@ -193,7 +214,7 @@ def vm_detail(request: Request, who: Who, name: str) -> Response:
     if running:
         none: dict[str, list[GuestAddress]] = {}
         addresses = _or_else(lambda: ctx.client.nics.addresses([name]), none)[0].get(name, [])
-    tasks = ctx.tasks.list(target=name, limit=10) if who.may("task.read") else []
+    tasks = _tasks(ctx, who, target=name, limit=10)
     log = ctx.tasks.log_lines(tasks[0].id) if tasks else []
     seed = next((d for d in vm.disks if d.source and d.source.endswith("-seed.iso")), None)
     seed_view: SeedView | None = None
@@ -228,6 +249,7 @@ def console_window(
     """A console on a page of its own (the 'open in a new window' of the VM page)."""
     validate_name(name)
     need(who, "console")
+    _vm_of(_ctx(request), who, name)
     vm = _ctx(request).client.vms.get(name)
     return page(request, "console.html", who, vm=vm, kind=kind)
 
@@ -284,7 +306,7 @@ def templates_page(request: Request, who: Who) -> Response:
 @html
 def task_list(request: Request, who: Who) -> Response:
     need(who, "task.read")
-    return page(request, "tasks.html", who, tasks=_ctx(request).tasks.list(limit=100))
+    return page(request, "tasks.html", who, tasks=_tasks(_ctx(request), who, limit=100))
 
 
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)
@@ -293,6 +315,8 @@ def task_detail(request: Request, who: Who, task_id: str) -> Response:
     need(who, "task.read")
     ctx = _ctx(request)
     task = ctx.tasks.get(task_id)
+    if restricted(who.role, ctx.settings.api_vm_scope) and task.user != who.user:
+        raise NotFound(f"no task {task_id!r}", code="task_not_found")
     return page(request, "task.html", who, task=task, log=ctx.tasks.log_lines(task_id))
 
 

@@ -208,6 +208,7 @@ class VirtkitMetadata(XMLObject):
     tags = Children(Tag, VK + "tags/" + VK + "tag")
     owned_disks = Children(OwnedDisk, VK + "storage/" + VK + "owned-disk")
     login_user = attr(VK + "cloud-init", "user")  # the user cloud-init made (vm ssh)
+    owner = attr(VK + "owner", "user")  # the API user it belongs to (operators' scope)
     host_keys = Children(HostKeyPin, VK + "cloud-init/" + VK + "host-key")
 
     @property

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from virtkit.api.context import ApiContext, context
 from virtkit.api.errors import COMMON, CONFLICT, NOT_FOUND
+from virtkit.api.routes.vms import VmName
 from virtkit.api.security import Principal, require
 from virtkit.api.wsbridge import close_quietly, pump_serial, pump_tcp
 from virtkit.errors import InvalidState, VirtkitError
@@ -55,13 +56,6 @@ class TicketOut(BaseModel):
     password: str | None = Field(
         None, description="vnc: the one-time VNC password (valid about 30 s) for the client."
     )
-
-
-async def _name(name: str) -> str:
-    return validate_name(name)
-
-
-VmName = Annotated[str, Depends(_name)]
 
 
 @router.post("/{name}/console/ticket", responses=ERR)

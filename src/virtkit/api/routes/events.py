@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
@@ -14,6 +14,8 @@ from fastapi.responses import StreamingResponse
 from virtkit.api.context import ApiContext, context
 from virtkit.api.errors import COMMON
 from virtkit.api.security import Principal, require
+from virtkit.errors import VirtkitError
+from virtkit.services.vmscope import restricted
 
 router = APIRouter(tags=["events"], responses=COMMON)
 
@@ -29,7 +31,7 @@ _POLL = 0.25
 async def events(
     request: Request,
     ctx: Annotated[ApiContext, Depends(context)],
-    _: Annotated[Principal, Depends(require("event.read"))],
+    who: Annotated[Principal, Depends(require("event.read"))],
     kinds: Annotated[
         str, Query(pattern=r"^(vm|task)(,(vm|task))?$", description="vm, task or both.")
     ] = "vm,task",
@@ -41,6 +43,16 @@ async def events(
     (the task as ``GET /tasks/{id}`` shows it), with an ``id``."""
     wanted = set(kinds.split(","))
     sub = ctx.events.subscribe()
+    own_only = restricted(who.role, ctx.settings.api_vm_scope)
+
+    def theirs(kind: str, data: dict[str, Any]) -> bool:
+        """With ``api_vm_scope = own``: an operator hears of their own tasks and VMs only."""
+        if kind == "task":
+            return bool(data.get("user") == who.user)
+        try:
+            return ctx.client.vms.owner(str(data.get("vm", ""))) == who.user
+        except VirtkitError:  # gone already (undefined): it was not theirs to see go
+            return False
 
     async def stream() -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
@@ -57,6 +69,8 @@ async def events(
                         yield ": keepalive\n\n"
                     continue
                 if event.kind in wanted:
+                    if own_only and not await asyncio.to_thread(theirs, event.kind, event.data):
+                        continue
                     idle = loop.time()
                     yield f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.data)}\n\n"
         finally:

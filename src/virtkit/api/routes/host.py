@@ -12,6 +12,7 @@ from virtkit.api.context import ApiContext, context
 from virtkit.api.errors import COMMON, CONFLICT, NOT_FOUND
 from virtkit.api.routes.vms import _Body
 from virtkit.api.security import Principal, require
+from virtkit.services.vmscope import restricted, visible
 from virtkit.specs.common import validate_name
 from virtkit.specs.host import HostInfo
 from virtkit.specs.ksm import KsmReport
@@ -43,9 +44,17 @@ async def host_info(
 
 
 @router.get("/host/ksm", response_model=KsmReport)
-async def ksm_status(ctx: Ctx, _: Annotated[Principal, Depends(require("host.read"))]) -> KsmReport:
-    """KSM on this host: its mode, settings, memory saved in all and per VM."""
-    return await run_in_threadpool(ctx.client.ksm.status)
+async def ksm_status(
+    ctx: Ctx, who: Annotated[Principal, Depends(require("host.read"))]
+) -> KsmReport:
+    """KSM on this host: its mode, settings, memory saved in all and per VM (with
+    `api_vm_scope = own`, per VM for the caller's own)."""
+    report = await run_in_threadpool(ctx.client.ksm.status)
+    if restricted(who.role, ctx.settings.api_vm_scope):
+        summaries = await run_in_threadpool(ctx.client.vms.list)
+        mine = {v.name for v in visible(summaries, who.user, who.role, "own")}
+        report = report.model_copy(update={"vms": [v for v in report.vms if v.name in mine]})
+    return report
 
 
 @router.patch("/host/ksm", response_model=KsmReport, responses=CONFLICT)

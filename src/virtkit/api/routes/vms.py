@@ -11,15 +11,17 @@ from starlette.concurrency import run_in_threadpool
 
 from virtkit.api.context import ApiContext, context
 from virtkit.api.errors import COMMON, CONFLICT, NOT_FOUND
-from virtkit.api.security import Principal, require
+from virtkit.api.security import Caller, Principal, require
 from virtkit.api.tasking import accepted
-from virtkit.errors import AlreadyExists, NotFound
+from virtkit.errors import AlreadyExists, NotFound, PermissionDenied
 from virtkit.services.hostpaths import (
     Named,
     check_host_paths,
     vm_spec_paths,
     with_disk_formats,
 )
+from virtkit.services.roles import allowed
+from virtkit.services.vmscope import check_owner, restricted, visible
 from virtkit.specs.cloudinit import SeedView
 from virtkit.specs.common import validate_name
 from virtkit.specs.tasks import TaskView
@@ -52,14 +54,22 @@ class SetBody(_Body):
         None, description="Memory: bytes, or text such as 2G (a bare number in text is MiB)."
     )
     autostart: bool | None = Field(None, description="Start with the host.")
+    owner: str | None = Field(
+        None, description="Give the VM to this API user ('' for nobody); admins only."
+    )
 
 
 class StartBody(_Body):
     paused: bool = False
 
 
-async def _name(name: str) -> str:
-    return validate_name(name)
+async def _name(name: str, ctx: Ctx, who: Caller) -> str:
+    """The VM named in the path, checked: a valid name, and one the caller may see (with
+    ``api_vm_scope = own``, a VM of someone else is a 404, as if it did not exist)."""
+    name = validate_name(name)
+    if restricted(who.role, ctx.settings.api_vm_scope):
+        check_owner(name, await run_in_threadpool(ctx.client.vms.owner, name), who.user)
+    return name
 
 
 VmName = Annotated[str, Depends(_name)]
@@ -87,11 +97,25 @@ def guard_host_paths(ctx: ApiContext, who: Principal, named: list[Named]) -> dic
 @router.get("", response_model=list[VMSummary])
 async def list_vms(
     ctx: Ctx,
-    _: Annotated[Principal, Depends(require("vm.read"))],
+    who: Annotated[Principal, Depends(require("vm.read"))],
     refresh: Annotated[bool, Query(description="Read tags from libvirt afresh.")] = False,
 ) -> list[VMSummary]:
-    """Every VM of the host: state, vCPUs, memory, uptime, autostart, tags (bulk calls)."""
-    return await run_in_threadpool(ctx.client.vms.list, refresh=refresh)
+    """Every VM of the host (with `api_vm_scope = own`, an operator's own): state, vCPUs,
+    memory, uptime, autostart, tags, owner (bulk calls)."""
+    vms = await run_in_threadpool(ctx.client.vms.list, refresh=refresh)
+    return visible(vms, who.user, who.role, ctx.settings.api_vm_scope)
+
+
+def owner_for(ctx: ApiContext, who: Principal, asked: str | None) -> str:
+    """Who a VM the caller makes belongs to: themselves, or (admins) the user they name."""
+    if asked is None or asked == who.user:
+        return who.user
+    if not allowed(who.role, "user.admin"):
+        raise PermissionDenied(
+            f"only admins make VMs for another user (owner {asked!r})", code="forbidden"
+        )
+    ctx.client.users.get(asked)  # 404 for a user who does not exist
+    return asked
 
 
 @router.get("/{name}", response_model=VMInfo, responses=NOT_FOUND)
@@ -144,6 +168,7 @@ def create_vm(
     whose backing chain or data file leaves them."""
     client = ctx.client
     request.state.audit_target = spec.name
+    spec = spec.model_copy(update={"owner": owner_for(ctx, who, spec.owner)})
     spec = with_disk_formats(spec, guard_host_paths(ctx, who, vm_spec_paths(spec)))
     _refuse_existing(ctx, spec.name)
 
@@ -172,7 +197,7 @@ def clone_vm(
 
     def work(task: Any) -> VMInfo:
         task.say(f"cloning {name} to {new}" + (" (linked)" if body.linked else ""))
-        return client.vms.clone(name, new, linked=body.linked)
+        return client.vms.clone(name, new, linked=body.linked, owner=who.user)
 
     task = ctx.tasks.submit("vm.clone", new, who.user, work, recovery={"vm": new})
     return accepted(request, response, task)
@@ -237,12 +262,17 @@ def change_vm(
     ctx: Ctx,
     name: VmName,
     body: SetBody,
-    _: Annotated[Principal, Depends(require("vm.change"))],
+    who: Annotated[Principal, Depends(require("vm.change"))],
 ) -> SetResult:
-    """Change vCPUs, their maximum, memory (persistently, live where libvirt can) and
-    autostart; every value is checked before any is changed."""
+    """Change vCPUs, their maximum, memory (persistently, live where libvirt can), autostart
+    and (admins) the owner; every value is checked before any is changed."""
     vms = ctx.client.vms
     changes: list[str] = []
+    if body.owner is not None:
+        if not allowed(who.role, "user.admin"):
+            raise PermissionDenied("only admins give a VM to another user", code="forbidden")
+        if body.owner:
+            ctx.client.users.get(body.owner)  # 404 for a user who does not exist
     if body.vcpus is not None or body.max_vcpus is not None or body.memory is not None:
         changed = vms.set(name, vcpus=body.vcpus, memory=body.memory, max_vcpus=body.max_vcpus)
         changes += changed.changes
@@ -251,6 +281,9 @@ def change_vm(
     if body.autostart is not None:
         vms.set_autostart(name, body.autostart)
         changes.append(f"autostart {'on' if body.autostart else 'off'}")
+    if body.owner is not None:
+        vms.set_owner(name, body.owner or None)
+        changes.append(f"owner {body.owner or '(nobody)'}")
     return SetResult(name=name, changes=changes)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,10 @@ from fastapi.testclient import TestClient
 
 from virtkit import Client, Settings
 from virtkit.api.app import create_app
+from virtkit.services.domainbuilder import ResolvedDisk, disk_element, disk_letters
+from virtkit.specs import VolumeSpec
 from virtkit.specs.vm import VMSpec
+from virtkit.xml.domain import Disk, Domain
 
 NODE = """<node>
   <domain type='test'>
@@ -204,3 +207,155 @@ def finished(c: TestClient, task_id: str) -> dict[str, object]:
             return task
         time.sleep(0.05)
     raise AssertionError(f"task {task_id} did not finish")
+
+
+# -- one file, one format: the same in-pool file may not be raw in one VM and qcow2 in another
+
+
+def define_vm(
+    client: Client, name: str, *disks: ResolvedDisk | Disk, transient: bool = False
+) -> Callable[[], None]:
+    """A VM on the test driver whose disks are ``disks`` (vda, vdb, ...: an element as it is);
+    returns its undo."""
+    dom = Domain.parse(TEST_DOMAIN)
+    dom.name = name
+    for index, disk in enumerate(disks):
+        if isinstance(disk, ResolvedDisk):
+            disk = disk_element(disk, "vd" + disk_letters(index))
+        dom.disks.append(disk)
+    if transient:
+        guest = client.host.create_transient(dom.to_xml())
+        return guest.destroy
+    guest = client.host.define(dom.to_xml())
+    return guest.undefine
+
+
+TEST_DOMAIN = "<domain type='test'><memory>131072</memory><os><type>hvm</type></os></domain>"
+
+
+@pytest.fixture
+def vms(api: dict[str, TestClient]) -> Iterator[Callable[..., None]]:
+    """Defines ``vkchain-`` VMs on the test driver (and removes them afterwards)."""
+    client = api["otto"].app.state.ctx.client  # type: ignore[attr-defined]
+    undo: list[Callable[[], None]] = []
+
+    def make(name: str, *disks: ResolvedDisk | Disk, transient: bool = False) -> None:
+        assert name.startswith("vkchain-")
+        undo.append(define_vm(client, name, *disks, transient=transient))
+
+    yield make
+    for step in reversed(undo):
+        step()
+
+
+def clash(r: httpx.Response, field: str, path: str, vm: str, fmt: str) -> None:
+    forbidden(r, field, path)
+    assert f"VM {vm!r}" in r.json()["message"] and f"opens it as {fmt}" in r.json()["message"]
+
+
+def past_the_check(r: httpx.Response) -> None:
+    """A disk attach past every check, up to libvirt's (the test driver attaches no disks)."""
+    assert r.status_code == 422 and r.json()["code"] == "unsupported", r.text
+
+
+def test_a_file_one_vm_reads_as_qcow2_is_given_to_no_vm_raw(
+    api: dict[str, TestClient], chain: dict[str, Path], pool: Path, vms: Callable[..., None]
+) -> None:
+    otto, ada = api["otto"], api["ada"]
+    base, data = str(chain["base"]), str(pool / "data.img")  # data.img has no qcow2 magic
+    vms("vkchain-b", ResolvedDisk(base, "qcow2", "virtio"), ResolvedDisk(data, "qcow2", "virtio"))
+    r = otto.post("/api/v1/vms/web1/disks", json={"path": data})  # detected: raw
+    clash(r, "path", data, "vkchain-b", "qcow2")
+    assert "would be opened as writable raw" in r.json()["message"]
+    disk = {"path": base, "format": "raw"}
+    r = otto.post("/api/v1/vms", json={"name": "vkchain-a", "disks": [disk]})
+    clash(r, "disks[0].path", base, "vkchain-b", "qcow2")
+    # the VM itself too: vkchain-b's guest would write the header its own vdb follows
+    clash(
+        otto.post("/api/v1/vms/vkchain-b/disks", json={"path": data}),
+        "path",
+        data,
+        "vkchain-b",
+        "qcow2",
+    )
+    # read-only raw writes nothing; qcow2 as vkchain-b has it, another file, an admin: pass
+    past_the_check(otto.post("/api/v1/vms/web1/disks", json={"path": data, "readonly": True}))
+    past_the_check(otto.post("/api/v1/vms/web1/disks", json={"path": base}))
+    other = pool / "vkchain-other.img"
+    other.write_bytes(b"\0" * 512)
+    past_the_check(otto.post("/api/v1/vms/web1/disks", json={"path": str(other)}))
+    other.unlink()
+    past_the_check(ada.post("/api/v1/vms/web1/disks", json={"path": data}))
+    for who, spec in ((otto, {**disk, "readonly": True}), (ada, disk)):
+        r = who.post("/api/v1/vms", json={"name": "web1", "disks": [spec]})
+        assert r.json()["code"] == "vm_exists", r.text
+
+
+def test_a_file_one_vm_writes_raw_is_given_to_no_vm_as_qcow2(
+    api: dict[str, TestClient], chain: dict[str, Path], vms: Callable[..., None]
+) -> None:
+    """The roles swapped: the raw writer first; the file is a clean qcow2 (for now)."""
+    otto, ada = api["otto"], api["ada"]
+    base, good = str(chain["base"]), str(chain["good"])
+    vms("vkchain-a", ResolvedDisk(base, "raw", "virtio"))
+    r = otto.post("/api/v1/vms/web1/disks", json={"path": base})  # detected from its magic
+    clash(r, "path", base, "vkchain-a", "writable raw")
+    assert "would be opened as qcow2" in r.json()["message"]
+    for fmt in ({}, {"format": "qcow2"}, {"format": "qcow2", "readonly": True}):
+        r = otto.post("/api/v1/vms", json={"name": "web1", "disks": [{"path": base, **fmt}]})
+        clash(r, "disks[0].path", base, "vkchain-a", "writable raw")
+    # a qcow2 whose backing file is that file is refused too
+    r = otto.post("/api/v1/vms/web1/disks", json={"path": good})
+    clash(r, "path", good, "vkchain-a", "writable raw")
+    assert f"(its backing file {base!r})" in r.json()["message"]
+    r = otto.post("/api/v1/vms", json={"name": "web1", "disks": [{"path": base, "format": "raw"}]})
+    assert r.json()["code"] == "vm_exists", r.text
+    past_the_check(ada.post("/api/v1/vms/web1/disks", json={"path": base}))
+
+
+def test_a_backing_file_a_shut_off_vm_reads_is_guarded_by_the_clone_check(
+    api: dict[str, TestClient], chain: dict[str, Path], vms: Callable[..., None]
+) -> None:
+    """A shut-off VM's definition names its top image alone; the file below it, read from the
+    header, is kept from being written by anyone (``volume_has_clones``)."""
+    base, good = str(chain["base"]), str(chain["good"])
+    vms("vkchain-b", ResolvedDisk(good, "qcow2", "virtio"))
+    for who in ("otto", "ada"):
+        r = api[who].post("/api/v1/vms/web1/disks", json={"path": base})
+        assert r.status_code == 409 and r.json()["code"] == "volume_has_clones", r.text
+
+
+def test_a_cdrom_and_a_readonly_raw_disk_do_not_count_a_running_vm_does(
+    api: dict[str, TestClient], chain: dict[str, Path], vms: Callable[..., None]
+) -> None:
+    otto = api["otto"]
+    base = str(chain["base"])
+    cdrom = ResolvedDisk(base, "raw", "sata", device="cdrom", readonly=True)
+    vms("vkchain-a", cdrom, ResolvedDisk(base, "raw", "virtio", readonly=True))
+    past_the_check(otto.post("/api/v1/vms/web1/disks", json={"path": base}))
+    # a VM that only runs (no persistent definition) counts by its live one
+    vms("vkchain-live", ResolvedDisk(base, "raw", "virtio"), transient=True)
+    r = otto.post("/api/v1/vms/web1/disks", json={"path": base})
+    clash(r, "path", base, "vkchain-live", "writable raw")
+
+
+def test_a_vm_disk_given_as_a_pool_volume_counts_by_the_volume_path(
+    api: dict[str, TestClient], vms: Callable[..., None]
+) -> None:
+    otto = api["otto"]
+    client = otto.app.state.ctx.client  # type: ignore[attr-defined]
+    volume = client.pools.create_volume("vms", VolumeSpec(name="vkchain-vol.qcow2", size=1 << 20))
+    disk = Disk()
+    disk.type, disk.device, disk.driver_type = "volume", "disk", "qcow2"
+    disk.source_pool, disk.source_volume, disk.target_dev = "vms", volume.name, "vda"
+    try:
+        vms("vkchain-v", disk)
+        uses = client.pools.disk_uses()
+        assert [(u.vm, u.path, u.format) for u in uses] == [
+            ("vkchain-v", volume.path, "qcow2"),
+            ("vkchain-v", volume.path, "qcow2"),  # live (shut off: the same) and persistent
+        ]
+        r = otto.post("/api/v1/vms/web1/disks", json={"path": volume.path})  # no file: raw
+        clash(r, "path", volume.path, "vkchain-v", "qcow2")
+    finally:
+        client.pools.delete_volume("vms", volume.name)

@@ -14,6 +14,7 @@ import pytest
 
 from virtkit.errors import PermissionDenied
 from virtkit.services.hostpaths import (
+    DiskUse,
     NamedImage,
     PoolTarget,
     check_host_paths,
@@ -46,18 +47,38 @@ def qcow2(path: Path, *options: str | Path) -> Path:
     return path
 
 
-def decide(tmp: Path, path: Path | str, fmt: str | None = None, role: str = "operator") -> str:
-    """The format the rule decides for one disk image, or PermissionDenied."""
+def decide(
+    tmp: Path,
+    path: Path | str,
+    fmt: str | None = None,
+    role: str = "operator",
+    *,
+    readonly: bool = False,
+    uses: tuple[DiskUse, ...] = (),
+) -> str:
+    """The format the rule decides for one disk image, or PermissionDenied; ``uses``: the
+    disks of the VMs on the host."""
     pools = [PoolTarget("vms", "dir", True, str(tmp / "pool"))]
     formats = check_host_paths(
-        [NamedImage(FIELD, str(path), fmt)], role=role, local=True, pools=lambda: pools
+        [NamedImage(FIELD, str(path), fmt, readonly)],
+        role=role,
+        local=True,
+        pools=lambda: pools,
+        uses=lambda: uses,
     )
     return formats.get(FIELD, "(none)")
 
 
-def refused(tmp: Path, path: Path, fmt: str | None = None) -> str:
+def refused(
+    tmp: Path,
+    path: Path,
+    fmt: str | None = None,
+    *,
+    readonly: bool = False,
+    uses: tuple[DiskUse, ...] = (),
+) -> str:
     with pytest.raises(PermissionDenied) as caught:
-        decide(tmp, path, fmt)
+        decide(tmp, path, fmt, readonly=readonly, uses=uses)
     err = caught.value
     assert err.code == "host_path_forbidden" and err.http_status == 403
     assert f"{FIELD} {str(path)!r}" in err.message and "'host.path'" in err.message
@@ -175,14 +196,83 @@ def test_the_decided_formats_go_into_the_spec(tmp: Path) -> None:
         {
             "name": "vkchain-vm",
             "kernel": str(raw),
-            "disks": [{"size": "1G"}, {"path": str(image)}, {"path": str(image), "format": "raw"}],
+            "disks": [{"size": "1G"}, {"path": str(image)}, {"path": str(raw), "format": "raw"}],
         }
     )
     pools = [PoolTarget("vms", "dir", True, str(pool))]
     formats = check_host_paths(
-        vm_spec_paths(spec), role="operator", local=True, pools=lambda: pools
+        vm_spec_paths(spec), role="operator", local=True, pools=lambda: pools, uses=list
     )
     assert formats == {"disks[1].path": "qcow2", "disks[2].path": "raw"}
     pinned = with_disk_formats(spec, formats)
     assert [d.format for d in pinned.disks] == [None, "qcow2", "raw"]
     assert with_disk_formats(spec, {}) is spec
+
+
+# -- one file, one format: what a guest writes raw, no other VM reads as qcow2 ---------------
+
+
+def use(path: Path, fmt: str, *, writable: bool = True, vm: str = "vkchain-other") -> DiskUse:
+    return DiskUse(vm, "vdb", str(path), fmt, writable)
+
+
+def test_a_file_a_vm_reads_as_qcow2_is_not_given_raw_and_writable(tmp: Path) -> None:
+    image = qcow2(tmp / "pool" / "vkchain-f.qcow2")
+    held = (use(image, "qcow2"),)
+    message = refused(tmp, image, "raw", uses=held)
+    assert "as writable raw" in message and "VM 'vkchain-other' (vdb)" in message
+    assert "opens it as qcow2" in message
+    # named another way (a symlink, ..): the same file
+    (tmp / "pool" / "vkchain-alias").symlink_to(image)
+    refused(tmp, tmp / "pool" / "vkchain-alias", "raw", uses=held)
+    assert decide(tmp, image, "raw", readonly=True, uses=held) == "raw"  # writes nothing
+    assert decide(tmp, image, uses=held) == "qcow2"  # the same format: fine
+    assert decide(tmp, image, "raw", role="admin", uses=held) == "(none)"
+    other = tmp / "pool" / "vkchain-g.img"
+    other.write_bytes(b"\0" * 512)
+    assert decide(tmp, other, "raw", uses=held) == "raw"  # another file
+
+
+def test_a_file_a_vm_writes_raw_is_not_read_as_qcow2(tmp: Path) -> None:
+    image = qcow2(tmp / "pool" / "vkchain-f.qcow2")  # a clean header, for now
+    message = refused(tmp, image, uses=(use(image, "raw"),))
+    assert "would be opened as qcow2" in message and "as writable raw" in message
+    refused(tmp, image, "qcow2", readonly=True, uses=(use(image, "raw"),))  # qcow2 reads headers
+    # a read-only raw reader (a CD-ROM, a readonly disk) writes no header: it does not count
+    assert decide(tmp, image, uses=(use(image, "raw", writable=False),)) == "qcow2"
+    # any other format counts, read-only or not
+    assert "as vmdk" in refused(tmp, image, uses=(use(image, "vmdk", writable=False),))
+
+
+def test_every_file_of_the_chain_keeps_its_format(tmp: Path) -> None:
+    pool = tmp / "pool"
+    base = qcow2(pool / "vkchain-base.qcow2")
+    top = qcow2(pool / "vkchain-top.qcow2", "-b", base, "-F", "qcow2")
+    message = refused(tmp, top, uses=(use(base, "raw"),))
+    assert f"(its backing file {str(base)!r})" in message
+    # a backing file is opened read-only: a VM reading it as read-only raw is no clash
+    assert decide(tmp, top, uses=(use(base, "raw", writable=False),)) == "qcow2"
+    # a data file holds the guest's bytes raw: no VM may read it as qcow2
+    data = pool / "vkchain-data.raw"
+    qemu_img("create", "-q", "-f", "raw", data, "1M")
+    with_data = qcow2(pool / "vkchain-d.qcow2", "-o", f"data_file={data}")
+    message = refused(tmp, with_data, uses=(use(data, "qcow2", writable=False),))
+    assert f"(its data file {str(data)!r}) would be opened as writable raw" in message
+    assert decide(tmp, with_data, readonly=True, uses=(use(data, "qcow2"),)) == "qcow2"
+
+
+def test_one_request_does_not_name_one_file_in_two_formats(tmp: Path) -> None:
+    pool = tmp / "pool"
+    image = qcow2(pool / "vkchain-f.qcow2")
+    pools = [PoolTarget("vms", "dir", True, str(pool))]
+
+    def check(*disks: dict[str, object]) -> dict[str, str]:
+        spec = VMSpec.model_validate({"name": "vkchain-vm", "disks": list(disks)})
+        return check_host_paths(
+            vm_spec_paths(spec), role="operator", local=True, pools=lambda: pools, uses=list
+        )
+
+    with pytest.raises(PermissionDenied) as caught:
+        check({"path": str(image)}, {"path": str(image), "format": "raw"})
+    assert "disks[1].path" in caught.value.message and "disks[0].path" in caught.value.message
+    assert check({"path": str(image)}, {"path": str(image), "format": "raw", "readonly": True})

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from virtkit.errors import PermissionDenied
-from virtkit.services.hostpaths import NamedImage, PoolTarget, check_host_paths, vm_spec_paths
+from virtkit.services.hostpaths import (
+    DiskUse,
+    NamedImage,
+    PoolTarget,
+    check_host_paths,
+    vm_spec_paths,
+)
 from virtkit.specs.vm import VMSpec
 
 
@@ -31,7 +37,7 @@ def pools_of(*targets: PoolTarget) -> Callable[[], list[PoolTarget]]:
 
 def check(path: str, pool: Path, *, role: str = "operator", local: bool = True) -> None:
     targets = pools_of(PoolTarget("vms", "dir", True, str(pool)))
-    check_host_paths([("disks[0].path", path)], role=role, local=local, pools=targets)
+    check_host_paths([("disks[0].path", path)], role=role, local=local, pools=targets, uses=list)
 
 
 def refused(path: str, pool: Path, **kwargs: object) -> PermissionDenied:
@@ -88,10 +94,10 @@ def test_only_active_filesystem_pools_count(pool: Path) -> None:
         PoolTarget("rel", "dir", True, "pool"),
     ):
         with pytest.raises(PermissionDenied):
-            check_host_paths(path, role="operator", local=True, pools=pools_of(target))
+            check_host_paths(path, role="operator", local=True, pools=pools_of(target), uses=list)
     for kind in ("dir", "fs", "netfs"):
         target = PoolTarget("ok", kind, True, str(pool))
-        check_host_paths(path, role="operator", local=True, pools=pools_of(target))
+        check_host_paths(path, role="operator", local=True, pools=pools_of(target), uses=list)
 
 
 def test_a_remote_host_allows_no_paths_without_the_permission(pool: Path) -> None:
@@ -104,19 +110,32 @@ def test_admins_name_any_path_and_the_pools_are_not_asked(pool: Path) -> None:
     def no_pools() -> list[PoolTarget]:
         raise AssertionError("pools asked")
 
-    check_host_paths([("cdrom", "/etc/shadow")], role="admin", local=True, pools=no_pools)
-    check_host_paths([], role="operator", local=True, pools=no_pools)  # nothing named
+    def no_uses() -> list[DiskUse]:
+        raise AssertionError("uses asked")
+
+    check_host_paths(
+        [("cdrom", "/etc/shadow")], role="admin", local=True, pools=no_pools, uses=no_uses
+    )
+    check_host_paths([], role="operator", local=True, pools=no_pools, uses=no_uses)  # nothing named
     with pytest.raises(PermissionDenied):
-        check_host_paths([("kernel", "/boot/vmlinuz")], role="viewer", local=False, pools=no_pools)
+        check_host_paths(
+            [("kernel", "/boot/vmlinuz")], role="viewer", local=False, pools=no_pools, uses=no_uses
+        )
     with pytest.raises(PermissionDenied):  # an unknown role has no permission
-        check_host_paths([("kernel", "/boot/vmlinuz")], role="root", local=False, pools=no_pools)
+        check_host_paths(
+            [("kernel", "/boot/vmlinuz")], role="root", local=False, pools=no_pools, uses=no_uses
+        )
+    # files QEMU reads as they are (a kernel, a CD-ROM: read-only raw) need no VM's disks
+    named = [("kernel", str(pool / "disk.qcow2")), ("cdrom", str(pool / "disk.qcow2"))]
+    targets = pools_of(PoolTarget("vms", "dir", True, str(pool)))
+    check_host_paths(named, role="operator", local=True, pools=targets, uses=no_uses)
 
 
 def test_every_path_is_checked_the_first_bad_one_is_named(pool: Path) -> None:
     named = [("kernel", str(pool / "disk.qcow2")), ("initrd", "/boot/initrd.img")]
     targets = pools_of(PoolTarget("vms", "dir", True, str(pool)))
     with pytest.raises(PermissionDenied, match=re.escape("initrd '/boot/initrd.img'")):
-        check_host_paths(named, role="operator", local=True, pools=targets)
+        check_host_paths(named, role="operator", local=True, pools=targets, uses=list)
 
 
 def test_the_paths_a_vm_spec_names() -> None:

@@ -16,6 +16,17 @@ without ``host.path`` is opened in a format decided here, never probed later: ``
 (QEMU reads no header in it), ``qcow2`` only if its whole chain stays inside the pools
 (:mod:`virtkit.services.imagechain`); no format given means what the file is now (qcow2 by its
 magic, else raw), and :func:`check_host_paths` returns that format for the service to use.
+
+A clean chain stays clean only while no guest can write its files raw: a VM that has an in-pool
+file as a writable raw disk can turn it into a qcow2 header naming ``/etc/shadow``, and another
+VM (or this one) that opens the same file as qcow2 follows it at its next start; the same with
+the two asked for in the other order. So a file named here, or a file of its chain, may not be
+opened in a format other than the one any VM's definition (live or persistent, this VM's too)
+or another field of the request already opens it in. A raw use that is read-only (a CD-ROM, a
+``readonly`` disk) writes nothing and does not count; a qcow2 or any other format counts read-only
+too, since it is the reader of headers. A backing file that a VM's chain reads in the header
+only (a shut-off VM's persistent definition names its top image alone) is guarded elsewhere:
+writing into a backing file is refused for everyone (``volume_has_clones``).
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from virtkit.errors import PermissionDenied
-from virtkit.services.imagechain import Escape, chain_escape
+from virtkit.services.imagechain import Escape, Link, walk_chain
 from virtkit.services.roles import allowed
 from virtkit.services.storage import detect_local_format
 
@@ -55,11 +66,25 @@ reads it as it is (a kernel, an initrd, a CD-ROM, which virtkit always gives as 
 
 
 class NamedImage(NamedTuple):
-    """A disk image a request names, with the field and the format asked for (None: detect)."""
+    """A disk image a request names, with the field, the format asked for (None: detect) and
+    whether the VM gets it read-only."""
 
     field: str
     path: str
     format: str | None = None
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class DiskUse:
+    """A file that a VM's definition makes QEMU open: ``vm``'s disk ``disk`` (``vda``, or
+    ``vda's backing file``), read as ``format``, writable or not."""
+
+    vm: str
+    disk: str
+    path: str
+    format: str
+    writable: bool
 
 
 Named = NamedPath | NamedImage
@@ -78,7 +103,7 @@ def vm_spec_paths(spec: VMSpec) -> list[Named]:
         if value is not None
     ]
     named += [
-        NamedImage(_disk_field(i), d.path, d.format)
+        NamedImage(_disk_field(i), d.path, d.format, d.readonly)
         for i, d in enumerate(spec.disks)
         if d.path is not None
     ]
@@ -151,18 +176,88 @@ def _escape_message(field: str, path: str, escape: Escape) -> str:
     return f"{field} {path!r}: its {escape.what} {escape.name!r}{of} {escape.why}"
 
 
+class _Opening(NamedTuple):
+    """One file (resolved) opened in one format, by a field of the request or by a VM."""
+
+    real: str
+    format: str
+    writable: bool
+    who: str  # how the message names the one who opens it
+
+
+def _counts(opening: _Opening) -> bool:
+    """Whether an opening takes part in the rule: a read-only raw reader neither writes a
+    header nor follows one."""
+    return opening.format != "raw" or opening.writable
+
+
+def _as(opening: _Opening) -> str:
+    if opening.format == "raw":
+        return "writable raw" if opening.writable else "read-only raw"
+    return opening.format
+
+
+def _requested(item: NamedImage, links: Sequence[Link]) -> list[_Opening]:
+    openings = []
+    for link in links:
+        real = _resolved(link.path)
+        if real is None:
+            continue  # checked and allowed by the chain walk, which resolved it
+        writable = not item.readonly and link.what != "backing file"
+        if link.what == "image":
+            who = f"{item.field} {item.path!r}"
+        else:
+            who = f"{item.field} {item.path!r} (its {link.what} {link.path!r})"
+        openings.append(_Opening(real, link.format, writable, who))
+    return openings
+
+
+def _held(uses: Iterable[DiskUse]) -> list[_Opening]:
+    held = []
+    for use in uses:
+        real = _resolved(use.path)
+        if real is not None:
+            who = f"VM {use.vm!r} ({use.disk})"
+            held.append(_Opening(real, use.format, use.writable, who))
+    return held
+
+
+def _refuse_format_clash(
+    asked: Sequence[_Opening], uses: Callable[[], Iterable[DiskUse]], role: str
+) -> None:
+    """Refuse a file the request opens in one format while a VM, or the request elsewhere
+    (another field, another link of a chain), opens it in another (see the module's
+    docstring)."""
+    counted = [a for a in asked if _counts(a)]
+    if not counted:
+        return
+    others = [u for u in _held(uses()) if _counts(u)] + counted
+    for mine in counted:
+        for other in others:
+            if other.real == mine.real and other.format != mine.format:
+                raw = "raw" in (mine.format, other.format)
+                why = "a guest that writes a file raw can write the header that the other reads"
+                raise _forbidden(
+                    f"{mine.who} would be opened as {_as(mine)}, but {other.who} opens it as "
+                    f"{_as(other)} ({why if raw else 'one file is read in one format'})",
+                    role,
+                )
+
+
 def check_host_paths(
     named: Sequence[Named],
     *,
     role: str,
     local: bool,
     pools: Callable[[], Iterable[PoolTarget]],
+    uses: Callable[[], Iterable[DiskUse]],
 ) -> dict[str, str]:
     """Raise :class:`PermissionDenied` (``host_path_forbidden``, naming the field and the path)
     unless ``role`` may name every path in ``named``: it has ``host.path``, or the host is local
     and each path, resolved, lies inside an active filesystem pool, and so does every file that
-    a :class:`NamedImage` makes QEMU open (backing files, data file). ``pools`` is asked only
-    when the answer depends on it.
+    a :class:`NamedImage` makes QEMU open (backing files, data file), and none of those files is
+    opened in another format by a VM on the host (``uses``: every VM's disks) or by another
+    field of the request. ``pools`` and ``uses`` are asked only when the answer depends on them.
 
     Returns the format each named image must be opened as, by field (``{}`` for a role with
     ``host.path``, which keeps today's behaviour): the caller passes it on, so that what was
@@ -180,19 +275,23 @@ def check_host_paths(
             where = "is not inside an active storage pool" if local else "is on a remote host"
             raise _forbidden(f"{field} {path!r} {where}", role)
     formats: dict[str, str] = {}
+    asked: list[_Opening] = []
     for item in named:
         if isinstance(item, NamedImage):
             fmt = _opened_format(item.path, item.format)
-            escape = chain_escape(item.path, fmt, in_pool)
-            if escape is not None:
-                raise _forbidden(_escape_message(item.field, item.path, escape), role)
+            chain = walk_chain(item.path, fmt, in_pool)
+            if chain.escape is not None:
+                raise _forbidden(_escape_message(item.field, item.path, chain.escape), role)
             formats[item.field] = fmt
+            asked += _requested(item, chain.links)
+    _refuse_format_clash(asked, uses, role)
     return formats
 
 
 __all__ = [
     "FILE_POOL_TYPES",
     "PERMISSION",
+    "DiskUse",
     "Named",
     "NamedImage",
     "NamedPath",

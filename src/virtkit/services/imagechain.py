@@ -9,6 +9,10 @@ a hostile header never makes virtkit open ``/dev/sda``, a FIFO or an ``nbd://`` 
 Only ``raw`` (which names no other file) and ``qcow2`` are known here; any other format in a
 chain, a backing file without a recorded format (QEMU would probe it), a ``json:`` or protocol
 name, a loop, or an image qemu-img cannot read is refused: when in doubt, refuse.
+
+:func:`walk_chain` also hands back the files it found and the format each is opened in, so
+that :mod:`virtkit.services.hostpaths` can tell whether another VM reads one of them in
+another format (the one who writes a file raw writes the header another one follows).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from virtkit.errors import VirtkitError
 from virtkit.services.backing import CHAIN_MAX
@@ -64,40 +69,67 @@ def _data_file(info: dict[str, object]) -> str | None:
     return str(name) if name else None
 
 
-def chain_escape(path: str, fmt: str, allowed: Callable[[str], bool]) -> Escape | None:
-    """The first file that an image at ``path`` (an allowed file), opened as ``fmt``, would
-    make QEMU open and that ``allowed`` refuses, or that cannot be told; None if there is
-    none."""
+class Link(NamedTuple):
+    """A file QEMU opens for an image: the image itself (``what`` is ``image``), a ``backing
+    file`` or a ``data file``, by the name QEMU takes, and the format it reads it in (a data
+    file holds the guest's bytes as they are: raw)."""
+
+    path: str
+    format: str
+    what: str
+
+
+@dataclass(frozen=True)
+class Chain:
+    """What an image opened in some format makes QEMU open: the ``links`` found, top down (as
+    far as the walk got), and the first ``escape`` (None: every link is allowed)."""
+
+    links: tuple[Link, ...]
+    escape: Escape | None
+
+
+def walk_chain(path: str, fmt: str, allowed: Callable[[str], bool]) -> Chain:
+    """The files an image at ``path`` (an allowed file), opened as ``fmt``, makes QEMU open,
+    and the first of them that ``allowed`` refuses or that cannot be told."""
+    links = [Link(path, fmt, "image")]
+
+    def escape(found: Escape) -> Chain:
+        return Chain(tuple(links), found)
+
     image, seen = path, set[str]()
     for _ in range(CHAIN_MAX):
         if fmt == "raw":
-            return None
+            return Chain(tuple(links), None)
         if fmt not in FOLLOWED_FORMATS:
-            return Escape(image, "format", fmt, "is not one virtkit can check (raw, qcow2)")
+            return escape(Escape(image, "format", fmt, "is not one virtkit can check (raw, qcow2)"))
         real = os.path.realpath(image)
         if real in seen:
-            return Escape(image, "backing chain", real, "loops")
+            return escape(Escape(image, "backing chain", real, "loops"))
         seen.add(real)
         try:
             info = qemu_img_info(real, fmt=fmt, force_share=True)
         except VirtkitError as exc:
-            return Escape(image, "image", image, f"cannot be inspected ({exc.message})")
+            return escape(Escape(image, "image", image, f"cannot be inspected ({exc.message})"))
         data = _data_file(info)
         if data is not None and not os.path.isabs(data):
-            return Escape(image, "data file", data, "is a relative name")
+            return escape(Escape(image, "data file", data, "is a relative name"))
         if data is not None and not allowed(data):
-            return Escape(image, "data file", data, _not_in_pool(data, data))
+            return escape(Escape(image, "data file", data, _not_in_pool(data, data)))
+        if data is not None:
+            links.append(Link(data, "raw", "data file"))
         backing = info.get("backing-filename")
         if not backing:
-            return None
+            return Chain(tuple(links), None)
         names = _as_qemu_names(image, str(backing))
         if names is None:
-            return Escape(image, "backing file", str(backing), "is not a plain file path")
+            return escape(Escape(image, "backing file", str(backing), "is not a plain file path"))
         outside = next((n for n in names if not allowed(n)), None)
         if outside is not None:
-            return Escape(image, "backing file", str(backing), _not_in_pool(str(backing), outside))
+            why = _not_in_pool(str(backing), outside)
+            return escape(Escape(image, "backing file", str(backing), why))
         below = info.get("backing-filename-format")
         if not below:
-            return Escape(image, "backing file", names[0], "has no recorded format")
+            return escape(Escape(image, "backing file", names[0], "has no recorded format"))
         image, fmt = names[0], str(below)
-    return Escape(path, "backing chain", image, f"is longer than {CHAIN_MAX}")
+        links.append(Link(image, fmt, "backing file"))
+    return escape(Escape(path, "backing chain", image, f"is longer than {CHAIN_MAX}"))

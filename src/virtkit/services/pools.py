@@ -18,7 +18,7 @@ from virtkit.errors import (
     VirtkitError,
 )
 from virtkit.services import backing
-from virtkit.services.hostpaths import PoolTarget
+from virtkit.services.hostpaths import DiskUse, PoolTarget
 from virtkit.services.storage import QCOW2_COMPAT
 from virtkit.services.store import Store
 from virtkit.specs import (
@@ -31,6 +31,7 @@ from virtkit.specs import (
     validate_name,
     validate_volume_name,
 )
+from virtkit.xml.domain import Disk
 from virtkit.xml.storage import Pool, SourceDevice, SourceHost, Volume
 
 log = logging.getLogger(__name__)
@@ -272,20 +273,57 @@ class PoolService:
 
     # -- volumes ----------------------------------------------------------------------------
 
-    def _users(self) -> dict[str, list[str]]:
-        """Disk source path -> names of the VMs whose (live or persistent) XML uses it."""
-        users: dict[str, list[str]] = {}
+    def _vm_disks(self) -> Iterator[tuple[str, Disk]]:
+        """(VM name, disk) for every disk in every VM's live and persistent definition."""
         for guest in self.host.list_guests():
             try:
                 name = guest.name
                 doms = (guest.definition(), guest.definition(inactive=True))
             except NotFound:
-                continue
+                continue  # gone while we listed
             for dom in doms:
                 for disk in dom.disks:
-                    if disk.source and name not in users.setdefault(disk.source, []):
-                        users[disk.source].append(name)
+                    yield name, disk
+
+    def _users(self) -> dict[str, list[str]]:
+        """Disk source path -> names of the VMs whose (live or persistent) XML uses it."""
+        users: dict[str, list[str]] = {}
+        for name, disk in self._vm_disks():
+            if disk.source and name not in users.setdefault(disk.source, []):
+                users[disk.source].append(name)
         return users
+
+    def disk_uses(self) -> list[DiskUse]:
+        """Every file that a VM's live or persistent definition has QEMU open, in the format
+        it is read in (libvirt reads a disk without one as raw), with the layers below it
+        that the definition names: what :mod:`~virtkit.services.hostpaths` needs to know
+        which file is read in which format."""
+        found: list[DiskUse] = []
+        for name, disk in self._vm_disks():
+            path = self._disk_path(disk)
+            if path is None:
+                continue
+            target = disk.target_dev or "?"
+            fmt, writable = disk.driver_type or "raw", not disk.readonly
+            found.append(DiskUse(name, target, path, fmt, writable))
+            below = f"{target}'s backing file"
+            for layer in disk.backing_layers:
+                if layer.source:  # backing files are opened read-only
+                    found.append(DiskUse(name, below, layer.source, layer.format or "raw", False))
+        return found
+
+    def _disk_path(self, disk: Disk) -> str | None:
+        """The file or device a disk reads: its source, or a pool volume's path."""
+        if disk.type != "volume":
+            return disk.source_file or disk.source_dev
+        if not (disk.source_pool and disk.source_volume):
+            return None
+        try:
+            return Volume.parse(
+                self.storage.volume_xml(disk.source_pool, disk.source_volume)
+            ).target_path
+        except NotFound:
+            return None  # its pool is stopped or gone: the VM cannot start either
 
     def _volume_info(self, pool: str, xml: str, users: dict[str, list[str]]) -> VolumeInfo:
         vol = Volume.parse(xml)
@@ -428,21 +466,14 @@ class PoolService:
         """(VM name, disk source, the files below it) for every disk with a backing chain in
         every VM's live and persistent definition."""
         same = backing.same_file if local else (lambda p: p)
-        for guest in self.host.list_guests():
-            try:
-                name = guest.name
-                doms = (guest.definition(), guest.definition(inactive=True))
-            except NotFound:
-                continue  # gone while we listed
-            for dom in doms:
-                for disk in dom.disks:
-                    if not disk.source or disk.device == "cdrom":
-                        continue
-                    chain = [same(p) for p in disk.backing_sources]
-                    if local:
-                        chain += [p for p in backing.local_chain(disk.source) if p not in chain]
-                    if chain:
-                        yield name, disk.source, chain
+        for name, disk in self._vm_disks():
+            if not disk.source or disk.device == "cdrom":
+                continue
+            chain = [same(p) for p in disk.backing_sources]
+            if local:
+                chain += [p for p in backing.local_chain(disk.source) if p not in chain]
+            if chain:
+                yield name, disk.source, chain
 
     def clone_volume(
         self,

@@ -47,6 +47,7 @@ class BackingStore(XMLObject):
     """One layer below a disk's image, as libvirt reports it for a running VM."""
 
     TAG = "backingStore"
+    format = attr("format", "type")
     source_file = attr("source", "file")
     source_dev = attr("source", "dev")
 
@@ -85,15 +86,20 @@ class Disk(XMLObject):
         return self.source_file or self.source_dev or self.source_volume
 
     @property
-    def backing_sources(self) -> list[str]:
-        """The images below this disk's, top down, where the XML names them (libvirt fills
-        ``<backingStore>`` in a running VM's definition)."""
-        found: list[str] = []
+    def backing_layers(self) -> list[BackingStore]:
+        """The layers below this disk's image, top down, where the XML names them (libvirt
+        fills ``<backingStore>`` in a running VM's definition)."""
+        found: list[BackingStore] = []
         layer = self.backing_store
         while layer is not None and layer.source and len(found) < 64:
-            found.append(layer.source)
+            found.append(layer)
             layer = layer.below
         return found
+
+    @property
+    def backing_sources(self) -> list[str]:
+        """The images below this disk's, top down, where the XML names them."""
+        return [layer.source for layer in self.backing_layers if layer.source]
 
 
 class Interface(XMLObject):

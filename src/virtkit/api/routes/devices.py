@@ -60,7 +60,9 @@ def attach_disk(ctx: Ctx, name: VmName, body: DiskBody, who: Changer) -> DiskVie
     file leaves them."""
     formats: dict[str, str] = {}
     if body.path is not None:
-        formats = guard_host_paths(ctx, who, [NamedImage("path", body.path)])
+        formats = guard_host_paths(
+            ctx, who, [NamedImage("path", body.path, readonly=body.readonly)]
+        )
     return ctx.client.disks.attach(
         name,
         path=body.path,

@@ -90,7 +90,11 @@ def guard_host_paths(ctx: ApiContext, who: Principal, named: list[Named]) -> dic
     disk image must be opened as, by field (empty for a caller with ``host.path``)."""
     client = ctx.client
     return check_host_paths(
-        named, role=who.role, local=client.host.is_local, pools=client.pools.pool_targets
+        named,
+        role=who.role,
+        local=client.host.is_local,
+        pools=client.pools.pool_targets,
+        uses=client.pools.disk_uses,
     )
 
 

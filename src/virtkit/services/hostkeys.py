@@ -69,6 +69,9 @@ class PendingHostKeys:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            for pipe in (proc.stdout, proc.stderr):  # not read when it was stopped early
+                if pipe is not None:
+                    pipe.close()
         self._procs = {}
         shutil.rmtree(self._dir, ignore_errors=True)
 

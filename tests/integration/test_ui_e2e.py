@@ -103,6 +103,7 @@ def test_the_ui_from_login_to_delete(
     from playwright.sync_api import expect
 
     name = NAME + secrets.token_hex(3)
+    net = NAME + "net" + secrets.token_hex(2)
     context = browser.new_context(viewport={"width": 1280, "height": 720})
     page = context.new_page()
     problems: list[str] = []
@@ -188,11 +189,26 @@ def test_the_ui_from_login_to_delete(
         # 375 px wide: no page is wider than the screen (tables scroll inside their box).
         narrow = context.new_page()
         narrow.set_viewport_size({"width": 375, "height": 740})
-        for path in ("", "vms", f"vms/{name}", "create", "tasks", "users"):
+        for path in ("", "vms", f"vms/{name}", "create", "tasks", "users", "networks", "storage"):
             narrow.goto(f"{api.url}/{path}")
             width = narrow.evaluate("document.documentElement.scrollWidth")
             assert width <= 376, f"/{path} is {width} px wide at 375"
         narrow.close()
+
+        # An admin's forms: a network made on the networks page (defined, not started: no
+        # bridge appears on this machine), then deleted there after the confirmation.
+        page.goto(f"{api.url}/networks")
+        form = page.locator("form[aria-label='New network']")
+        form.locator("input[name=name]").fill(net)
+        form.locator("select[name=kind]").select_option("isolated")
+        form.locator("input[name=ipv4]").fill("198.18.77.1/24")
+        form.locator("input[name=start]").uncheck()
+        form.locator("button[type=submit]").click()
+        row = page.locator("tr", has_text=net)
+        expect(row).to_contain_text("inactive", timeout=15_000)
+        page.once("dialog", lambda d: d.accept())
+        row.locator("button:has-text('Delete')").click()
+        expect(page.locator("tr", has_text=net)).to_have_count(0, timeout=15_000)
 
         # Delete from the page: the dialog names what goes (here its serial log); then it is gone.
         with api.client("ada") as c:
@@ -213,3 +229,6 @@ def test_the_ui_from_login_to_delete(
     finally:
         context.close()
         _remove(bed, name)
+        with bed.client() as vk:
+            if net in [n.name for n in vk.networks.list()]:
+                vk.networks.delete(net)

@@ -142,3 +142,19 @@ def test_a_vm_without_a_seed(app: TestClient) -> None:
     assert r.status_code == 404 and r.json()["code"] == "no_seed", r.text
     page = app.get("/vms/test")
     assert page.status_code == 200 and "No cloud-init seed." in page.text
+
+
+def test_admins_get_the_storage_and_network_forms(app: TestClient) -> None:
+    """The forms post to the API's own routes (the same calls a script makes); viewers get
+    none of them."""
+    login(app, "ada")
+    networks = app.get("/networks").text
+    assert 'data-api-form="POST api/v1/networks"' in networks
+    storage = app.get("/storage").text
+    assert 'data-api-form="POST api/v1/pools"' in storage
+    assert 'data-api="POST api/v1/pools/default-pool/refresh"' in storage
+    app.post("/api/v1/logout", headers={"X-CSRF-Token": login(app, "ada")})
+    login(app, "vera")
+    assert "New network" not in app.get("/networks").text
+    assert "New pool" not in app.get("/storage").text
+    assert "data-api=" not in app.get("/storage").text

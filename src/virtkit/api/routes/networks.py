@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from virtkit.api.context import ApiContext, context
 from virtkit.api.errors import COMMON, CONFLICT, NOT_FOUND
+from virtkit.api.routes.actions import action_routes
 from virtkit.api.routes.vms import _Body
 from virtkit.api.security import Principal, require
 from virtkit.specs.common import validate_name
@@ -56,18 +57,21 @@ def create_network(ctx: Ctx, spec: NetworkSpec, _: Writer) -> NetworkInfo:
     return ctx.client.networks.create(spec)
 
 
-def _action(action: str, doc: str) -> None:
-    def handler(ctx: Ctx, name: NetName, _: Writer) -> NetworkInfo:
-        getattr(ctx.client.networks, action)(name)
-        return ctx.client.networks.get(name)
-
-    handler.__doc__ = doc
-    handler.__name__ = f"{action}_network"
-    router.post(f"/{{name}}/{action}", response_model=NetworkInfo, responses=ERR)(handler)
-
-
-_action("start", "Start a network.")
-_action("stop", "Stop a network (its VMs lose connectivity).")
+action_routes(
+    router,
+    path="/{name}",
+    ident=("name", NetName),
+    caller=Writer,
+    service=lambda ctx: ctx.client.networks,
+    read="get",
+    model=NetworkInfo,
+    kind="network",
+    actions={
+        "start": ("start", "Start a network."),
+        "stop": ("stop", "Stop a network (its VMs lose connectivity)."),
+    },
+    responses=ERR,
+)
 
 
 @router.patch("/{name}", response_model=NetworkInfo, responses=ERR)

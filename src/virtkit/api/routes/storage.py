@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from virtkit.api.context import ApiContext, context
 from virtkit.api.errors import COMMON, CONFLICT, NOT_FOUND
+from virtkit.api.routes.actions import action_routes
 from virtkit.api.routes.vms import _Body
 from virtkit.api.security import Principal, require
 from virtkit.api.tasking import accepted
@@ -93,19 +94,22 @@ def create_pool(
     return ctx.client.pools.create_pool(spec, start=start)
 
 
-def _pool_action(action: str, method: str, doc: str) -> None:
-    def handler(ctx: Ctx, pool: PoolName, _: Writer) -> PoolInfo:
-        getattr(ctx.client.pools, method)(pool)
-        return ctx.client.pools.get_pool(pool)
-
-    handler.__doc__ = doc
-    handler.__name__ = f"{action}_pool"
-    router.post(f"/pools/{{pool}}/{action}", response_model=PoolInfo, responses=ERR)(handler)
-
-
-_pool_action("start", "start_pool", "Start (activate) a pool.")
-_pool_action("stop", "stop_pool", "Stop a pool (its volumes stay).")
-_pool_action("refresh", "refresh_pool", "Rescan a pool's directory for volumes.")
+action_routes(
+    router,
+    path="/pools/{pool}",
+    ident=("pool", PoolName),
+    caller=Writer,
+    service=lambda ctx: ctx.client.pools,
+    read="get_pool",
+    model=PoolInfo,
+    kind="pool",
+    actions={
+        "start": ("start_pool", "Start (activate) a pool."),
+        "stop": ("stop_pool", "Stop a pool (its volumes stay)."),
+        "refresh": ("refresh_pool", "Rescan a pool's directory for volumes."),
+    },
+    responses=ERR,
+)
 
 
 @router.patch("/pools/{pool}", response_model=PoolInfo, responses=ERR)

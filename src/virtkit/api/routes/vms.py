@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from virtkit.api.context import ApiContext, context
 from virtkit.api.errors import COMMON, CONFLICT, NOT_FOUND
+from virtkit.api.routes.actions import action_routes
 from virtkit.api.security import Caller, Principal, require
 from virtkit.api.tasking import accepted
 from virtkit.errors import AlreadyExists, NotFound, PermissionDenied
@@ -242,23 +243,24 @@ def shutdown_vm(
     return accepted(request, response, task)
 
 
-def _power(action: str, doc: str) -> None:
-    def handler(
-        ctx: Ctx, name: VmName, _: Annotated[Principal, Depends(require("vm.power"))]
-    ) -> VMInfo:
-        getattr(ctx.client.vms, action)(name)
-        return ctx.client.vms.get(name)
-
-    handler.__doc__ = doc
-    handler.__name__ = f"{action}_vm"
-    router.post(f"/{{name}}/{action}", response_model=VMInfo, responses=ERR)(handler)
-
-
-_power("stop", "Power off at once (like pulling the plug).")
-_power("reboot", "Ask the guest to reboot.")
-_power("reset", "Reset at once (like the reset button).")
-_power("pause", "Pause the vCPUs (the VM keeps its memory).")
-_power("resume", "Resume a paused VM.")
+action_routes(
+    router,
+    path="/{name}",
+    ident=("name", VmName),
+    caller=Annotated[Principal, Depends(require("vm.power"))],
+    service=lambda ctx: ctx.client.vms,
+    read="get",
+    model=VMInfo,
+    kind="vm",
+    actions={
+        "stop": ("stop", "Power off at once (like pulling the plug)."),
+        "reboot": ("reboot", "Ask the guest to reboot."),
+        "reset": ("reset", "Reset at once (like the reset button)."),
+        "pause": ("pause", "Pause the vCPUs (the VM keeps its memory)."),
+        "resume": ("resume", "Resume a paused VM."),
+    },
+    responses=ERR,
+)
 
 
 @router.patch("/{name}", response_model=SetResult, responses=ERR)

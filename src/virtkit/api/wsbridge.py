@@ -73,6 +73,41 @@ async def pump_tcp(
         await close_quietly(ws)
 
 
+async def pump_command(ws: WebSocket, argv: list[str], what: str) -> None:
+    """Websocket <-> a command's stdin and stdout (``ssh -W`` to a remote display), until either
+    side ends. The command is this service's own child and ends with the websocket; if it ends
+    first without a byte (ssh refused, the port is closed), the websocket is closed with 1011
+    and ssh's own words."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        await close_quietly(ws, 1011, f"cannot run {argv[0]}: {exc.strerror or exc}")
+        return
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    first = await proc.stdout.read(_CHUNK)
+    if not first:
+        err = (await proc.stderr.read(4096)).decode(errors="replace").strip().splitlines()
+        await proc.wait()
+        await close_quietly(ws, 1011, f"cannot reach {what}: {err[-1] if err else 'no answer'}")
+        return
+    try:
+        await ws.send_bytes(first)
+        await pump_tcp(ws, proc.stdout, proc.stdin)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.wait(), 5)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def pump_serial(ws: WebSocket, stream: ConsoleStream) -> None:
     """Websocket <-> a console stream: text or binary in, binary out, until either closes.
     When the guest's side ends (the VM stopped, or another client took the console with

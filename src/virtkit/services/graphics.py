@@ -5,9 +5,11 @@ persistent definition never holds it) with ``passwdValidTo`` a little ahead, so 
 handed to a browser or a ``.vv`` file is useless soon after. Connections open already stay.
 
 Where to connect: on a local URI, the device's listen address (a wildcard listen means this
-machine, ``127.0.0.1``). On a remote URI, the URI's host name on the device's port, which works
-only if the VM's graphics listen on an address reachable from here (not the default
-``127.0.0.1``); otherwise tunnel the port yourself.
+machine, ``127.0.0.1``). On a ``qemu+ssh://`` URI, through SSH to the remote host, as libvirt
+itself goes there: ``tunnel`` is the ``ssh -W`` command whose stdin and stdout are the display
+(backend/sshtunnel.py), so the default listen on the remote ``127.0.0.1`` works. On another
+remote URI (``qemu+tcp``, ``qemu+tls``), the URI's host name on the device's port, which works
+only if the VM's graphics listen on an address reachable from here.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Literal
 from urllib.parse import urlparse
 
 from virtkit.backend.host import Host
+from virtkit.backend.sshtunnel import tunnel_command
 from virtkit.errors import BackendError, InvalidState
 from virtkit.specs import validate_name
 from virtkit.xml.domain import Graphics
@@ -42,6 +45,7 @@ class GraphicsAccess:
     port: int
     password: str | None
     valid_until: float | None  # seconds since the epoch
+    tunnel: list[str] | None = None  # argv whose stdin/stdout is the display (remote over SSH)
 
 
 class GraphicsService:
@@ -51,7 +55,10 @@ class GraphicsService:
     def endpoint(self, name: str, kind: GraphicsKind) -> GraphicsAccess:
         """Where the running VM's ``kind`` graphics listen (no password)."""
         graphics = self._device(name, kind)
-        return GraphicsAccess(kind, self._connect_host(graphics), _port(graphics, name), None, None)
+        port = _port(graphics, name)
+        return GraphicsAccess(
+            kind, self._connect_host(graphics), port, None, None, self._tunnel(graphics, port)
+        )
 
     def one_time_password(
         self, name: str, kind: GraphicsKind, valid_for: float = 30.0
@@ -80,7 +87,9 @@ class GraphicsService:
                 "VMs virtkit creates have one",
             ) from exc
         log.info("set a one-time %s password on VM %s (valid %g s)", kind, name, valid_for)
-        return GraphicsAccess(kind, self._connect_host(graphics), port, password, until)
+        return GraphicsAccess(
+            kind, self._connect_host(graphics), port, password, until, self._tunnel(graphics, port)
+        )
 
     def _device(self, name: str, kind: GraphicsKind) -> Graphics:
         validate_name(name)
@@ -98,8 +107,19 @@ class GraphicsService:
     def _connect_host(self, graphics: Graphics) -> str:
         if not self.host.is_local:
             return urlparse(self.host.uri).hostname or "127.0.0.1"
-        listen = graphics.listen_address or graphics.listen or ""
-        return "127.0.0.1" if listen in _WILDCARDS else listen
+        return _listen_host(graphics)
+
+    def _tunnel(self, graphics: Graphics, port: int) -> list[str] | None:
+        """The SSH relay to the display, for a host reached over SSH (else None)."""
+        if self.host.is_local:
+            return None
+        return tunnel_command(self.host.uri, _listen_host(graphics), port)
+
+
+def _listen_host(graphics: Graphics) -> str:
+    """Where the display listens, as its own host sees it (a wildcard: that host's loopback)."""
+    listen = graphics.listen_address or graphics.listen or ""
+    return "127.0.0.1" if listen in _WILDCARDS else listen
 
 
 def _port(graphics: Graphics, name: str) -> int:

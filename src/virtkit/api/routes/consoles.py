@@ -25,7 +25,7 @@ from virtkit.api.context import ApiContext, context
 from virtkit.api.errors import COMMON, CONFLICT, NOT_FOUND
 from virtkit.api.routes.vms import VmName
 from virtkit.api.security import Principal, require
-from virtkit.api.wsbridge import close_quietly, pump_serial, pump_tcp
+from virtkit.api.wsbridge import close_quietly, pump_command, pump_serial, pump_tcp
 from virtkit.errors import InvalidState, VirtkitError
 from virtkit.services.consoletickets import Ticket
 from virtkit.specs.common import validate_name
@@ -159,6 +159,10 @@ async def vnc_socket(ws: WebSocket, name: str, ticket: str | None = None) -> Non
     await _accept(ws)
     try:
         access = await run_in_threadpool(_ws_ctx(ws).client.graphics.endpoint, name, "vnc")
+        if access.tunnel:  # a host reached over SSH: the display through ssh -W, as libvirt goes
+            await _audit(ws, admitted)
+            await pump_command(ws, access.tunnel, f"the VNC server of VM {name!r}")
+            return
         try:
             reader, writer = await asyncio.open_connection(access.host, access.port)
         except OSError as exc:

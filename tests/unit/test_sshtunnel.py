@@ -119,5 +119,3 @@ def test_a_command_that_fails_closes_the_websocket_with_its_words() -> None:
     with missing.websocket_connect("/ws") as ws, pytest.raises(WebSocketDisconnect) as closed:
         ws.receive_bytes()
     assert closed.value.code == 1011 and "cannot run" in closed.value.reason
-
-

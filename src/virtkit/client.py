@@ -131,7 +131,13 @@ class Client:
         from virtkit.ksm.service import KsmService
         from virtkit.ksm.sysfs import KsmSysfs
 
-        return KsmService(self.host, KsmSysfs(self.settings.ksm_root))
+        s = self.settings
+        return KsmService(
+            self.host,
+            KsmSysfs(s.ksm_root),
+            history_path=s.ksm_history_path,
+            history_days=s.ksm_history_days,
+        )
 
     @cached_property
     def store(self) -> Store:
@@ -150,6 +156,8 @@ class Client:
             self.store,
             self.settings.cache_dir / "work",
             host_uuid=self._host_uuid,
+            build_root=self.settings.cache_dir,
+            default_pool=(self.settings.storage_pool, self.settings.storage_pool_path),
         )
 
     @cached_property

@@ -17,6 +17,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from virtkit.errors import PermissionDenied
+
 KVM_DEVICE = Path("/dev/kvm")
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 UDEV_RUN_DIR = Path("/run/udev")  # present whenever udevd manages /dev
@@ -221,8 +223,11 @@ def apply_udev_default(
     if node.gid == gid and node.mode == KVM_MODE:
         return FixResult(False, f"{path} is already {node.describe()}")
     before = node.describe()
-    os.chown(path, -1, gid)
-    os.chmod(path, KVM_MODE)
+    try:
+        os.chown(path, -1, gid)
+        os.chmod(path, KVM_MODE)
+    except PermissionError:
+        raise PermissionDenied(f"changing {path} needs root", code="not_root") from None
     after = stat_device(path)
     return FixResult(
         True,

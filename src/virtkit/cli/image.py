@@ -146,16 +146,8 @@ def build(
     """Build a Debian cloud image with cloud-init (debootstrap; root) and make it a template:
     'virtkit vm create web1 --image NAME --user admin --ssh-key ~/.ssh/id_ed25519.pub' then
     boots it (direct kernel boot; the kernel stays in virtkit's cache on this host)."""
-    import time
-
-    settings = state.client.settings
-    # a directory per build: VMs made from an earlier build of NAME keep booting its kernel
-    build_dir = settings.cache_dir / "images" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    chosen = pool or settings.storage_pool
     info = state.client.images.build(
-        name, chosen, build_dir,
-        pool_path=settings.storage_pool_path if chosen == settings.storage_pool else None,
-        suite=suite, mirror=mirror, size_gib=size_gib,
+        name, pool, suite=suite, mirror=mirror, size_gib=size_gib,
         progress=lambda msg: click.echo(f"... {msg}", err=True),
     )  # fmt: skip
     kernel = (info.boot or {}).get("kernel")

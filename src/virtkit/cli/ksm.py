@@ -16,6 +16,7 @@ import click
 from virtkit.cli import render
 from virtkit.cli.state import State, json_option, pass_state
 from virtkit.errors import InvalidInput, InvalidState
+from virtkit.specs.units import parse_since
 
 
 @click.group()
@@ -114,23 +115,9 @@ def estimate_(state: State, vms: tuple[str, ...], as_json: bool) -> None:
     ])  # fmt: skip
 
 
-def _since(text: str | None) -> float | None:
-    """'90s', '30m', '6h', '7d' before now, as Unix time."""
-    if not text:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = text[:-1], text[-1:]
-    if unit not in units or not number.replace(".", "", 1).isdigit():
-        raise InvalidInput(
-            f"--since takes a duration like 90s, 30m, 6h or 7d, got {text!r}", code="invalid_since"
-        )
-    return time.time() - float(number) * units[unit]
-
-
 def _history(state: State) -> Any:
     """The KSM history store (a ``KsmHistory``; close it)."""
-    settings = state.client.settings
-    return state.client.ksm.history(settings.ksm_history_path, settings.ksm_history_days)
+    return state.client.ksm.history()
 
 
 @ksm.command()
@@ -209,16 +196,10 @@ def _background(state: State, log_file: Path) -> None:
 @pass_state
 def history(state: State, since: str | None, vms: tuple[str, ...], as_json: bool) -> None:
     """KSM samples recorded by 'ksm tune' (any policy; 'observe' only records)."""
-    store = _history(state)
-    try:
-        start = _since(since)
-        points = store.points(start)
-        vm_points = store.vm_points(start, list(vms)) if vms else []
-    finally:
-        store.close()
+    samples = state.client.ksm.samples(parse_since(since), vms)
+    points, vm_points = samples.host, samples.vms
     if as_json:
-        render.print_json({"host": [p.model_dump() for p in points],
-                           "vms": [p.model_dump() for p in vm_points]})  # fmt: skip
+        render.print_json(samples)
         return
     if not points:
         click.echo("no KSM samples recorded yet: run 'virtkit ksm tune' (--policy observe "
@@ -247,9 +228,5 @@ def history(state: State, since: str | None, vms: tuple[str, ...], as_json: bool
 @pass_state
 def report(state: State, plot_file: Path, since: str | None) -> None:
     """Chart memory saved, pages sharing and ksmd CPU over time, per host and per VM."""
-    store = _history(state)
-    try:
-        samples = state.client.ksm.plot(store, plot_file, since=_since(since))
-    finally:
-        store.close()
+    samples = state.client.ksm.plot(plot_file, since=parse_since(since))
     click.echo(f"wrote {plot_file} ({samples} samples)")

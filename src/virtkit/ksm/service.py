@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +15,7 @@ from virtkit.extras import require
 from virtkit.ksm.guests import require_local, running_vms
 from virtkit.ksm.lock import LOCK_DIR, lock_path, running_pid, stop_daemon
 from virtkit.ksm.sysfs import KNOBS, RUN_MODES, KsmSysfs, ksmd_cpu_seconds
-from virtkit.specs import KsmEstimate, KsmReport, KsmVM, validate_name
+from virtkit.specs import KsmEstimate, KsmReport, KsmSamples, KsmVM, validate_name
 
 if TYPE_CHECKING:
     from virtkit.ksm.history import KsmHistory
@@ -21,13 +23,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 POLICIES = ("adaptive", "ksmtuned", "observe")
+_ESTIMATING = threading.Lock()
 PAGE = 4096
 
 
 class KsmService:
-    def __init__(self, host: Host, sysfs: KsmSysfs | None = None) -> None:
+    def __init__(
+        self,
+        host: Host,
+        sysfs: KsmSysfs | None = None,
+        *,
+        history_path: Path | None = None,
+        history_days: float = 30.0,
+    ) -> None:
         self.host = host
         self.sysfs = sysfs or KsmSysfs()
+        self.history_path = history_path
+        self.history_days = history_days
 
     def require_local(self) -> None:
         require_local(self.host)
@@ -121,11 +133,12 @@ class KsmService:
         self.sysfs.write("run", "0")
 
     def estimate(self, names: list[str] | None = None) -> KsmEstimate:
-        """Predict what KSM would merge across running VMs (all of them, or ``names``) by
-        hashing their guest memory page by page; reads memory, changes nothing."""
+        """Predict what KSM would merge across running VMs (all of them, or ``names``: an
+        empty list is none) by hashing their guest memory page by page; reads memory, changes
+        nothing."""
         self.require_local()
         running = {v.name: v for v in self.vms()}
-        chosen = names or sorted(running)
+        chosen = sorted(running) if names is None else list(names)
         for name in chosen:
             validate_name(name)
             if name not in running:
@@ -139,7 +152,8 @@ class KsmService:
         from virtkit.ksm.estimate import estimate
 
         pids = [running[n].pid for n in chosen if running[n].pid is not None]
-        result = estimate([p for p in pids if p is not None])
+        with _ESTIMATING:  # one at a time: each reads all the guests' memory, on a core
+            result = estimate([p for p in pids if p is not None])
         read = result.bytes_read or 1
         return KsmEstimate(
             vms=chosen, pages=result.pages, zero_pages=result.zero_pages,
@@ -232,16 +246,40 @@ class KsmService:
             log.info("no KSM estimate this time: %s", exc)
             return None
 
-    def history(self, path: Path, keep_days: float = 30.0) -> KsmHistory:
+    def history(self, path: Path | None = None, keep_days: float | None = None) -> KsmHistory:
+        """The store of KSM samples (close it): the configured file unless ``path``."""
         from virtkit.ksm.history import KsmHistory
 
-        return KsmHistory(path, keep_days)
+        path = path or self.history_path
+        if path is None:
+            raise Unsupported("no file for the KSM history is configured", code="ksm_no_history")
+        return KsmHistory(path, self.history_days if keep_days is None else keep_days)
 
-    def plot(self, history: KsmHistory, path: Path, since: float | None = None) -> int:
-        """Chart the samples in ``history`` (newer than ``since``) to ``path`` (.png or .svg);
-        returns how many host samples it drew. Needs matplotlib (``virtkit[plots]``)."""
+    def samples(self, since: float | None = None, vms: Collection[str] = ()) -> KsmSamples:
+        """The recorded samples newer than ``since`` (Unix time): the host's, and those of the
+        VMs named in ``vms`` (none without)."""
+        store = self.history()
+        try:
+            points = store.points(since)
+            vm_points = store.vm_points(since, list(vms)) if vms else []
+        finally:
+            store.close()
+        return KsmSamples(host=points, vms=vm_points)
+
+    def plot(
+        self, path: Path, since: float | None = None, vms: Collection[str] | None = None
+    ) -> int:
+        """Chart the recorded samples (newer than ``since``) to ``path`` (.png or .svg), per
+        host and per VM (every VM, or those in ``vms``); returns how many host samples it
+        drew. Needs matplotlib (``virtkit[plots]``)."""
         from virtkit.ksm.report import plot
 
-        points, vm_points = history.points(since), history.vm_points(since)
+        store = self.history()
+        try:
+            points, vm_points = store.points(since), store.vm_points(since)
+        finally:
+            store.close()
+        if vms is not None:
+            vm_points = [p for p in vm_points if p.name in vms]
         plot(points, vm_points, path)
         return len(points)

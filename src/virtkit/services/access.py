@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
+from typing import get_args
 
 from virtkit.backend.host import Host
 from virtkit.errors import InvalidInput, InvalidState, NotFound, Timeout, Unsupported
@@ -18,9 +20,10 @@ from virtkit.services.nics import NicService
 from virtkit.services.tinyguest import BOOT_MARKER
 from virtkit.services.vmfiles import VMFiles
 from virtkit.specs import validate_name
+from virtkit.specs.vm import WaitFor
 from virtkit.xml.domain import Domain
 
-WAIT_FOR = ("boot", "cloud-init", "ssh")
+WAIT_FOR: tuple[str, ...] = get_args(WaitFor)
 _LOGIN = re.compile(r"^\s*\S+ login:", re.MULTILINE)  # a getty prompt; output may follow it
 _CLOUD_INIT_DONE = re.compile(r"Cloud-init v\. \S+ finished at")
 
@@ -69,12 +72,22 @@ class AccessService:
         except OSError:
             return False
 
-    def wait(self, name: str, what: str, timeout: float = 300.0) -> float:
-        """Wait until the VM has booted / finished cloud-init / answers SSH; returns seconds."""
+    def check_wait(self, name: str, what: str) -> None:
+        """What ``wait`` checks first: ``what`` is one it knows, the VM exists (NotFound) and
+        runs (InvalidState ``vm_shutoff``)."""
         if what not in WAIT_FOR:
             raise InvalidInput(
                 f"wait for one of {', '.join(WAIT_FOR)}, not {what!r}", code="invalid_wait"
             )
+        self._dom(name)
+
+    def wait(
+        self, name: str, what: str, timeout: float = 300.0, stop: threading.Event | None = None
+    ) -> float:
+        """Wait until the VM has booted / finished cloud-init / answers SSH; returns seconds.
+        ``stop`` (set when the service stops) ends the wait early, with InvalidState."""
+        self.check_wait(name, what)
+        stop = stop or threading.Event()
         started = time.monotonic()
         while True:
             self._dom(name)  # still there and running
@@ -94,7 +107,11 @@ class AccessService:
                     break
             if time.monotonic() - started > timeout:
                 raise Timeout(f"VM {name!r}: no {what} within {timeout:.0f} s", code="wait_timeout")
-            time.sleep(0.5)
+            if stop.wait(0.5):
+                raise InvalidState(
+                    f"stopped waiting for {what} of VM {name!r}: the service is stopping",
+                    code="service_stopping",
+                )
         return time.monotonic() - started
 
     def login_user(self, name: str) -> str | None:

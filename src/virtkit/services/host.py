@@ -7,7 +7,7 @@ from virtkit.backend.capabilities import CapabilityProbe
 from virtkit.backend.host import Host
 from virtkit.backend.procfs import ksm_run_state
 from virtkit.errors import Unsupported, VirtkitError
-from virtkit.specs import HostInfo, HugePages, KsmState, KvmStatus, NumaNode
+from virtkit.specs import HostInfo, HugePages, KsmState, KvmFix, KvmStatus, NumaNode
 
 PAGE_SIZE = 4096
 
@@ -100,10 +100,11 @@ class HostService:
             max_vcpus=max_vcpus,
         )
 
-    def fix_kvm(self) -> kvmdev.FixResult:
+    def fix_kvm(self) -> KvmFix:
         """Give /dev/kvm the group and mode Debian's udev rule gives it, where no udev runs.
 
         Local hosts only: the device is this machine's."""
         if not self.host.is_local:
             raise Unsupported(f"{self.host.uri} is not this machine: fix /dev/kvm on that host")
-        return kvmdev.apply_udev_default(self.probe.kvm_device)
+        done = kvmdev.apply_udev_default(self.probe.kvm_device)
+        return KvmFix(changed=done.changed, message=done.message)

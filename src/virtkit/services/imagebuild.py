@@ -94,6 +94,37 @@ def _run(argv: list[str], what: str) -> None:
         raise VirtkitError(f"{what} failed: {' / '.join(tail)}", code="image_build_failed")
 
 
+SIZE_GIB_MAX = 1024
+_MIRROR = re.compile(r"(?:https?|file)://[!-~]+")  # printable ASCII: never read as an option
+
+
+def check_recipe(*, suite: str = "bookworm", mirror: str | None = None, size_gib: int = 2) -> None:
+    """What a build is asked for, checked before it starts: a Debian suite name, a mirror URL
+    (http, https or file), a disk size."""
+    if not re.fullmatch(r"[a-z]+", suite):
+        raise InvalidInput(f"invalid Debian suite {suite!r}", code="invalid_suite")
+    if mirror is not None and not _MIRROR.fullmatch(mirror):
+        raise InvalidInput(
+            f"the mirror is an http://, https:// or file:// URL, not {mirror!r}",
+            code="invalid_mirror",
+        )
+    if not 1 <= size_gib <= SIZE_GIB_MAX:
+        raise InvalidInput(
+            f"the image's disk is 1 to {SIZE_GIB_MAX} GiB, not {size_gib}", code="invalid_size"
+        )
+
+
+def check_tools() -> None:
+    """What a build needs of this machine: root, debootstrap, mkfs.ext4 and qemu-img."""
+    if os.geteuid() != 0:
+        raise PermissionDenied("building an image needs root (debootstrap)", code="not_root")
+    for tool in ("debootstrap", "mkfs.ext4", "qemu-img"):
+        if shutil.which(tool) is None:
+            raise NotFound(
+                f"{tool} is not installed (scripts/install-deps.sh)", code="tool_missing"
+            )
+
+
 def build_debian(
     target: Path,
     *,
@@ -105,15 +136,8 @@ def build_debian(
     """Build into directory ``target`` (disk.qcow2, vmlinuz, initrd.img); nothing is left
     behind on failure. Needs root, debootstrap, mkfs.ext4 and qemu-img."""
     say = progress or (lambda _msg: None)
-    if os.geteuid() != 0:
-        raise PermissionDenied("building an image needs root (debootstrap)", code="not_root")
-    for tool in ("debootstrap", "mkfs.ext4", "qemu-img"):
-        if shutil.which(tool) is None:
-            raise NotFound(
-                f"{tool} is not installed (scripts/install-deps.sh)", code="tool_missing"
-            )
-    if not re.fullmatch(r"[a-z]+", suite):
-        raise InvalidInput(f"invalid Debian suite {suite!r}", code="invalid_suite")
+    check_recipe(suite=suite, mirror=mirror, size_gib=size_gib)
+    check_tools()
     if target.exists():
         raise InvalidInput(f"{target} already exists", code="path_exists")
     mirror = mirror or host_mirror()

@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -181,12 +182,19 @@ class ImageService:
         store: Store,
         work_dir: Path,
         host_uuid: Callable[[], str],
+        *,
+        build_root: Path | None = None,
+        default_pool: tuple[str, Path] | None = None,
     ) -> None:
         self.host = host
         self.pools = pools
         self.store = store
         self.work_dir = work_dir
         self._host_uuid = host_uuid
+        # where ``build`` keeps the kernels of built images (a directory per build under it)
+        self.build_root = build_root or work_dir.parent
+        # virtkit's own pool (name, directory): ``build`` makes it when it is missing
+        self.default_pool = default_pool
 
     @contextlib.contextmanager
     def _work_file(self, suffix: str) -> Iterator[Path]:
@@ -397,31 +405,67 @@ class ImageService:
             boot=json.loads(row["boot"]) if row and row["boot"] else None,
         )
 
+    def build_dir(self, name: str) -> Path:
+        """A new directory for a build of image ``name``: one per build, so VMs made from an
+        earlier build of the same name keep booting its kernel."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return self.build_root / "images" / f"{validate_volume_name(name)}-{stamp}"
+
+    def _pool_path(self, pool: str) -> Path | None:
+        """The directory to make ``pool`` in when it is missing: virtkit's own pool only."""
+        if self.default_pool is not None and pool == self.default_pool[0]:
+            return self.default_pool[1]
+        return None
+
+    def check_build(
+        self,
+        name: str,
+        pool: str | None = None,
+        *,
+        suite: str = "bookworm",
+        mirror: str | None = None,
+        size_gib: int = 2,
+    ) -> str:
+        """What ``build`` checks before it starts, in a moment: the name, suite, mirror and
+        size, root and the tools, that the pool exists (virtkit's own pool is made if missing)
+        and has no volume ``name``. Returns the pool (default: virtkit's own)."""
+        from virtkit.services import imagebuild
+
+        validate_volume_name(name)
+        chosen = pool or (self.default_pool[0] if self.default_pool else None)
+        if chosen is None:
+            raise InvalidInput("name the pool for the image", code="no_pool")
+        imagebuild.check_recipe(suite=suite, mirror=mirror, size_gib=size_gib)
+        check = self._pool_path(chosen) is None or self.host.storage.pool_xml(chosen) is not None
+        # (list_volumes says NotFound for a pool that is not there, before 80 s of building)
+        if check and any(v.name == name for v in self.pools.list_volumes(chosen)):
+            raise AlreadyExists(
+                f"a volume named {name!r} exists in pool {chosen!r}", code="volume_exists"
+            )
+        imagebuild.check_tools()
+        return chosen
+
     def build(
         self,
         name: str,
-        pool: str,
-        build_dir: Path,
+        pool: str | None = None,
         *,
-        pool_path: Path | None = None,
+        build_dir: Path | None = None,
         suite: str = "bookworm",
         mirror: str | None = None,
         size_gib: int = 2,
         progress: Callable[[str], None] | None = None,
     ) -> ImageInfo:
-        """Build Debian with cloud-init (``imagebuild.build_debian``, into ``build_dir``) and
-        make it template ``name`` in ``pool`` that boots its own kernel (which stays in
-        ``build_dir``). With ``pool_path``, a missing pool is made there (virtkit's default
-        pool); without, it must exist. Checked before the build; nothing is left on failure."""
+        """Build Debian with cloud-init (``imagebuild.build_debian``, into ``build_dir``,
+        default: a new ``build_dir(name)``) and make it template ``name`` in ``pool`` (default:
+        virtkit's own pool, made if missing) that boots its own kernel (which stays in
+        ``build_dir``). Checked before the build (``check_build``); nothing is left on
+        failure."""
         from virtkit.services import imagebuild, storage
 
-        validate_volume_name(name)
-        check = pool_path is None or self.host.storage.pool_xml(pool) is not None
-        # (list_volumes says NotFound for a pool that is not there, before 80 s of building)
-        if check and any(v.name == name for v in self.pools.list_volumes(pool)):
-            raise AlreadyExists(
-                f"a volume named {name!r} exists in pool {pool!r}", code="volume_exists"
-            )
+        pool = self.check_build(name, pool, suite=suite, mirror=mirror, size_gib=size_gib)
+        build_dir = build_dir or self.build_dir(name)
+        pool_path = self._pool_path(pool)
         built = imagebuild.build_debian(build_dir, suite=suite, mirror=mirror,
                                         size_gib=size_gib, progress=progress)  # fmt: skip
         with Transaction(f"making template {name} of the image built in {build_dir}") as tx:

@@ -8,7 +8,10 @@ what it was making, and the names virtkit derives from it (``vmfiles``) find the
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
+import shutil
+from pathlib import Path
 from typing import Any
 
 from virtkit.errors import NotFound, VirtkitError
@@ -29,10 +32,23 @@ def register(runner: TaskRunner, vms: VMService, pools: PoolService) -> None:
         with contextlib.suppress(NotFound):
             pools.delete_volume(str(recovery["pool"]), str(recovery["volume"]))
 
+    def new_build(task: TaskView, recovery: dict[str, Any]) -> None:
+        new_volume(task, recovery)
+        remove_build_dir(Path(str(recovery["build_dir"])))
+
     runner.on_recover("vm.create", new_vm)
     runner.on_recover("vm.clone", new_vm)
     runner.on_recover("image.import", new_volume)
     runner.on_recover("volume.clone", new_volume)
+    runner.on_recover("image.build", new_build)
+
+
+def remove_build_dir(build_dir: Path) -> None:
+    """What a cut-off ``image build`` left in the cache: its directory (the kernel) and the
+    work directory beside it (``imagebuild.build_debian`` makes ``.NAME.*`` there)."""
+    shutil.rmtree(build_dir, ignore_errors=True)
+    for work in build_dir.parent.glob(f".{glob.escape(build_dir.name)}.*"):
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def remove_new_vm(vms: VMService, pools: PoolService, name: str) -> list[str]:

@@ -70,6 +70,9 @@ class TaskHandle:
     def __init__(self, runner: TaskRunner, task_id: str) -> None:
         self._runner = runner
         self.id = task_id
+        # set when the service stops: work that waits (``vm wait``) ends rather than holding
+        # the process for its whole timeout
+        self.stopping = runner.stopping
         self._last_write = 0.0
         self._progress = TaskProgress()
         self._lines = 0
@@ -154,6 +157,7 @@ class TaskRunner:
         self._cleanups: dict[str, Cleanup] = {}
         self._lock = threading.Lock()
         self._live: dict[str, TaskView] = {}
+        self.stopping = threading.Event()
 
     # -- listening ---------------------------------------------------------------------------
 
@@ -323,6 +327,7 @@ class TaskRunner:
             )
 
     def shutdown(self, *, wait: bool = True) -> None:
+        self.stopping.set()
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
     # -- writing -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _MODULES = {
-    "units": ["KiB", "MiB", "GiB", "TiB", "parse_size", "format_size"],
+    "units": ["KiB", "MiB", "GiB", "TiB", "parse_size", "format_size", "parse_since"],
     "common": [
         "NAME_MAX",
         "validate_name",
@@ -50,6 +50,7 @@ _MODULES = {
         "GraphicsView",
         "VMSummary",
         "VMInfo",
+        "WaitFor",
     ],
     "cloudinit": ["UserName", "HostName", "CloudInitSpec", "SeedFile", "SeedView"],
     "network": [
@@ -82,8 +83,15 @@ _MODULES = {
         "VolumeInfo",
         "ImageInfo",
     ],
-    "host": ["KvmStatus", "NumaNode", "HugePages", "KsmState", "HostInfo"],
-    "ksm": ["KsmVM", "KsmReport", "KsmHistoryPoint", "KsmHistoryVMPoint", "KsmEstimate"],
+    "host": ["KvmStatus", "KvmFix", "NumaNode", "HugePages", "KsmState", "HostInfo"],
+    "ksm": [
+        "KsmVM",
+        "KsmReport",
+        "KsmHistoryPoint",
+        "KsmHistoryVMPoint",
+        "KsmSamples",
+        "KsmEstimate",
+    ],
 }
 _EXPORTS = {name: f"virtkit.specs.{module}" for module, names in _MODULES.items() for name in names}
 
@@ -98,8 +106,15 @@ if TYPE_CHECKING:
         parse_model,
         validate_name,
     )
-    from virtkit.specs.host import HostInfo, HugePages, KsmState, KvmStatus, NumaNode
-    from virtkit.specs.ksm import KsmEstimate, KsmHistoryPoint, KsmHistoryVMPoint, KsmReport, KsmVM
+    from virtkit.specs.host import HostInfo, HugePages, KsmState, KvmFix, KvmStatus, NumaNode
+    from virtkit.specs.ksm import (
+        KsmEstimate,
+        KsmHistoryPoint,
+        KsmHistoryVMPoint,
+        KsmReport,
+        KsmSamples,
+        KsmVM,
+    )
     from virtkit.specs.network import (
         DnsEntry,
         GuestAddress,
@@ -131,7 +146,7 @@ if TYPE_CHECKING:
         VolumeSpec,
         validate_volume_name,
     )
-    from virtkit.specs.units import GiB, KiB, MiB, TiB, format_size, parse_size
+    from virtkit.specs.units import GiB, KiB, MiB, TiB, format_size, parse_since, parse_size
     from virtkit.specs.vm import (
         HOTPLUG_BUSES,
         MEMORY_MIN,
@@ -152,6 +167,7 @@ if TYPE_CHECKING:
         VMSetSpec,
         VMSpec,
         VMSummary,
+        WaitFor,
         parse_vm_spec,
     )
 
@@ -196,8 +212,10 @@ __all__ = [
     "KsmHistoryPoint",
     "KsmHistoryVMPoint",
     "KsmReport",
+    "KsmSamples",
     "KsmState",
     "KsmVM",
+    "KvmFix",
     "KvmStatus",
     "Lease",
     "MacvtapMode",
@@ -235,11 +253,13 @@ __all__ = [
     "VolumeName",
     "VolumeResizeSpec",
     "VolumeSpec",
+    "WaitFor",
     "check_model",
     "describe_validation_error",
     "format_size",
     "parse_model",
     "parse_network_spec",
+    "parse_since",
     "parse_size",
     "parse_vm_spec",
     "validate_mac",

@@ -15,6 +15,13 @@ class KvmStatus(_View):
     fix: str | None = Field(None, description="What to change on the host to make KVM usable.")
 
 
+class KvmFix(_View):
+    """What ``host fix-kvm`` did to /dev/kvm."""
+
+    changed: bool = Field(description="Whether the device's group or mode was changed.")
+    message: str
+
+
 class NumaNode(_View):
     id: int
     memory: int

@@ -54,6 +54,13 @@ class KsmHistoryVMPoint(_View):
     saved: int = Field(description="Bytes this VM saves (ksm_process_profit).")
 
 
+class KsmSamples(_View):
+    """What ``ksm history`` shows: the host's samples, and those of the VMs asked for."""
+
+    host: list[KsmHistoryPoint] = Field(default_factory=list)
+    vms: list[KsmHistoryVMPoint] = Field(default_factory=list)
+
+
 class KsmEstimate(_View):
     vms: list[str]
     pages: int = Field(description="Mergeable pages present in memory (4 KiB; untouched skipped).")

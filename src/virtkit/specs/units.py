@@ -4,6 +4,9 @@ renderers can import it without building any model."""
 from __future__ import annotations
 
 import re
+import time
+
+from virtkit.errors import InvalidInput
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -77,3 +80,21 @@ def format_duration(seconds: float | None) -> str:
     if minutes:
         return f"{minutes}m {secs}s"
     return f"{secs}s"
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_AGE_RE = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,6})?)([smhd])", re.ASCII)
+
+
+def parse_since(text: str | None, now: float | None = None) -> float | None:
+    """``90s``, ``30m``, ``6h``, ``7d`` before ``now`` (default: the time), as Unix time; None
+    for none. What ``ksm history|report --since`` and the API's ``since`` take."""
+    if not text:
+        return None
+    match = _AGE_RE.fullmatch(text.strip())
+    if match is None:
+        raise InvalidInput(
+            f"since takes a duration like 90s, 30m, 6h or 7d, got {text!r}", code="invalid_since"
+        )
+    start = time.time() if now is None else now
+    return start - float(match.group(1)) * _AGE_UNITS[match.group(2)]

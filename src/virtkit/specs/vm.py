@@ -237,6 +237,11 @@ class DiskAttachSpec(_Spec):
         return check_model(cls, data, "disk attach", ints_are_bytes=True)
 
 
+WaitFor = Literal["boot", "cloud-init", "ssh"]
+"""What ``vm wait`` waits for: the guest booted (a login prompt on its serial console),
+cloud-init finished, or its SSH server answers."""
+
+
 class SetResult(_View):
     """What ``vm set`` changed: each line says whether it applies now, at next boot, or both."""
 

@@ -1,14 +1,19 @@
-"""``/api/v1/pools``, volumes, ``/api/v1/images`` (imports and templates) and uploads."""
+"""``/api/v1/pools``, volumes (and their bytes), ``/api/v1/images`` (imports, builds and
+templates) and uploads."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from virtkit.api.context import ApiContext, context
@@ -67,6 +72,18 @@ class ImportBody(_Body):
     pool: str = "default"
     name: str | None = None
     checksum: str | None = None
+
+
+class BuildBody(_Body):
+    name: str = Field(description="The template's name (a volume name).")
+    suite: str = Field("bookworm", description="Debian suite.")
+    mirror: str | None = Field(
+        None, description="Debian mirror URL (default: the service host's, from its apt sources)."
+    )
+    pool: str | None = Field(
+        None, description="Pool for the image (default: the configured pool, made if missing)."
+    )
+    size_gib: int = Field(2, description="Disk size in GiB.")
 
 
 class TemplateBody(_Body):
@@ -191,6 +208,55 @@ def clone_volume(
     return accepted(request, response, task)
 
 
+@router.get(
+    "/pools/{pool}/volumes/{volume}/content",
+    response_class=StreamingResponse,
+    responses={
+        **ERR,
+        200: {
+            "description": "The volume's bytes.",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        },
+    },
+)
+async def download_volume(
+    ctx: Ctx, pool: PoolName, volume: VolumeName, _: Writer
+) -> StreamingResponse:
+    """The volume's bytes, streamed through libvirt (remote hosts too), as `virtkit volume
+    download`. Needs `storage.write`: a VM's disk holds its data. Errors (no such volume, a
+    stopped pool, a driver that cannot download) answer before the first byte."""
+    chunks = await run_in_threadpool(ctx.client.pools.download, pool, volume)
+    # The stream is opened on the first chunk: its errors are still an error answer here.
+    first = await run_in_threadpool(next, chunks, b"")
+    return StreamingResponse(
+        _after(first, chunks),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": attachment(volume)},
+    )
+
+
+def _after(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        if first:
+            yield first
+        yield from rest
+    finally:
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()  # a client that went away: the libvirt stream is aborted now
+
+
+def attachment(filename: str) -> str:
+    """``Content-Disposition`` for a download named ``filename`` (RFC 6266; non-ASCII and
+    quotes percent-encoded in ``filename*``)."""
+    quoted = quote(filename, safe="")
+    if quoted == filename:
+        return f'attachment; filename="{filename}"'
+    return f"attachment; filename*=utf-8''{quoted}"
+
+
 @router.delete("/pools/{pool}/volumes/{volume}", response_model=VolumeInfo, responses=ERR)
 def delete_volume(
     ctx: Ctx,
@@ -228,6 +294,34 @@ def import_image(
     pool = validate_name(body.pool, "pool")
     name = validate_volume_name(body.name) if body.name else None
     return _import_task(ctx, request, response, who, body.path, pool, name, body.checksum)
+
+
+@router.post("/images/build", status_code=202, response_model=TaskView, responses=ERR)
+def build_image(
+    ctx: Ctx, body: BuildBody, request: Request, response: Response, who: Writer
+) -> TaskView:
+    """Build a Debian cloud image with cloud-init (debootstrap, on the service's host, as root)
+    and make it a template that boots its own kernel, as `virtkit image build`: a task (about
+    1.5 min). Everything the build needs is checked first (name, suite, mirror, size, root,
+    the tools, the pool, a free name): a bad request is refused at once and makes nothing."""
+    name = validate_volume_name(body.name)
+    pool = validate_name(body.pool, "pool") if body.pool else None
+    images = ctx.client.images
+    chosen = images.check_build(
+        name, pool, suite=body.suite, mirror=body.mirror, size_gib=body.size_gib
+    )
+    build_dir = images.build_dir(name)
+    request.state.audit_target = f"{chosen}/{name}"
+
+    def work(task: Any) -> ImageInfo:
+        return images.build(
+            name, chosen, build_dir=build_dir, suite=body.suite, mirror=body.mirror,
+            size_gib=body.size_gib, progress=task.say,
+        )  # fmt: skip
+
+    recovery = {"pool": chosen, "volume": name, "build_dir": str(build_dir)}
+    task = ctx.tasks.submit("image.build", f"{chosen}/{name}", who.user, work, recovery=recovery)
+    return accepted(request, response, task)
 
 
 def _import_task(

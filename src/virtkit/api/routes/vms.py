@@ -1,4 +1,5 @@
-"""``/api/v1/vms``: list, read, create (a task), clone (a task), power, change, delete."""
+"""``/api/v1/vms``: list, read, create (a task), clone (a task), power, wait for the guest (a
+task), change, delete."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from virtkit.services.vmscope import check_owner, restricted, visible
 from virtkit.specs.cloudinit import SeedView
 from virtkit.specs.common import validate_name
 from virtkit.specs.tasks import TaskView
-from virtkit.specs.vm import DeleteResult, SetResult, VMInfo, VMSpec, VMSummary
+from virtkit.specs.vm import DeleteResult, SetResult, VMInfo, VMSpec, VMSummary, WaitFor
 
 router = APIRouter(prefix="/vms", tags=["vms"], responses=COMMON)
 
@@ -62,6 +63,16 @@ class SetBody(_Body):
 
 class StartBody(_Body):
     paused: bool = False
+
+
+class WaitBody(_Body):
+    what: WaitFor = Field(
+        "ssh",
+        alias="for",
+        description="boot: a login prompt on the serial console; cloud-init: it finished; "
+        "ssh: the guest's SSH server answers.",
+    )
+    timeout: float = Field(300.0, gt=0, le=3600, description="Seconds to wait at most.")
 
 
 async def _name(name: str, ctx: Ctx, who: Caller) -> str:
@@ -240,6 +251,32 @@ def shutdown_vm(
         return {"name": name, "result": how}
 
     task = ctx.tasks.submit("vm.shutdown", name, who.user, work)
+    return accepted(request, response, task)
+
+
+@router.post("/{name}/wait", status_code=202, response_model=TaskView, responses=ERR)
+def wait_vm(
+    ctx: Ctx,
+    name: VmName,
+    request: Request,
+    response: Response,
+    who: Annotated[Principal, Depends(require("vm.read"))],
+    body: WaitBody | None = None,
+) -> TaskView:
+    """Wait until the VM has booted, finished cloud-init or answers SSH, as `virtkit vm wait`:
+    a task whose result is `{"name", "for", "seconds"}` (the seconds waited); one that runs out
+    of time fails with `wait_timeout`. A VM that does not exist (404) or does not run (409
+    `vm_shutoff`) is refused at once."""
+    want = body or WaitBody()
+    access = ctx.client.access
+    access.check_wait(name, want.what)  # 404 / 409 now
+
+    def work(task: Any) -> dict[str, Any]:
+        task.say(f"waiting for {want.what} of {name} (up to {want.timeout:g} s)")
+        seconds = access.wait(name, want.what, want.timeout, stop=task.stopping)
+        return {"name": name, "for": want.what, "seconds": round(seconds, 3)}
+
+    task = ctx.tasks.submit("vm.wait", name, who.user, work)
     return accepted(request, response, task)
 
 

@@ -106,10 +106,12 @@ def test_the_write_routes_refuse_viewers_and_operators(api: Api) -> None:
     assert api.ada.get("/api/v1/tasks").json() == []
 
 
-def test_viewers_may_read_ksm_and_wait(api: Api) -> None:
+def test_viewers_may_read_ksm_but_not_wait(api: Api) -> None:
+    """A wait holds one of the service's few task workers for up to its timeout: operators'."""
     assert api.vera.get("/api/v1/host/ksm/history").status_code == 200
     assert error(api.vera.get("/api/v1/host/ksm/plot"), 404) == "ksm_history_empty"
-    assert error(api.vera.post("/api/v1/vms/vkep-none/wait"), 404) == "vm_not_found"
+    assert error(api.vera.post("/api/v1/vms/vkep-none/wait"), 403) == "forbidden"
+    assert error(api.otto.post("/api/v1/vms/vkep-none/wait"), 404) == "vm_not_found"
 
 
 # -- KSM ----------------------------------------------------------------------------------------
@@ -269,6 +271,12 @@ def test_download_streams_the_volume(api: Api, monkeypatch: pytest.MonkeyPatch) 
             "attachment; filename*=utf-8''vkep-disk%20%C3%A9.img"
         )
         assert closed == [(POOL, "vkep-disk é.img")]
+        # a disk's bytes handed out: in the audit log, like a change
+        audit = api.ada.get("/api/v1/audit", params={"user": "ada", "limit": 20}).json()
+        reads = [e for e in audit if e["action"].startswith("GET ")]
+        assert [(e["action"], e["result"]) for e in reads][:1] == [
+            ("GET /api/v1/pools/{pool}/volumes/{volume}/content", "200")
+        ], audit
     finally:
         api.client.pools.delete_volume(POOL, "vkep-disk é.img")
     assert error(api.ada.get(url), 404) == "volume_not_found"
@@ -295,19 +303,19 @@ def test_attachment_names() -> None:
 
 
 def test_wait_refuses_what_it_cannot_wait_for(api: Api) -> None:
-    assert error(api.vera.post("/api/v1/vms/vkep-none/wait", json={"for": "boot"}), 404) == (
+    assert error(api.otto.post("/api/v1/vms/vkep-none/wait", json={"for": "boot"}), 404) == (
         "vm_not_found"
     )
     for body in ({"for": "dinner"}, {"for": "boot", "timeout": 0}, {"what": "boot"},
                  {"timeout": 7200}):  # fmt: skip
-        assert error(api.vera.post("/api/v1/vms/test/wait", json=body), 422) == "invalid_input"
-    assert error(api.vera.post("/api/v1/vms/a%20b/wait"), 422) == "invalid_name"
+        assert error(api.otto.post("/api/v1/vms/test/wait", json=body), 422) == "invalid_input"
+    assert error(api.otto.post("/api/v1/vms/a%20b/wait"), 422) == "invalid_name"
     undo = api.client.host.define(
         "<domain type='test'><name>vkep-off</name><memory>131072</memory>"
         "<os><type>hvm</type></os></domain>"
     ).undefine
     try:
-        assert error(api.vera.post("/api/v1/vms/vkep-off/wait"), 409) == "vm_shutoff"
+        assert error(api.otto.post("/api/v1/vms/vkep-off/wait"), 409) == "vm_shutoff"
     finally:
         undo()
     assert api.ada.get("/api/v1/tasks").json() == []
@@ -317,17 +325,17 @@ def test_wait_is_a_task_with_the_seconds(api: Api) -> None:
     log = api.client.vms.files.serial_log("test")
     assert log is not None
     log.parent.mkdir(parents=True, exist_ok=True)
-    late = api.vera.post("/api/v1/vms/test/wait", json={"for": "boot", "timeout": 0.5})
+    late = api.otto.post("/api/v1/vms/test/wait", json={"for": "boot", "timeout": 0.5})
     assert late.status_code == 202, late.text
     assert late.headers["location"] == f"/api/v1/tasks/{late.json()['id']}"
-    failed = api.vera.get(f"/api/v1/tasks/{late.json()['id']}", params={"wait": 10}).json()
+    failed = api.otto.get(f"/api/v1/tasks/{late.json()['id']}", params={"wait": 10}).json()
     assert failed["state"] == "failed" and failed["error"]["code"] == "wait_timeout"
-    assert failed["kind"] == "vm.wait" and failed["user"] == "vera"
+    assert failed["kind"] == "vm.wait" and failed["user"] == "otto"
 
     log.write_text("Debian GNU/Linux 12 test ttyS0\n\ntest login: ")
-    booted = api.vera.post("/api/v1/vms/test/wait", json={"for": "boot", "timeout": 30})
+    booted = api.otto.post("/api/v1/vms/test/wait", json={"for": "boot", "timeout": 30})
     assert booted.status_code == 202, booted.text
-    done = api.vera.get(f"/api/v1/tasks/{booted.json()['id']}", params={"wait": 10}).json()
+    done = api.otto.get(f"/api/v1/tasks/{booted.json()['id']}", params={"wait": 10}).json()
     assert done["state"] == "succeeded", done
     assert done["result"]["name"] == "test" and done["result"]["for"] == "boot"
     assert 0 <= done["result"]["seconds"] < 30
@@ -335,7 +343,7 @@ def test_wait_is_a_task_with_the_seconds(api: Api) -> None:
 
 def test_a_wait_ends_when_the_service_stops(api: Api) -> None:
     """A wait holds a worker for up to its timeout; a stopping service does not wait for it."""
-    r = api.vera.post("/api/v1/vms/test/wait", json={"for": "cloud-init", "timeout": 600})
+    r = api.otto.post("/api/v1/vms/test/wait", json={"for": "cloud-init", "timeout": 600})
     assert r.status_code == 202, r.text
     tasks = api.ada.app.state.ctx.tasks  # type: ignore[attr-defined]
     deadline = time.monotonic() + 10

@@ -319,8 +319,14 @@ def audit_entries(
 # -- the audit middleware ----------------------------------------------------------------------
 
 
+def _audited_read(path: str) -> bool:
+    """Reads that hand out what the host keeps for its VMs: a volume's bytes (a VM's disk)."""
+    return path.startswith(PREFIX + "/pools/") and path.endswith("/content")
+
+
 class AuditMiddleware:
-    """Records every unsafe request under ``/api/v1`` once its response is sent: who (the
+    """Records every unsafe request under ``/api/v1`` once its response is sent (and a volume
+    download, which hands out a disk's bytes): who (the
     principal, the name tried for a login, or ``-``), ``METHOD /route/{template}``, the path
     parameters as target, and the status code. Plain ASGI (no BaseHTTPMiddleware): streaming
     responses pass through untouched."""
@@ -331,7 +337,7 @@ class AuditMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
-            or scope["method"] not in UNSAFE_METHODS
+            or (scope["method"] not in UNSAFE_METHODS and not _audited_read(scope["path"]))
             or not scope["path"].startswith(PREFIX + "/")
         ):
             await self.app(scope, receive, send)

@@ -260,7 +260,7 @@ def wait_vm(
     name: VmName,
     request: Request,
     response: Response,
-    who: Annotated[Principal, Depends(require("vm.read"))],
+    who: Annotated[Principal, Depends(require("vm.power"))],
     body: WaitBody | None = None,
 ) -> TaskView:
     """Wait until the VM has booted, finished cloud-init or answers SSH, as `virtkit vm wait`:

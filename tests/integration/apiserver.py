@@ -37,6 +37,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
     log: Path | None = None
+    uri: str | None = None  # another way to the same daemon (qemu+ssh://...), else the bed's
 
     @property
     def url(self) -> str:
@@ -44,6 +45,8 @@ class Server:
 
     def env(self) -> dict[str, str]:
         env = {**self.bed.env(), "VIRTKIT_STATE_DIR": str(self.state_dir)}
+        if self.uri:
+            env["VIRTKIT_URI"] = self.uri
         env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
         return env
 

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import PREFIX, Bed, tiny_spec, wait_for_text
+from tests.conftest import CACHE, PREFIX, Bed, tiny_spec, wait_for_text
 from tests.integration.apiserver import Server, running, wait_task
 from tests.integration.vncauth import des_encrypt_block, vnc_response
+from tests.testbed.sshd import TestSshd
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +119,63 @@ def test_vnc_through_the_proxy_with_the_one_time_password(
     got = ticket(operator, vm, "vnc")
     assert got["path"] == f"vms/{vm}/console/vnc?ticket={got['ticket']}"
     assert got["password"] and got["expires"]
+    vnc_session(api, got)
+    with pytest.raises(InvalidStatus) as reused:
+        ws(api, got["path"])
+    assert reused.value.response.status_code == 403
+
+
+def test_vnc_of_a_host_reached_over_ssh(
+    api: Server, bed: Bed, vm: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``qemu+ssh://`` for real: a second service reaches the same daemon through an sshd of
+    the test's own (libvirt's SSH transport), and its VNC websocket goes through ``ssh -W`` to
+    the display, which listens on its host's 127.0.0.1 as by default; the ssh relay ends with
+    the websocket."""
+    socket_path = parse_qs(urlparse(bed.settings.uri).query)["socket"][0]
+    work = tmp_path_factory.mktemp("vkcon-ssh")
+    with TestSshd(CACHE, work / "sshd") as sshd:
+        far = Server(bed, work / "state", uri=sshd.uri(socket_path))
+        far.start()
+        try:
+            far.add_user("otto", "operator")
+            with far.client("otto") as c:
+                assert c.get(f"/api/v1/vms/{vm}").json()["state"] == "running"
+                got = ticket(c, vm, "vnc")
+            assert far.proc is not None
+            children = Path(f"/proc/{far.proc.pid}/task/{far.proc.pid}/children")
+
+            def relayed() -> None:  # the display goes through ssh -W while the session is open
+                assert len(_ssh_children(children)) == 1
+
+            vnc_session(far, got, relayed)
+            deadline = time.monotonic() + 10
+            while _ssh_children(children) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _ssh_children(children), "the ssh relay outlived its websocket"
+        finally:
+            far.stop()
+
+
+def _ssh_children(children: Path) -> list[str]:
+    """The ``ssh -W`` relays among the service's children (its libvirt connection's own ssh,
+    without -W, stays)."""
+    found = []
+    for pid in children.read_text().split():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"ssh") and b"-W" in argv:
+            found.append(pid)
+    return found
+
+
+def vnc_session(
+    api: Server, got: dict[str, str], during: Callable[[], None] = lambda: None
+) -> None:
+    """The RFB handshake through the service's websocket, with the ticket's one-time password;
+    ``during`` runs while the session is open."""
     with ws(api, got["path"]) as conn:
         assert conn.subprotocol == "binary"
         rfb = Frames(conn)
@@ -133,9 +192,7 @@ def test_vnc_through_the_proxy_with_the_one_time_password(
         conn.send(b"\x01")  # ClientInit: shared
         width, height = int.from_bytes(rfb.read(2)), int.from_bytes(rfb.read(2))
         assert width > 0 and height > 0
-    with pytest.raises(InvalidStatus) as reused:
-        ws(api, got["path"])
-    assert reused.value.response.status_code == 403
+        during()
 
 
 def test_serial_answers_and_a_second_client_is_refused_until_force(

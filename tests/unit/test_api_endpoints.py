@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.unit.apiclients import token_clients
 from virtkit import Client, Settings
 from virtkit.api.app import create_app
 from virtkit.api.routes.storage import attachment
@@ -54,11 +55,7 @@ def _api(tmp_path: Path, scope: str = "all") -> Api:
     )
     client = Client(settings=settings)
     app = create_app(settings, client=client)
-    clients = {}
-    for user, role in USERS:
-        client.users.add(user, role, "password-" + user)
-        _, secret = client.users.create_token(user, "test", None)
-        clients[user] = TestClient(app, headers={"Authorization": f"Bearer {secret}"})
+    clients = token_clients(client, app, USERS)
     return Api(client, settings, ksm, **clients)
 
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.unit.apiclients import token_clients
 from virtkit import Client, Settings
 from virtkit.api.app import create_app
 from virtkit.services.domainbuilder import ResolvedDisk, disk_element, disk_letters
@@ -54,11 +55,7 @@ def api(tmp_path: Path, pool: Path) -> Iterator[dict[str, TestClient]]:
     )
     client = Client(settings=settings)
     app = create_app(settings, client=client)
-    clients = {}
-    for user, role in (("ada", "admin"), ("otto", "operator")):
-        client.users.add(user, role, "password-" + user)
-        _, secret = client.users.create_token(user, "test", None)
-        clients[user] = TestClient(app, headers={"Authorization": f"Bearer {secret}"})
+    clients = token_clients(client, app, (("ada", "admin"), ("otto", "operator")))
     yield clients
     for c in clients.values():
         c.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.unit.apiclients import token_clients
 from virtkit import Client, Settings
 from virtkit.api.app import create_app
 
@@ -36,11 +37,7 @@ def _api(tmp_path: Path, scope: str) -> tuple[Client, dict[str, TestClient]]:
                         cache_dir=tmp_path / "cache", api_vm_scope=scope)  # fmt: skip
     client = Client(settings=settings)
     app = create_app(settings, client=client)
-    clients = {}
-    for user, role in USERS:
-        client.users.add(user, role, "password-" + user)
-        _, secret = client.users.create_token(user, "test", None)
-        clients[user] = TestClient(app, headers={"Authorization": f"Bearer {secret}"})
+    clients = token_clients(client, app, USERS)
     return client, clients
 
 

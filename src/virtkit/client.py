@@ -19,6 +19,7 @@ from virtkit.settings import Settings
 if TYPE_CHECKING:
     from virtkit.backend.capabilities import CapabilityProbe
     from virtkit.ksm.service import KsmService
+    from virtkit.metrics.collector import HostCollector
     from virtkit.services.access import AccessService
     from virtkit.services.audit import AuditLog
     from virtkit.services.consoles import ConsoleService
@@ -85,6 +86,15 @@ class Client:
                 subscribe=self.connection.subscribe,
                 generation=lambda: self.connection.generation,
             ),
+        )
+
+    @cached_property
+    def metrics(self) -> HostCollector:
+        """One metrics scrape of this host after another (the exporter's and /metrics')."""
+        from virtkit.metrics.collector import HostCollector
+
+        return HostCollector(
+            self.host, self.vms.meta, self.probe.kvm_verdict, subscribe=self.connection.subscribe
         )
 
     @cached_property

@@ -76,6 +76,12 @@ class Settings(BaseModel):
 
     api_listen: str = Field("127.0.0.1", description="Address `virtkit serve` binds.")
     api_port: int = Field(8470, ge=1, le=65535, description="Port of `virtkit serve`.")
+    exporter_listen: str = Field(
+        "127.0.0.1:9178", description="ADDRESS:PORT `virtkit exporter` serves /metrics on."
+    )
+    metrics_public: bool = Field(
+        False, description="`virtkit serve`'s /metrics answers without a token (for Prometheus)."
+    )
     api_max_body: int = Field(
         1024 * 1024, ge=1024, description="Largest request body the API accepts, in bytes."
     )

@@ -232,6 +232,7 @@ CLI_MAY_IMPORT = (
     "virtkit.cli", "virtkit.client", "virtkit.specs", "virtkit.errors", "virtkit.settings",
     "virtkit._version", "virtkit.cloudinit",
     "virtkit.api.app",  # `virtkit serve` runs the API: one entry point starting another
+    "virtkit.metrics.http",  # `virtkit exporter` runs the exporter's HTTP server, likewise
 )  # fmt: skip
 
 

@@ -28,6 +28,33 @@ _STATES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: VMState.PMSUSPENDED,
 }
 
+
+def _reasons(prefix: str) -> dict[int, str]:
+    return {
+        int(getattr(libvirt, n)): n[len(prefix) :].lower().replace("_", "-")
+        for n in dir(libvirt)
+        if n.startswith(prefix) and not n.endswith("_LAST")
+    }
+
+
+# Why a domain is in its state, by libvirt state code (libvirt's own names: paused ioerror, ...).
+_REASONS = {
+    libvirt.VIR_DOMAIN_RUNNING: _reasons("VIR_DOMAIN_RUNNING_"),
+    libvirt.VIR_DOMAIN_BLOCKED: _reasons("VIR_DOMAIN_BLOCKED_"),
+    libvirt.VIR_DOMAIN_PAUSED: _reasons("VIR_DOMAIN_PAUSED_"),
+    # VIR_DOMAIN_SHUTDOWN_* also names shutdown()'s flags (guest-agent, ...): only two reasons
+    libvirt.VIR_DOMAIN_SHUTDOWN: {0: "unknown", 1: "user"},
+    libvirt.VIR_DOMAIN_SHUTOFF: _reasons("VIR_DOMAIN_SHUTOFF_"),
+    libvirt.VIR_DOMAIN_CRASHED: _reasons("VIR_DOMAIN_CRASHED_"),
+    libvirt.VIR_DOMAIN_PMSUSPENDED: _reasons("VIR_DOMAIN_PMSUSPENDED_"),
+}
+
+
+def reason_of(state_code: int, reason: int) -> str:
+    """libvirt's name for why a domain is in its state, e.g. ``ioerror`` for a paused one."""
+    return _REASONS.get(state_code, {}).get(reason, "unknown")
+
+
 UNDEFINE_ALL_METADATA = (
     libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
     | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
@@ -64,6 +91,7 @@ class GuestInfo:
     max_memory: int  # bytes
     memory: int  # bytes (current, balloon)
     vcpus: int
+    cpu_time: int = 0  # nanoseconds
 
 
 @contextmanager
@@ -83,6 +111,17 @@ class Guest:
     def __init__(self, connection: Connection, dom: libvirt.virDomain) -> None:
         self._connection = connection
         self._dom = dom
+
+    @property
+    def handle(self) -> libvirt.virDomain:
+        """libvirt's own object, for calls over many domains (backend use only)."""
+        return self._dom
+
+    @property
+    def id(self) -> int:
+        """The running domain's ID (-1 when inactive); a new one at each start. No RPC."""
+        with seam(self._connection):
+            return int(self._dom.ID())
 
     @property
     def name(self) -> str:
@@ -120,12 +159,13 @@ class Guest:
 
     def info(self) -> GuestInfo:
         with seam(self._connection):
-            state, max_kib, cur_kib, vcpus, _cpu_time = self._dom.info()
+            state, max_kib, cur_kib, vcpus, cpu_time = self._dom.info()
         return GuestInfo(
             _STATES.get(state, VMState.NOSTATE),
             int(max_kib) * 1024,
             int(cur_kib) * 1024,
             int(vcpus),
+            int(cpu_time),
         )
 
     def is_active(self) -> bool:

@@ -129,3 +129,35 @@ def neighbours(pid: int) -> list[tuple[str, str]]:
         if len(fields) >= 4 and int(fields[2], 16) & 0x2:  # ATF_COM: a complete entry
             found.append((fields[0], fields[3].lower()))
     return found
+
+
+def process_cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """(user, system) CPU seconds of a process and its threads; None if it is gone."""
+    try:
+        fields = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def vcpu_seconds(pid: int) -> dict[int, float]:
+    """vCPU index -> CPU seconds of a QEMU process's vCPU threads (QEMU names them
+    ``CPU 0/KVM``, ``CPU 1/TCG``, ...: libvirt starts it with ``debug-threads=on``)."""
+    found: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        tasks = list((_PROC / str(pid) / "task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            comm = (task / "comm").read_text()
+            if not comm.startswith("CPU "):
+                continue
+            index = int(comm[4:].split("/", 1)[0])
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            continue
+        found[index] = (int(fields[11]) + int(fields[12])) / tick
+    return found

@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "virtkit.cli.events", "events",
         "Print VM lifecycle events (defined, started, suspended, stopped, ...) until Ctrl+C.",
     ),
+    "exporter": (
+        "virtkit.cli.exporter", "exporter",
+        "Serve Prometheus metrics of hosts and VMs (all VMs, KSM, the host) until Ctrl+C.",
+    ),
     "host": ("virtkit.cli.host", "host", "Facts about the libvirt host."),
     "image": ("virtkit.cli.image", "image", "Disk images and templates."),
     "ksm": (

@@ -272,6 +272,9 @@ def build_domain(spec: VMSpec, plan: BuildPlan) -> Domain:
     meta.pin_host_keys(plan.host_keys)
     if spec.owner:
         meta.owner = spec.owner
+    if plan.templates:  # the template the first cloned disk comes from (the VM's origin)
+        origin = plan.templates[min(plan.templates)]
+        meta.template = f"{origin.pool}/{origin.name}"
     for name in spec.tags:
         tag = Tag()
         tag.name = name

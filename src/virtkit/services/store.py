@@ -32,11 +32,15 @@ CREATE TABLE IF NOT EXISTS vm_meta (
     tags        TEXT NOT NULL,
     virtkit     INTEGER NOT NULL,
     owner       TEXT,
+    template    TEXT,
     seen_at     REAL NOT NULL
 );
 """
 
 _SCHEMAS: list[str] = [SCHEMA]
+
+# a VM's metadata copy: tags, made by virtkit, owner, template
+VMMetaRow = tuple[list[str], bool, str | None, str | None]
 
 
 def register_schema(sql: str) -> None:
@@ -98,8 +102,9 @@ class Store:
                 if "boot" not in columns:  # added later: stores made before get the column
                     db.execute("ALTER TABLE images ADD COLUMN boot TEXT")
                 columns = {row[1] for row in db.execute("PRAGMA table_info(vm_meta)")}
-                if "owner" not in columns:  # added later too
-                    db.execute("ALTER TABLE vm_meta ADD COLUMN owner TEXT")
+                for column in ("owner", "template"):  # added later too
+                    if column not in columns:
+                        db.execute(f"ALTER TABLE vm_meta ADD COLUMN {column} TEXT")
                 self._schemas_done = len(_SCHEMAS)
             with db:
                 yield db
@@ -165,29 +170,29 @@ class Store:
 
     # -- what a VM listing shows of virtkit's metadata (a copy of the domains' <metadata>) --
 
-    def vm_meta(self, uuids: list[str]) -> dict[str, tuple[list[str], bool, str | None]]:
-        """UUID -> (tags, made by virtkit, owner) for those of ``uuids`` the store has a copy
-        of."""
+    def vm_meta(self, uuids: list[str]) -> dict[str, VMMetaRow]:
+        """UUID -> (tags, made by virtkit, owner, template) for those of ``uuids`` the store
+        has a copy of."""
         if not uuids:
             return {}
         with self._db() as db:
-            rows = db.execute("SELECT uuid, tags, virtkit, owner FROM vm_meta").fetchall()
+            rows = db.execute("SELECT uuid, tags, virtkit, owner, template FROM vm_meta").fetchall()
         wanted = set(uuids)
         return {
-            r["uuid"]: (json.loads(r["tags"]), bool(r["virtkit"]), r["owner"])
+            r["uuid"]: (json.loads(r["tags"]), bool(r["virtkit"]), r["owner"], r["template"])
             for r in rows
             if r["uuid"] in wanted
         }
 
-    def put_vm_meta(self, entries: dict[str, tuple[list[str], bool, str | None]]) -> None:
+    def put_vm_meta(self, entries: dict[str, VMMetaRow]) -> None:
         if not entries:
             return
         now = time.time()
         with self._db() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO vm_meta (uuid, tags, virtkit, owner, seen_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(u, json.dumps(t), int(v), o, now) for u, (t, v, o) in entries.items()],
+                "INSERT OR REPLACE INTO vm_meta (uuid, tags, virtkit, owner, template, seen_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(u, json.dumps(t), int(v), o, tp, now) for u, (t, v, o, tp) in entries.items()],
             )
 
     def forget_vm_meta(self, uuid: str) -> None:

@@ -145,6 +145,14 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def count_by_state(store: Store) -> dict[str, int]:
+    """How many kept tasks are in each state, from any process (the exporter's view of the
+    service's tasks: the store is shared)."""
+    with store.db() as db:
+        rows = db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall()
+    return {str(row[0]): int(row[1]) for row in rows}
+
+
 class TaskRunner:
     """Runs tasks on a few worker threads and keeps them in the store."""
 

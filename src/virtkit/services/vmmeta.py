@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from virtkit.backend.connection import DomainEvent
-from virtkit.backend.guest import DomainRow
 from virtkit.backend.host import Host
 from virtkit.errors import NotFound
 from virtkit.services.store import Store
@@ -40,12 +40,18 @@ class VMMeta:
     tags: tuple[str, ...] = ()
     virtkit: bool = False
     owner: str | None = None
+    template: str | None = None  # POOL/NAME it was made from
 
     @classmethod
     def of(cls, meta: VirtkitMetadata | None) -> VMMeta:
         if meta is None:
             return cls()
-        return cls(tuple(t.name for t in meta.tags if t.name), True, meta.owner or None)
+        return cls(
+            tuple(t.name for t in meta.tags if t.name),
+            True,
+            meta.owner or None,
+            meta.template or None,
+        )
 
     @classmethod
     def of_domain(cls, dom: Domain) -> VMMeta:
@@ -61,8 +67,19 @@ class VMMeta:
             return cls()
         texts = [(el.text or "").strip() for el in root.iter() if _local(el.tag) == "tag"]
         tags = [t for t in texts if t]
-        owners = [el.get("user") for el in root.iter() if _local(el.tag) == "owner"]
-        return cls(tuple(tags), True, next((o for o in owners if o), None))
+
+        def first(element: str, attribute: str) -> str | None:
+            found = (el.get(attribute) for el in root.iter() if _local(el.tag) == element)
+            return next((v for v in found if v), None)
+
+        return cls(tuple(tags), True, first("owner", "user"), first("template", "name"))
+
+
+class _Listed(Protocol):
+    """A listed domain: a bulk listing's row, or a metrics scrape's stats."""
+
+    @property
+    def uuid(self) -> str: ...
 
 
 def _local(tag: str) -> str:
@@ -108,7 +125,7 @@ class MetadataCache:
             self._memory.pop(uuid, None)
         return stale
 
-    def lookup(self, rows: list[DomainRow], *, refresh: bool = False) -> dict[str, VMMeta]:
+    def lookup(self, rows: Sequence[_Listed], *, refresh: bool = False) -> dict[str, VMMeta]:
         """UUID -> metadata for these rows; ``refresh`` reads every domain afresh."""
         stale = self._sync()
         if refresh:
@@ -116,8 +133,8 @@ class MetadataCache:
         need = [r.uuid for r in rows if r.uuid not in self._memory]
         if need and self.store is not None and not refresh:
             kept = self.store.vm_meta([u for u in need if u not in stale])
-            for uuid, (tags, virtkit, owner) in kept.items():
-                self._memory[uuid] = VMMeta(tuple(tags), virtkit, owner)
+            for uuid, (tags, virtkit, owner, template) in kept.items():
+                self._memory[uuid] = VMMeta(tuple(tags), virtkit, owner, template)
             need = [u for u in need if u not in self._memory]
         fresh: dict[str, VMMeta] = {}
         for uuid in need:
@@ -129,7 +146,7 @@ class MetadataCache:
         self._memory.update(fresh)
         if fresh and self.store is not None:
             self.store.put_vm_meta(
-                {u: (list(m.tags), m.virtkit, m.owner) for u, m in fresh.items()}
+                {u: (list(m.tags), m.virtkit, m.owner, m.template) for u, m in fresh.items()}
             )
         return {r.uuid: self._memory.get(r.uuid, VMMeta()) for r in rows}
 
@@ -139,4 +156,6 @@ class MetadataCache:
             return
         self._memory[uuid] = meta
         if self.store is not None:
-            self.store.put_vm_meta({uuid: (list(meta.tags), meta.virtkit, meta.owner)})
+            self.store.put_vm_meta(
+                {uuid: (list(meta.tags), meta.virtkit, meta.owner, meta.template)}
+            )

@@ -110,6 +110,11 @@ class VMService:
 
     # -- reading ----------------------------------------------------------------------------
 
+    @property
+    def meta(self) -> MetadataCache:
+        """The copy of virtkit's metadata the listing reads (shared with the metrics scrape)."""
+        return self._views.meta
+
     def list(self, *, refresh: bool = False) -> builtins.list[VMSummary]:
         """Every VM (bulk calls; tags from virtkit's copy, read afresh with ``refresh``)."""
         return self._views.list(refresh=refresh)

@@ -185,6 +185,7 @@ class Input(XMLObject):
 class MemBalloon(XMLObject):
     TAG = "memballoon"
     model = attr("", "model")
+    stats_period = int_attr("stats", "period")  # seconds; the guest reports memory stats
 
 
 class Tag(XMLObject):
@@ -215,6 +216,7 @@ class VirtkitMetadata(XMLObject):
     owned_disks = Children(OwnedDisk, VK + "storage/" + VK + "owned-disk")
     login_user = attr(VK + "cloud-init", "user")  # the user cloud-init made (vm ssh)
     owner = attr(VK + "owner", "user")  # the API user it belongs to (operators' scope)
+    template = attr(VK + "template", "name")  # POOL/NAME of the template it was made from
     host_keys = Children(HostKeyPin, VK + "cloud-init/" + VK + "host-key")
 
     @property

@@ -1,0 +1,308 @@
+"""One scrape of one libvirt host: every domain's statistics in one bulk call, virtkit's
+metadata from the listing's copy (services/vmmeta.py), per-VM KSM from /proc, and the host's
+facts (from /proc and /sys on this machine, from libvirt for a remote host).
+
+A scrape never raises for an outage: a host that cannot be reached is a sample with ``up``
+false and whatever the machine itself can still tell, and the next scrape reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from virtkit.backend.connection import DomainEvent
+from virtkit.backend.guest import Guest, reason_of, state_of
+from virtkit.backend.host import DomainStats, Host
+from virtkit.backend.procfs import process_cpu_seconds, qemu_pids, rss_kb, vcpu_seconds
+from virtkit.backend.verdicts import KvmVerdict
+from virtkit.errors import NotFound, VirtkitError
+from virtkit.ksm.sysfs import process_ksm
+from virtkit.metrics.hostfacts import PAGE_SIZE, HostFacts, LocalFacts
+from virtkit.services.vmmeta import MetadataCache, VMMeta
+from virtkit.specs import VMState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VMSample:
+    name: str
+    uuid: str
+    state: VMState
+    state_code: int
+    reason: str
+    stats: dict[str, Any]  # libvirt's bulk stats names: cpu.time, block.0.rd.bytes, ...
+    meta: VMMeta
+    bridges: dict[str, str] = field(default_factory=dict)  # NIC target device -> bridge
+    ksm_merging_pages: int | None = None
+    ksm_profit: int | None = None  # bytes
+
+
+@dataclass
+class HostSample:
+    uri: str
+    up: bool
+    error: str | None = None
+    hostname: str | None = None
+    libvirt_version: str | None = None
+    hypervisor_version: str | None = None
+    kvm: KvmVerdict | None = None
+    vms: list[VMSample] = field(default_factory=list)
+    facts: HostFacts = field(default_factory=HostFacts)
+    duration: float = 0.0  # seconds this scrape took
+    # the same as the previous scrape's while the inactive domains' figures are unchanged
+    inactive_token: object = None
+
+
+class HostCollector:
+    """Collects one host, scrape after scrape; keeps only what makes the next one cheaper
+    (versions per connection, NIC bridges per running domain, the ksmd PID)."""
+
+    def __init__(
+        self,
+        host: Host,
+        meta: MetadataCache,
+        kvm_verdict: Callable[[], KvmVerdict],
+        *,
+        subscribe: Callable[[Callable[[DomainEvent], None]], object] | None = None,
+        inactive_max_age: float = 30.0,
+    ) -> None:
+        self.host = host
+        self.meta = meta
+        # Inactive domains change only through events (defined, started, ...): their figures
+        # are kept between scrapes until one arrives, a reconnect, or ``inactive_max_age``
+        # seconds (a --config change of vCPUs or memory sends no event).
+        self._subscribe = subscribe
+        self._subscribed = False
+        self._events = 0
+        self._inactive: tuple[tuple[int, int], float, list[DomainStats]] | None = None
+        self.inactive_max_age = inactive_max_age
+        self._kvm_verdict = kvm_verdict
+        self._kvm: KvmVerdict | None = None
+        self._kvm_thread: threading.Thread | None = None
+        self._local = LocalFacts() if host.is_local else None
+        self._versions: tuple[int, str, str, str] | None = None  # generation, host, lv, qemu
+        self._live: dict[str, _LiveFacts] = {}
+        self._lock = threading.Lock()  # the exporter and /metrics may scrape at once
+        self._pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="virtkit-scrape")
+
+    def collect(self) -> HostSample:
+        with self._lock:
+            return self._collect()
+
+    def _collect(self) -> HostSample:
+        started = time.perf_counter()
+        sample = HostSample(uri=self.host.uri, up=False)
+        try:
+            self._collect_libvirt(sample)
+            sample.up = True
+        except VirtkitError as exc:
+            sample.error = str(exc)
+            log.info("scrape of %s: libvirt is not answering: %s", self.host.uri, exc)
+        if self._local is not None:
+            sample.facts = self._local.read()
+        elif sample.up:
+            try:
+                sample.facts = self._remote_facts()
+            except VirtkitError as exc:
+                log.info("scrape of %s: no host facts: %s", self.host.uri, exc)
+        sample.kvm = self.decide_kvm()
+        sample.duration = time.perf_counter() - started
+        return sample
+
+    # -- libvirt ----------------------------------------------------------------------------
+
+    def _collect_libvirt(self, sample: HostSample) -> None:
+        # Running domains' statistics wait on each QEMU: asked in a few calls at once (the
+        # QEMUs answer in parallel), while the inactive domains' come in one call meanwhile.
+        running = self.host.list_guests(active=True)
+        chunks = [running[i::_WORKERS] for i in range(min(_WORKERS, len(running)))]
+        pending = [self._pool.submit(self._running, chunk) for chunk in chunks]
+        try:
+            kept = self._inactive_stats()
+            inactive = kept[2]
+            sample.inactive_token = kept[:2]
+            generation = self.host.connection.generation
+            if self._versions is None or self._versions[0] != generation:
+                _driver, qemu = self.host.hypervisor()
+                self._versions = (
+                    generation, self.host.hostname(), self.host.libvirt_version(), qemu,
+                )  # fmt: skip
+        finally:
+            active = [entry for job in pending for entry in job.result()]
+        _, sample.hostname, sample.libvirt_version, sample.hypervisor_version = self._versions
+        meta = self.meta.lookup([*active, *inactive])
+        sample.vms.extend(self._vm(entry, meta) for entry in inactive)
+        live = self._live_facts(active)
+        reporting = [e.guest for e in active if live[e.uuid].stats_period]
+        balloons = self.host.balloon_stats(reporting) if reporting else {}
+        local = self._local is not None
+        pids = qemu_pids(e.uuid for e in active) if local and active else {}
+        for entry in active:
+            vm = self._vm(entry, meta)
+            st = vm.stats
+            facts = live[entry.uuid]
+            vm.bridges = facts.bridges
+            if facts.max_vcpus:
+                st["vcpu.maximum"] = facts.max_vcpus
+            st.update(balloons.get(entry.uuid, {}))
+            pid = pids.get(entry.uuid)
+            if pid is not None:
+                self._from_proc(vm, pid)
+            sample.vms.append(vm)
+
+    def _on_event(self, _event: DomainEvent) -> None:  # libvirt's event thread
+        self._events += 1
+
+    def _inactive_stats(self) -> tuple[tuple[int, int], float, list[DomainStats]]:
+        if not self._subscribed and self._subscribe is not None:
+            self._subscribe(self._on_event)
+            self._subscribed = True
+        # the count is read before the call: an event during it makes the next scrape read
+        key = (self.host.connection.generation, self._events)
+        kept = self._inactive
+        now = time.monotonic()
+        if (
+            self._subscribed
+            and kept is not None
+            and kept[0] == key
+            and now - kept[1] < self.inactive_max_age
+        ):
+            return kept
+        found = self.host.domain_stats()
+        self._inactive = (key, now, found)
+        return self._inactive
+
+    def _running(self, guests: list[Guest]) -> list[DomainStats]:
+        """Statistics of some running domains: one call for the lot, then each domain's
+        CPU time and memory as libvirt keeps them (no QEMU asked)."""
+        stats = self.host.guest_stats(guests, cpu=self._local is None)
+        found = []
+        for guest in guests:
+            try:
+                uuid = guest.uuid
+                info = guest.info()
+            except NotFound:
+                continue  # stopped while we looked
+            record = stats.get(uuid, {"state.state": 1})
+            record["cpu.time"] = info.cpu_time
+            record["vcpu.current"] = info.vcpus
+            record["balloon.current"] = info.memory // 1024
+            record["balloon.maximum"] = info.max_memory // 1024
+            found.append(DomainStats(guest.name, uuid, record, guest))
+        return found
+
+    @staticmethod
+    def _from_proc(vm: VMSample, pid: int) -> None:
+        """What this machine's /proc says of a VM's QEMU: CPU by mode and per vCPU, RSS, KSM."""
+        st = vm.stats
+        cpu = process_cpu_seconds(pid)
+        if cpu is not None:
+            st["cpu.user"], st["cpu.system"] = int(cpu[0] * 1e9), int(cpu[1] * 1e9)
+        for index, seconds in vcpu_seconds(pid).items():
+            st[f"vcpu.{index}.time"] = int(seconds * 1e9)
+        if "balloon.rss" not in st:
+            st["balloon.rss"] = rss_kb(pid)
+        ksm = process_ksm(pid)
+        if "ksm_merging_pages" in ksm:
+            vm.ksm_merging_pages = int(ksm["ksm_merging_pages"])
+        if "ksm_process_profit" in ksm:
+            vm.ksm_profit = int(ksm["ksm_process_profit"])
+
+    @staticmethod
+    def _vm(entry: DomainStats, meta: dict[str, VMMeta]) -> VMSample:
+        record = dict(entry.record)
+        code = int(record.get("state.state", 0))
+        return VMSample(
+            name=entry.name,
+            uuid=entry.uuid,
+            state=state_of(code),
+            state_code=code,
+            reason=reason_of(code, int(record.get("state.reason", 0))),
+            stats=record,
+            meta=meta.get(entry.uuid, VMMeta()),
+        )
+
+    def _live_facts(self, active: list[DomainStats]) -> dict[str, _LiveFacts]:
+        """What the live definitions say (NIC bridges, the balloon's statistics period): read
+        once per run of a domain, and again only when its NIC devices change (a hot-plug
+        gives a new tap device)."""
+        found = {}
+        for entry in active:
+            record = entry.record
+            count = int(record.get("net.count", 0))
+            key = (entry.guest.id, *(str(record.get(f"net.{i}.name", "")) for i in range(count)))
+            kept = self._live.get(entry.uuid)
+            if kept is None or kept.key != key:
+                try:
+                    dom = entry.guest.definition()
+                except NotFound:
+                    kept = _LiveFacts(key)
+                else:
+                    balloon = dom.memballoon
+                    kept = _LiveFacts(
+                        key,
+                        {
+                            nic.target_dev: nic.source_bridge or nic.source_network or ""
+                            for nic in dom.interfaces
+                            if nic.target_dev
+                        },
+                        (balloon.stats_period or 0) if balloon is not None else 0,
+                        dom.vcpu or 0,
+                    )
+            found[entry.uuid] = kept
+        self._live = found  # stopped domains drop out
+        return found
+
+    def _remote_facts(self) -> HostFacts:
+        facts = HostFacts()
+        node = self.host.node_info()
+        facts.cpus = node.cpus
+        times = self.host.node_cpu_times()
+        names = {"user": "user", "kernel": "system", "idle": "idle", "iowait": "iowait"}
+        facts.cpu_seconds = {names[k]: v / 1e9 for k, v in times.items() if k in names}
+        facts.memory_total, facts.memory_free = self.host.memory()
+        params = self.host.memory_parameters()
+        for name in ("pages_shared", "pages_sharing", "pages_unshared", "pages_volatile",
+                     "full_scans", "run", "pages_to_scan", "sleep_millisecs"):  # fmt: skip
+            if f"shm_{name}" in params:
+                facts.ksm[name] = params[f"shm_{name}"]
+        return facts
+
+    # -- the KVM verdict ----------------------------------------------------------------------
+
+    def decide_kvm(self) -> KvmVerdict | None:
+        """The verdict once made; the first call starts making it (a boot probe can take
+        seconds) in the background instead of waiting for it."""
+        if self._kvm is None and self._kvm_thread is None:  # one thread at a time
+            self._kvm_thread = threading.Thread(
+                target=self._decide, name="virtkit-kvm-verdict", daemon=True
+            )
+            self._kvm_thread.start()
+        return self._kvm
+
+    def _decide(self) -> None:
+        try:
+            self._kvm = self._kvm_verdict()
+        except VirtkitError as exc:
+            log.info("no KVM verdict for %s yet: %s", self.host.uri, exc)
+            self._kvm_thread = None  # the next scrape tries again
+
+
+@dataclass(frozen=True)
+class _LiveFacts:
+    key: tuple[object, ...]  # domain ID and NIC devices: when these change, read again
+    bridges: dict[str, str] = field(default_factory=dict)
+    stats_period: int = 0
+    max_vcpus: int = 0
+
+
+_WORKERS = 4  # calls at once for running domains' statistics
+
+__all__ = ["PAGE_SIZE", "HostCollector", "HostSample", "VMSample"]

@@ -18,6 +18,7 @@ LAYERS = {
     "_version": 0,
     "settings": 0,
     "extras": 0,
+    "actionlog": 0,
     "cloudinit": 0,
     "xml": 1,
     "backend": 2,

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from virtkit import web
 from virtkit._version import __version__
+from virtkit.actionlog import host_name
 from virtkit.api import errors
 from virtkit.api.context import ApiContext
 from virtkit.services.eventhub import EventHub
@@ -117,7 +118,9 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
     ctx = ApiContext(
         client=client,
         settings=settings,
-        tasks=TaskRunner(client.store, workers=settings.api_workers),
+        tasks=TaskRunner(
+            client.store, workers=settings.api_workers, host=host_name(client.host.uri)
+        ),
         events=EventHub(),
     )
 

@@ -18,6 +18,7 @@ from virtkit import web
 from virtkit._version import __version__
 from virtkit.actionlog import host_name
 from virtkit.api import errors
+from virtkit.api.accesslog import AccessLog
 from virtkit.api.context import ApiContext
 from virtkit.services.eventhub import EventHub
 from virtkit.services.tasks import TaskRunner
@@ -179,6 +180,7 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
     web.install(app)  # the web UI: pages at /, static files under /static
     app.add_middleware(BodyLimit, limit=settings.api_max_body, exempt=(f"{API}/upload/",))
     app.add_middleware(ServerTiming)
+    app.add_middleware(AccessLog)  # the last added is the outermost: it times everything
     _document_errors(app)
     return app
 

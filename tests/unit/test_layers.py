@@ -232,6 +232,7 @@ def _a_cycle(start: str, component: set[str], edges: dict[str, set[str]]) -> lis
 CLI_MAY_IMPORT = (
     "virtkit.cli", "virtkit.client", "virtkit.specs", "virtkit.errors", "virtkit.settings",
     "virtkit._version", "virtkit.cloudinit",
+    "virtkit.actionlog",  # the log context filter cli/logs.py installs on its handler
     "virtkit.api.app",  # `virtkit serve` runs the API: one entry point starting another
 )  # fmt: skip
 

@@ -315,3 +315,17 @@ def test_the_cli_in_ecs_mode_writes_only_ecs_lines_and_ends_with_an_error_record
     last = docs[-1]
     assert last["log.level"] == "error" and field(last, "error.code") == "vm_running"
     assert "running" in last["message"]
+
+
+def test_the_filebeat_example_puts_the_documents_at_the_root() -> None:
+    """contrib/monitoring/filebeat.yml (docs/monitoring.md): ndjson at the root, keys expanded,
+    virtkit's values over Filebeat's, host.name kept."""
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / "contrib" / "monitoring" / "filebeat.yml"
+    config = yaml.safe_load(path.read_text())
+    (stream,) = [i for i in config["filebeat.inputs"] if i["type"] == "filestream"]
+    (parser,) = [p["ndjson"] for p in stream["parsers"] if "ndjson" in p]
+    assert parser["target"] == "" and parser["overwrite_keys"] and parser["expand_keys"]
+    (host,) = [p["add_host_metadata"] for p in config["processors"] if "add_host_metadata" in p]
+    assert host["replace_fields"] is False

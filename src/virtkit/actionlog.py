@@ -89,9 +89,10 @@ def logged_action(
     """One record when the block ends: ``action`` (``vm.start``), its outcome and duration;
     its message starts with ``label`` (default: the action and the VM).
 
-    Success and the caller's mistakes (an expected :class:`VirtkitError`) are logged at INFO,
-    anything else at WARNING, without traceback: whoever handles the error logs that. The
-    block may add fields to the dict it is given. The error is re-raised untouched.
+    At INFO whatever the outcome (``event.outcome`` says it), without traceback: whoever
+    handles an error reports it at its own level (the CLI's ``error:`` line, the API's log of
+    an unexpected error), and text logs at the default level stay as they were. The block may
+    add fields to the dict it is given. The error is re-raised untouched.
     """
     extra: dict[str, Any] = {"event.action": action, "event.kind": "event", **fields}
     if vm is not None:
@@ -104,16 +105,14 @@ def logged_action(
         yield extra
     except BaseException as exc:
         took = time.monotonic_ns() - start
-        expected = isinstance(exc, VirtkitError) and exc.expected
         code = exc.code if isinstance(exc, VirtkitError) else type(exc).__name__
         message = " ".join(str(exc).split()) or type(exc).__name__
         extra.update({
             "event.outcome": "failure", "event.duration": took, "error.code": code,
             "error.message": message, "error.type": type(exc).__name__,
         })  # fmt: skip
-        level = logging.INFO if expected or not isinstance(exc, Exception) else logging.WARNING
-        log.log(
-            level, "%s failed after %s: %s (%s)", what, _took(took), message, code,
+        log.info(
+            "%s failed after %s: %s (%s)", what, _took(took), message, code,
             extra=extra, stacklevel=3,
         )  # fmt: skip
         raise

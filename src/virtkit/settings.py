@@ -56,6 +56,11 @@ class Settings(BaseModel):
     kvm_probe_timeout: float = Field(15.0, description="Seconds a KVM test boot may take.")
     kvm_probe_kernel: str | None = Field(None, description="Kernel the KVM probe boots.")
     shutdown_timeout: float = Field(60.0, description="Default seconds to wait for shutdown.")
+    log_format: Literal["text", "ecs"] = Field(
+        "text",
+        description="Logs on stderr: `text` (`INFO: message`) or `ecs`, one ECS JSON document "
+        "a line for the ELK stack (docs/monitoring.md); `--log-json` is `ecs` for one run.",
+    )
     ksm_root: Path = Field(Path("/sys/kernel/mm/ksm"), description="The kernel's KSM directory.")
     ksm_policy: Literal["adaptive", "ksmtuned", "observe"] = Field(
         "adaptive", description="Policy of `virtkit ksm tune`."

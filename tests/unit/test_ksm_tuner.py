@@ -186,9 +186,9 @@ def test_cli_tune_history_and_report(root: Path, tmp_path: Path) -> None:
               "--interval", "0.1", "--restore")  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     logs = [json.loads(line) for line in ran.stderr.splitlines()]
-    decisions = [entry for entry in logs if "ksm.reason" in entry]
-    assert len(decisions) == 2 and decisions[0]["ksm.policy"] == "ksmtuned"
-    assert "stop KSM" in decisions[0]["ksm.reason"]  # an idle test machine: ksmtuned stops it
+    decisions = [entry["virtkit"]["ksm"] for entry in logs if "virtkit" in entry]
+    assert len(decisions) == 2 and decisions[0]["policy"] == "ksmtuned"
+    assert "stop KSM" in decisions[0]["reason"]  # an idle test machine: ksmtuned stops it
     assert "restored what it found" in logs[-1]["message"]
     shown = cli(root, tmp_path, "ksm", "history", "--json")
     assert shown.returncode == 0, shown.stderr

@@ -18,6 +18,7 @@ LAYERS = {
     "_version": 0,
     "settings": 0,
     "extras": 0,
+    "actionlog": 0,
     "cloudinit": 0,
     "xml": 1,
     "backend": 2,
@@ -231,6 +232,7 @@ def _a_cycle(start: str, component: set[str], edges: dict[str, set[str]]) -> lis
 CLI_MAY_IMPORT = (
     "virtkit.cli", "virtkit.client", "virtkit.specs", "virtkit.errors", "virtkit.settings",
     "virtkit._version", "virtkit.cloudinit",
+    "virtkit.actionlog",  # the log context filter cli/logs.py installs on its handler
     "virtkit.api.app",  # `virtkit serve` runs the API: one entry point starting another
     "virtkit.metrics.http",  # `virtkit exporter` runs the exporter's HTTP server, likewise
 )  # fmt: skip

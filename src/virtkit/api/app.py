@@ -16,7 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from virtkit import web
 from virtkit._version import __version__
+from virtkit.actionlog import host_name
 from virtkit.api import errors
+from virtkit.api.accesslog import AccessLog
 from virtkit.api.context import ApiContext
 from virtkit.services.eventhub import EventHub
 from virtkit.services.tasks import TaskRunner
@@ -117,7 +119,9 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
     ctx = ApiContext(
         client=client,
         settings=settings,
-        tasks=TaskRunner(client.store, workers=settings.api_workers),
+        tasks=TaskRunner(
+            client.store, workers=settings.api_workers, host=host_name(client.host.uri)
+        ),
         events=EventHub(),
     )
 
@@ -176,6 +180,7 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
     web.install(app)  # the web UI: pages at /, static files under /static
     app.add_middleware(BodyLimit, limit=settings.api_max_body, exempt=(f"{API}/upload/",))
     app.add_middleware(ServerTiming)
+    app.add_middleware(AccessLog)  # the last added is the outermost: it times everything
     _document_errors(app)
     return app
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Any
 
 # No third-party pydantic plugins in a CLI process: scanning for them costs start-up time.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
@@ -98,14 +99,16 @@ class LazyGroup(click.Group):
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log what virtkit does.")
 @click.option("--debug", is_flag=True, help="Debug logs and tracebacks.")
-@click.option("--log-json", is_flag=True, help="Logs as JSON lines (ECS fields).")
+@click.option(
+    "--log-json", is_flag=True, help="Logs as ECS JSON lines (the setting log_format=ecs)."
+)
 @click.pass_context
 def cli(ctx: click.Context, uri: str | None, verbose: bool, debug: bool, log_json: bool) -> None:
     """virtkit: manage KVM virtual machines through libvirt."""
-    from virtkit.cli.logs import setup_logging
+    from virtkit.cli.logs import early_format, setup_logging
 
-    setup_logging(verbose, debug, log_json)
-    ctx.obj = State(uri)
+    setup_logging(verbose, debug, early_format(log_json))
+    ctx.obj = State(uri, log_json=log_json)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -114,31 +117,36 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="virtkit", standalone_mode=False)
     except click.exceptions.Abort:
-        sys.stderr.write("aborted\n")
+        _fail("aborted", code="aborted", prefix="")
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        from virtkit.cli.logs import ecs_active
+
+        if ecs_active():
+            _fail(exc.format_message(), exc, code="usage_error")
+        else:
+            exc.show()
         sys.exit(exc.exit_code)
     except VirtkitError as exc:
-        if debug:
-            _print_traceback()
         # One line, always: QEMU's start errors quote its multi-line log.
-        sys.stderr.write("error: " + " ".join(str(exc).split()) + "\n")
+        _fail(" ".join(str(exc).split()), exc, code=exc.code, traceback=debug)
         sys.exit(1)
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
+        _fail("interrupted", code="interrupted", prefix="")
         sys.exit(130)
     except Exception as exc:
-        if debug:
-            _print_traceback()
-        sys.stderr.write(
-            f"internal error: {type(exc).__name__}: {exc} "
-            "(run with --debug for the traceback; please report it)\n"
+        _fail(
+            f"{type(exc).__name__}: {exc} (run with --debug for the traceback; please report it)",
+            exc,
+            code="internal_error",
+            prefix="internal error: ",
+            traceback=debug,
         )
         sys.exit(3)
 
 
-def _print_traceback() -> None:
-    import traceback
+def _fail(line: str, exc: BaseException | None = None, **how: Any) -> None:
+    """The last words on stderr: a line, or an ECS record when logs are ECS (cli/logs.py)."""
+    from virtkit.cli.logs import fail
 
-    traceback.print_exc()
+    fail(line, exc, **how)

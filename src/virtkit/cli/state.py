@@ -13,17 +13,23 @@ import click
 class State:
     """What every command gets: settings overrides and a lazily made client."""
 
-    def __init__(self, uri: str | None) -> None:
+    def __init__(self, uri: str | None, *, log_json: bool = False) -> None:
         self.uri = uri
+        self.log_json = log_json
         self._client: Any = None
 
     @property
     def client(self) -> Any:
         if self._client is None:
+            from virtkit.cli.logs import apply_settings
             from virtkit.client import Client  # lazy: `virtkit --help` stays fast
             from virtkit.settings import Settings
 
-            self._client = Client(settings=Settings.load(uri=self.uri))
+            settings = Settings.load(uri=self.uri)
+            # The settings are read only now: their log_format (from the TOML file too)
+            # applies from here on, unless --log-json chose.
+            apply_settings(settings.log_format, forced=self.log_json)
+            self._client = Client(settings=settings)
         return self._client
 
     def close(self) -> None:

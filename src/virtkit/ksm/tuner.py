@@ -112,11 +112,13 @@ class Tuner:
         self.steps += 1
         log.info(
             "%s [%s]", decision.reason, "; ".join(changes) or "no change",
-            extra={"fields": {
-                "ksm.policy": self.policy.name, "ksm.reason": decision.reason,
-                "ksm.changes": changes, "ksm.saved_bytes": sample.profit,
-                "ksm.pages_sharing": sample.pages_sharing, "ksm.ksmd_cpu_s": sample.ksmd_cpu,
-            }},
+            extra={
+                "event.action": "ksm.decision", "event.kind": "event",
+                "virtkit.ksm.policy": self.policy.name, "virtkit.ksm.reason": decision.reason,
+                "virtkit.ksm.changes": changes, "virtkit.ksm.saved_bytes": sample.profit,
+                "virtkit.ksm.pages_sharing": sample.pages_sharing,
+                "virtkit.ksm.ksmd_cpu_s": sample.ksmd_cpu,
+            },
         )  # fmt: skip
         return sample, decision, changes
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from virtkit.actionlog import log_context, logged_action
 from virtkit.errors import NotFound, VirtkitError
 from virtkit.services.store import Store, register_schema
 from virtkit.specs.tasks import TaskError, TaskLogLine, TaskProgress, TaskState, TaskView
@@ -156,8 +157,11 @@ def count_by_state(store: Store) -> dict[str, int]:
 class TaskRunner:
     """Runs tasks on a few worker threads and keeps them in the store."""
 
-    def __init__(self, store: Store, *, workers: int = 4, keep: int = 1000) -> None:
+    def __init__(
+        self, store: Store, *, workers: int = 4, keep: int = 1000, host: str | None = None
+    ) -> None:
         self.store = store
+        self.host = host  # the libvirt host's name: host.name on every record a task logs
         self.owner = _owner()
         self._keep = keep
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="virtkit-task")
@@ -213,18 +217,31 @@ class TaskRunner:
             )
         task = self.get(task_id)
         self._notify(task)
-        self._pool.submit(self._run, task_id, work)
+        self._pool.submit(self._run, task, work)
         return task
 
-    def _run(self, task_id: str, work: Work) -> None:
+    def _run(self, task: TaskView, work: Work) -> None:
+        """In the worker thread: every record the work logs carries the task (its id, kind
+        and user, its VM for ``vm.*`` tasks), and one record says how the task ended."""
+        vm = task.target if task.kind.startswith("vm.") else None
+        context = {
+            "virtkit.task.id": task.id, "virtkit.task.kind": task.kind, "user.name": task.user,
+            "virtkit.vm": vm, "host.name": self.host,
+        }  # fmt: skip
+        label = f"task {task.id} ({task.kind} {task.target})"
+        with log_context(**context):
+            self._work(task.id, work, label)
+
+    def _work(self, task_id: str, work: Work, label: str) -> None:
         handle = TaskHandle(self, task_id)
         self._update(task_id, state="running", started=time.time())
         handle.log("started")
         try:
-            result = _jsonable(work(handle))
+            with logged_action(log, "task.run", label=label):
+                result = _jsonable(work(handle))
         except VirtkitError as exc:
-            level = logging.INFO if exc.expected else logging.ERROR
-            log.log(level, "task %s failed: %s", task_id, exc, exc_info=not exc.expected)
+            if not exc.expected:  # the record above says that it failed; here: where
+                log.error("task %s failed", task_id, exc_info=True)
             error = TaskError(code=exc.code, message=exc.message, detail={"hint": exc.hint})
             handle.log(f"failed: {exc}")
             self._finish(task_id, "failed", error=error)

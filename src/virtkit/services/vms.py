@@ -8,11 +8,14 @@ storage pool are ``vmfiles``'."""
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from virtkit.actionlog import host_name, logged_action
 from virtkit.backend.capabilities import CapabilityProbe
 from virtkit.backend.host import Host
 from virtkit.errors import Unsupported
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 
     Provider = Callable[[], PoolService | None] | PoolService | None
     ImageProvider = Callable[[], ImageService | None] | ImageService | None
+
+log = logging.getLogger(__name__)
 
 
 class VMService:
@@ -96,6 +101,10 @@ class VMService:
 
         return VMDeleter(self.host, self.pools, self.files)
 
+    def _action(self, action: str, name: str) -> AbstractContextManager[dict[str, Any]]:
+        """One log record for the action (outcome, duration, VM, host): docs/monitoring.md."""
+        return logged_action(log, action, vm=name, host=host_name(self.host.uri))
+
     @property
     def storage_pool(self) -> str:
         return self.files.pool
@@ -147,7 +156,8 @@ class VMService:
         self, spec: VMSpec, *, start: bool = False, progress: Callable[[str], None] | None = None
     ) -> VMInfo:
         """Create a VM from a validated spec; on any failure nothing of it remains."""
-        self._creator.create(spec, start=start, progress=progress)
+        with self._action("vm.create", spec.name):
+            self._creator.create(spec, start=start, progress=progress)
         return self.get(spec.name)
 
     def clone(
@@ -156,13 +166,16 @@ class VMService:
         """A new VM from a shut-off one: every disk copied (or, ``linked``, a qcow2 overlay on
         the source's disk, which must then stay unchanged), new UUID, new MAC addresses. CD-ROMs
         keep their media; the clone owns its new disks."""
-        self._cloner.clone(name, new_name, linked=linked, owner=owner)
+        with self._action("vm.clone", new_name) as fields:
+            fields["virtkit.source_vm"] = name
+            self._cloner.clone(name, new_name, linked=linked, owner=owner)
         return self.get(new_name)
 
     # -- power ------------------------------------------------------------------------------
 
     def start(self, name: str, *, paused: bool = False) -> None:
-        self._power.start(name, paused=paused)
+        with self._action("vm.start", name):
+            self._power.start(name, paused=paused)
 
     def wait_for_state(self, name: str, states: tuple[VMState, ...], timeout: float) -> bool:
         return self._power.wait_for_state(name, states, timeout)
@@ -171,23 +184,31 @@ class VMService:
         """Graceful shutdown (the guest agent when one answers, else ACPI), waiting up to
         ``timeout`` s; with ``force``, power off after that. Returns ``shutdown``, ``forced``
         or ``forced-paused``."""
-        return self._power.shutdown(name, timeout=timeout, force=force)
+        with self._action("vm.shutdown", name) as fields:
+            how = self._power.shutdown(name, timeout=timeout, force=force)
+            fields["virtkit.result"] = how
+        return how
 
     def stop(self, name: str) -> None:
         """Power off at once (like pulling the plug)."""
-        self._power.stop(name)
+        with self._action("vm.stop", name):
+            self._power.stop(name)
 
     def reboot(self, name: str) -> None:
-        self._power.reboot(name)
+        with self._action("vm.reboot", name):
+            self._power.reboot(name)
 
     def reset(self, name: str) -> None:
-        self._power.reset(name)
+        with self._action("vm.reset", name):
+            self._power.reset(name)
 
     def pause(self, name: str) -> None:
-        self._power.pause(name)
+        with self._action("vm.pause", name):
+            self._power.pause(name)
 
     def resume(self, name: str) -> None:
-        self._power.resume(name)
+        with self._action("vm.resume", name):
+            self._power.resume(name)
 
     # -- changing ---------------------------------------------------------------------------
 
@@ -222,7 +243,8 @@ class VMService:
     ) -> DeleteResult:
         """Undefine a VM. Running VMs only with ``force``; its own disks only with
         ``remove_storage`` (disks virtkit created for it; attached images are never removed)."""
-        return self._deleter.delete(name, force=force, remove_storage=remove_storage)
+        with self._action("vm.delete", name):
+            return self._deleter.delete(name, force=force, remove_storage=remove_storage)
 
     def storage_to_remove(self, name: str) -> builtins.list[str]:
         """What ``delete --remove-storage`` would remove, for a confirmation prompt."""

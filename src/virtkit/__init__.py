@@ -14,7 +14,7 @@ from virtkit._version import __version__
 
 _EXPORTS = {
     "Client": "virtkit.client",
-    "DomainEvent": "virtkit.backend.connection",
+    "DomainEvent": "virtkit.backend.events",
     "Settings": "virtkit.settings",
     **dict.fromkeys(
         ["DiskSpec", "HostInfo", "VMInfo", "VMSpec", "VMState", "VMSummary", "parse_vm_spec"],
@@ -40,7 +40,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from virtkit.backend.connection import DomainEvent
+    from virtkit.backend.events import DomainEvent
     from virtkit.client import Client
     from virtkit.errors import (
         AlreadyExists,

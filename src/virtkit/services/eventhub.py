@@ -1,5 +1,6 @@
-"""One stream of what happens: libvirt's lifecycle events and task changes, fanned out to any
-number of subscribers (the API's server-sent events, the web UI through them).
+"""One stream of what happens: libvirt's domain events (lifecycle, jobs, ...) and task
+changes, fanned out to any number of subscribers (the API's server-sent events, the web UI
+through them).
 
 libvirt's events arrive on its event-loop thread and tasks change on worker threads; a
 subscriber gets :class:`HubEvent` objects from its own bounded queue, so a slow reader loses the
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from virtkit.backend.connection import DomainEvent
+from virtkit.backend.events import DomainEvent
 from virtkit.specs.tasks import TaskView
 
 QUEUE_MAX = 1000
@@ -24,7 +25,8 @@ QUEUE_MAX = 1000
 
 @dataclass(frozen=True)
 class HubEvent:
-    """``kind`` is ``vm`` (a lifecycle event) or ``task``; ``data`` is its JSON object."""
+    """``kind`` is ``vm`` (a domain event: lifecycle, job, ...) or ``task``; ``data`` is its
+    JSON object."""
 
     id: int
     kind: str
@@ -110,9 +112,20 @@ class EventHub:
         return event
 
     def vm_event(self, event: DomainEvent) -> None:
+        """Every domain event, of every kind, as ``vm``: ``detail`` stays libvirt's number (as
+        it always was); ``kind``, ``detail_name``, ``host`` and ``data`` were added."""
         self.publish(
             "vm",
-            {"vm": event.domain, "uuid": event.uuid, "event": event.event, "detail": event.detail},
+            {
+                "vm": event.domain,
+                "uuid": event.uuid,
+                "event": event.event,
+                "detail": event.detail,
+                "kind": event.kind,
+                "detail_name": event.detail_name,
+                "host": event.host,
+                "data": event.data,
+            },
         )
 
     def task_event(self, task: TaskView) -> None:

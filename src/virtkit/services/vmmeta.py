@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from virtkit.backend.connection import DomainEvent
+from virtkit.backend.events import DomainEvent
 from virtkit.backend.host import Host
 from virtkit.errors import NotFound
 from virtkit.services.store import Store

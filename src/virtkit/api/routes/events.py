@@ -39,8 +39,10 @@ async def events(
         float | None, Query(gt=0, le=86400, description="Close the stream after this long.")
     ] = None,
 ) -> StreamingResponse:
-    """Each event is ``event: vm`` (``{"vm", "uuid", "event", "detail"}``) or ``event: task``
-    (the task as ``GET /tasks/{id}`` shows it), with an ``id``."""
+    """Each event is ``event: vm`` (``{"vm", "uuid", "event", "detail", "kind", "detail_name",
+    "host", "data"}``: a lifecycle, metadata, job, block-job, migration or io-error event;
+    ``detail`` is libvirt's number, ``detail_name`` its name) or ``event: task`` (the task as
+    ``GET /tasks/{id}`` shows it), with an ``id``."""
     wanted = set(kinds.split(","))
     sub = ctx.events.subscribe()
     own_only = restricted(who.role, ctx.settings.api_vm_scope)

@@ -8,10 +8,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from virtkit.backend.connection import Connection, DomainEvent
+from virtkit.backend.connection import Connection
+from virtkit.backend.events import DomainEvent
 from virtkit.backend.host import Host, LibvirtHost
 from virtkit.settings import Settings
 
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from virtkit.services.audit import AuditLog
     from virtkit.services.consoles import ConsoleService
     from virtkit.services.disks import DiskService
+    from virtkit.services.eventfeed import EventFeed
     from virtkit.services.graphics import GraphicsService
     from virtkit.services.host import HostService
     from virtkit.services.images import ImageService
@@ -195,7 +198,8 @@ class Client:
         return build_tiny_guest(self.settings.cache_dir, kernel=kernel)
 
     def subscribe(self, callback: Any) -> Any:
-        """Receive :class:`DomainEvent` lifecycle events; returns an unsubscribe function."""
+        """Receive every :class:`DomainEvent` (lifecycle, metadata, job, block-job, migration,
+        io-error: see ``event.kind``); returns an unsubscribe function."""
         return self.connection.subscribe(callback)
 
     def close(self) -> None:
@@ -226,4 +230,23 @@ class Client:
         return AuditLog(self.store)
 
 
-__all__ = ["Client", "DomainEvent"]
+def follow_events(
+    clients: Sequence[Client],
+    *,
+    kinds: Iterable[str] = (),
+    vms: Iterable[str] = (),
+    watch_interval: float | None = None,
+) -> EventFeed:
+    """The domain events of every client's host as one stream (``virtkit events``):
+    ``feed.start()``, then ``feed.get(timeout)`` until done, then ``feed.close()``."""
+    from virtkit.services.eventfeed import WATCH_INTERVAL, EventFeed
+
+    return EventFeed(
+        [c.host for c in clients],
+        kinds=kinds,
+        vms=vms,
+        watch_interval=WATCH_INTERVAL if watch_interval is None else watch_interval,
+    )
+
+
+__all__ = ["Client", "DomainEvent", "follow_events"]

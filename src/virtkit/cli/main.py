@@ -30,7 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "dev": ("virtkit.cli.dev", "dev", "Development helpers (the tiny test guest)."),
     "events": (
         "virtkit.cli.events", "events",
-        "Print VM lifecycle events (defined, started, suspended, stopped, ...) until Ctrl+C.",
+        "Print VM events (lifecycle, jobs, block jobs, I/O errors, ...) of every host, until "
+        "Ctrl+C.",
     ),
     "exporter": (
         "virtkit.cli.exporter", "exporter",

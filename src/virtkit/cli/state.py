@@ -17,6 +17,7 @@ class State:
         self.uri = uri
         self.log_json = log_json
         self._client: Any = None
+        self._others: dict[str, Any] = {}
 
     @property
     def client(self) -> Any:
@@ -32,9 +33,20 @@ class State:
             self._client = Client(settings=settings)
         return self._client
 
+    def client_for(self, uri: str) -> Any:
+        """A client of another host (``events --host``): the same settings, another URI."""
+        if uri not in self._others:
+            from virtkit.client import Client
+            from virtkit.settings import Settings
+
+            self._others[uri] = Client(settings=Settings.load(uri=uri))
+        return self._others[uri]
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+        for other in self._others.values():
+            other.close()
 
 
 pass_state = click.make_pass_decorator(State)

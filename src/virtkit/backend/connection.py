@@ -78,6 +78,7 @@ class Connection:
         self._conn: libvirt.virConnect | None = None
         self._dead = False
         self._lost = False  # a loss was reported to the state listeners; a reopen reports back
+        self._lost_lock = threading.Lock()  # the close callback runs on the event-loop thread
         self._subscribers: list[Subscriber] = []
         self._state_listeners: list[StateListener] = []
         self._callback_ids: list[int] = []
@@ -99,8 +100,9 @@ class Connection:
             self._conn = self._open()
             self._dead = False
             self.generation += 1
-            if self._lost:
-                self._lost = False
+            with self._lost_lock:
+                was_lost, self._lost = self._lost, False
+            if was_lost:
                 self._report("reconnected", "")
             return self._conn
 
@@ -237,8 +239,9 @@ class Connection:
         return unwatch
 
     def _report_lost(self, why: str) -> None:
-        if not self._lost:
-            self._lost = True
+        with self._lost_lock:
+            first, self._lost = not self._lost, True
+        if first:
             self._report("lost", why)
 
     def _report(self, state: str, why: str) -> None:

@@ -37,9 +37,9 @@ class State:
         """A client of another host (``events --host``): the same settings, another URI."""
         if uri not in self._others:
             from virtkit.client import Client
-            from virtkit.settings import Settings
 
-            self._others[uri] = Client(settings=Settings.load(uri=uri))
+            settings = self.client.settings.model_copy(update={"uri": uri})
+            self._others[uri] = Client(settings=settings)
         return self._others[uri]
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from virtkit.backend.connection import DomainEvent
+from virtkit.backend.events import LIFECYCLE, METADATA, DomainEvent
 from virtkit.backend.guest import Guest, reason_of, state_of
 from virtkit.backend.host import DomainStats, Host
 from virtkit.backend.procfs import process_cpu_seconds, qemu_pids, rss_kb, vcpu_seconds
@@ -157,8 +157,10 @@ class HostCollector:
                 self._from_proc(vm, pid)
             sample.vms.append(vm)
 
-    def _on_event(self, _event: DomainEvent) -> None:  # libvirt's event thread
-        self._events += 1
+    def _on_event(self, event: DomainEvent) -> None:  # libvirt's event thread
+        # what may change an inactive domain's figures (job events concern running ones)
+        if event.kind in (LIFECYCLE, METADATA):
+            self._events += 1
 
     def _inactive_stats(self) -> tuple[tuple[int, int], float, list[DomainStats]]:
         if not self._subscribed and self._subscribe is not None:

@@ -73,7 +73,7 @@ class EventHub:
     def attach_vms(
         self, subscribe: Callable[[Callable[[DomainEvent], None]], Callable[[], None]]
     ) -> None:
-        """Carry libvirt's lifecycle events (``Connection.subscribe``)."""
+        """Carry libvirt's domain events, every kind (``Connection.subscribe``)."""
         self._detach.append(subscribe(self.vm_event))
 
     def attach_tasks(

@@ -90,7 +90,10 @@ class HostCollector:
         self._versions: tuple[int, str, str, str] | None = None  # generation, host, lv, qemu
         self._live: dict[str, _LiveFacts] = {}
         self._lock = threading.Lock()  # the exporter and /metrics may scrape at once
-        self._pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="virtkit-scrape")
+        self._background = ThreadPoolExecutor(1, thread_name_prefix="virtkit-scrape")
+        self._pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="virtkit-scrape-vm")
+        # running domain UUID -> (domain ID, when, its disks' names, paths and sizes)
+        self._blocks: dict[str, tuple[int, float, list[dict[str, Any]]]] = {}
 
     def collect(self) -> HostSample:
         with self._lock:
@@ -106,7 +109,8 @@ class HostCollector:
             sample.error = str(exc)
             log.info("scrape of %s: libvirt is not answering: %s", self.host.uri, exc)
         if self._local is not None:
-            sample.facts = self._local.read()
+            if sample.facts.cpus is None:  # libvirt failed before they were read
+                sample.facts = self._local.read()
         elif sample.up:
             try:
                 sample.facts = self._remote_facts()
@@ -119,12 +123,13 @@ class HostCollector:
     # -- libvirt ----------------------------------------------------------------------------
 
     def _collect_libvirt(self, sample: HostSample) -> None:
-        # Running domains' statistics wait on each QEMU: asked in a few calls at once (the
-        # QEMUs answer in parallel), while the inactive domains' come in one call meanwhile.
+        # The running domains' statistics wait on their QEMUs: asked in a thread of its own,
+        # while the inactive domains' (libvirt's alone) come meanwhile.
         running = self.host.list_guests(active=True)
-        chunks = [running[i::_WORKERS] for i in range(min(_WORKERS, len(running)))]
-        pending = [self._pool.submit(self._running, chunk) for chunk in chunks]
+        pending = [self._background.submit(self._running, running)]
         try:
+            if self._local is not None:  # this machine's files, read while QEMUs answer
+                sample.facts = self._local.read()
             kept = self._inactive_stats()
             inactive = kept[2]
             sample.inactive_token = kept[:2]
@@ -182,23 +187,63 @@ class HostCollector:
         return self._inactive
 
     def _running(self, guests: list[Guest]) -> list[DomainStats]:
-        """Statistics of some running domains: one call for the lot, then each domain's
-        CPU time and memory as libvirt keeps them (no QEMU asked)."""
+        """Statistics of the running domains: state and interfaces in one call, each disk's
+        counters (one query to QEMU per disk, as any exporter pays), CPU time and memory as
+        libvirt keeps them; the disks' sizes (a second query to QEMU) at most every
+        ``BLOCK_SIZES_MAX_AGE`` seconds and at each start."""
+        now = time.monotonic()
+        ids = {g.uuid: g.id for g in guests}
+        due = [g for g in guests if self._sizes_due(g.uuid, ids[g.uuid], now)]
         stats = self.host.guest_stats(guests, cpu=self._local is None)
-        found = []
-        for guest in guests:
-            try:
-                uuid = guest.uuid
-                info = guest.info()
-            except NotFound:
-                continue  # stopped while we looked
-            record = stats.get(uuid, {"state.state": 1})
-            record["cpu.time"] = info.cpu_time
-            record["vcpu.current"] = info.vcpus
-            record["balloon.current"] = info.memory // 1024
-            record["balloon.maximum"] = info.max_memory // 1024
-            found.append(DomainStats(guest.name, uuid, record, guest))
+        if due:
+            for uuid, record in self.host.guest_stats(due, cpu=False, block=True).items():
+                self._blocks[uuid] = (ids.get(uuid, -1), now, _block_sizes(record))
+        # Each QEMU answers its own queries: asked of several at once, they answer together.
+        found = [
+            entry
+            for entry in self._pool.map(lambda g: self._one(g, stats.get(g.uuid)), guests)
+            if entry is not None
+        ]
+        self._blocks = {u: b for u, b in self._blocks.items() if u in ids}
         return found
+
+    def _one(self, guest: Guest, record: dict[str, Any] | None) -> DomainStats | None:
+        uuid = guest.uuid
+        try:
+            info = guest.info()
+        except NotFound:
+            return None  # stopped while we looked
+        record = record if record is not None else {"state.state": 1}
+        record["cpu.time"] = info.cpu_time
+        record["vcpu.current"] = info.vcpus
+        record["balloon.current"] = info.memory // 1024
+        record["balloon.maximum"] = info.max_memory // 1024
+        self._block_counters(guest, uuid, record)
+        return DomainStats(guest.name, uuid, record, guest)
+
+    def _sizes_due(self, uuid: str, domain_id: int, now: float) -> bool:
+        kept = self._blocks.get(uuid)
+        return kept is None or kept[0] != domain_id or now - kept[1] >= BLOCK_SIZES_MAX_AGE
+
+    def _block_counters(self, guest: Guest, uuid: str, record: dict[str, Any]) -> None:
+        """Each disk's counters and last known sizes into ``record``, by the block group's
+        names (``block.0.rd.bytes``, ``block.0.capacity``, ...)."""
+        kept = self._blocks.get(uuid)
+        if kept is None:
+            return
+        disks = kept[2]
+        record["block.count"] = len(disks)
+        for index, disk in enumerate(disks):
+            prefix = f"block.{index}."
+            for key, value in disk.items():
+                record[prefix + key] = value
+            try:
+                counters = guest.block_counters(str(disk["name"]))
+            except VirtkitError:  # unplugged, or the domain stopped: sizes again next time
+                self._blocks.pop(uuid, None)
+                continue
+            for key, value in zip(_BLOCK_COUNTERS, counters, strict=True):
+                record[prefix + key] = value
 
     @staticmethod
     def _from_proc(vm: VMSample, pid: int) -> None:
@@ -305,6 +350,29 @@ class _LiveFacts:
     max_vcpus: int = 0
 
 
-_WORKERS = 4  # calls at once for running domains' statistics
+_WORKERS = 4  # running domains asked at once (each waits on its own QEMU)
+
+# Disk sizes (capacity, allocation) of running domains: asked of QEMU at most this often.
+BLOCK_SIZES_MAX_AGE = 30.0
+
+# what Guest.block_counters answers, by the block group's names; the timed counters (rd.times,
+# wr.times, fl.*) come with the sizes, at most every BLOCK_SIZES_MAX_AGE seconds
+_BLOCK_COUNTERS = ("rd.reqs", "rd.bytes", "wr.reqs", "wr.bytes")
+
+
+_BLOCK_KEPT = ("name", "path", "capacity", "allocation", "physical",
+               "rd.times", "wr.times", "fl.reqs", "fl.times")  # fmt: skip
+
+
+def _block_sizes(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The disks of a block group record: name, path, sizes and timed counters each."""
+    disks = []
+    for i in range(int(record.get("block.count", 0))):
+        prefix = f"block.{i}."
+        disk = {k: record[prefix + k] for k in _BLOCK_KEPT if prefix + k in record}
+        if "name" in disk:
+            disks.append(disk)
+    return disks
+
 
 __all__ = ["PAGE_SIZE", "HostCollector", "HostSample", "VMSample"]

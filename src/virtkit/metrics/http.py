@@ -25,6 +25,9 @@ def metrics_handler(collector: VirtkitCollector) -> type[BaseHTTPRequestHandler]
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "virtkit-exporter"
+        # headers and body go out in two writes: without this, Nagle's algorithm holds the
+        # body back until the scraper's delayed ACK (milliseconds per scrape)
+        disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]

@@ -157,6 +157,7 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
         devices,
         events,
         host,
+        metrics,
         networks,
         storage,
         tasks,
@@ -166,6 +167,7 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
     security.install(app)
     for module in (vms, devices, consoles, storage, networks, host, tasks, events):
         app.include_router(module.router, prefix=API)
+    app.include_router(metrics.router)  # where Prometheus looks: /metrics
 
     @app.get("/healthz", tags=["service"], include_in_schema=True)
     def healthz() -> dict[str, Any]:

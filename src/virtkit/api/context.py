@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
@@ -31,6 +31,7 @@ class ApiContext:
     tasks: TaskRunner
     events: EventHub
     tickets: TicketBook = field(default_factory=TicketBook)
+    metrics: Any = None  # /metrics' collector, made on the first scrape (routes/metrics.py)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:

@@ -1,0 +1,104 @@
+"""The metrics collector on libvirt's test driver (``test:///default``, shared in-process:
+what a test makes is named vkmet-* and removed), and its /proc readers on a /proc-shaped
+directory."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from virtkit import Client, Settings
+from virtkit.backend import procfs
+from virtkit.backend.guest import reason_of
+from virtkit.metrics.hostfacts import _selected
+from virtkit.xml.domain import OS, Domain
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[Client]:
+    settings = Settings(
+        uri="test:///default",
+        state_dir=tmp_path / "state",
+        cache_dir=tmp_path / "cache",
+        console_log_dir=tmp_path / "logs",
+        storage_pool_path=tmp_path / "images",
+    )
+    with Client(settings=settings) as made:
+        yield made
+
+
+def _states(client: Client) -> dict[str, str]:
+    return {vm.name: str(vm.state) for vm in client.metrics.collect().vms}
+
+
+def test_an_inactive_domain_is_seen_at_once_and_gone_at_once(client: Client) -> None:
+    """Inactive domains' figures are kept between scrapes, yet a define or an undefine shows
+    in the next scrape: libvirt's event ends the kept copy (not the 30 s age)."""
+    assert client.metrics.inactive_max_age == 30.0
+    before = _states(client)
+    assert before.get("test") == "running"  # the test driver's own domain
+    name = "vkmet-" + secrets.token_hex(3)
+    dom = Domain()
+    dom.type = "test"
+    dom.name = name
+    dom.memory_kib = 65536
+    os_el = OS()
+    os_el.type = "hvm"
+    dom.os = os_el
+    guest = client.host.define(dom.to_xml())
+    try:
+        deadline = time.monotonic() + 5
+        while name not in (now := _states(client)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the event comes through libvirt's event thread
+        assert now.get(name) == "shutoff"
+    finally:
+        guest.undefine()
+    deadline = time.monotonic() + 5
+    while name in (now := _states(client)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert name not in now
+
+
+def test_a_host_that_does_not_answer_is_a_sample_not_an_error(tmp_path: Path) -> None:
+    settings = Settings(uri="qemu+unix:///system?socket=" + str(tmp_path / "nothing"))
+    with Client(settings=settings) as client:
+        sample = client.metrics.collect()
+    assert not sample.up and sample.error
+    assert sample.facts.memory_total  # this machine's own facts still come
+
+
+def test_state_reasons_are_libvirts_names() -> None:
+    assert reason_of(3, 5) == "ioerror"  # paused, I/O error
+    assert reason_of(5, 2) == "destroyed"  # shut off by force
+    assert reason_of(4, 1) == "user"  # shutting down (not shutdown()'s flags' names)
+    assert reason_of(99, 0) == "unknown"
+
+
+def test_thp_mode_is_the_bracketed_choice() -> None:
+    assert _selected("always [madvise] never\n") == "madvise"
+    assert _selected("[always] madvise never") == "always"
+
+
+def test_vcpu_threads_and_process_cpu_from_proc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(procfs, "_PROC", tmp_path)
+    tick = procfs.os.sysconf("SC_CLK_TCK")
+    stat = "42 (qemu-system-x86) S " + " ".join(["0"] * 10) + f" {3 * tick} {tick} 0 0"
+    (tmp_path / "42").mkdir()
+    (tmp_path / "42" / "stat").write_text(stat)
+    for tid, comm, user in ((42, "qemu-system-x86", 9), (43, "CPU 0/KVM", 2), (44, "CPU 1/TCG", 5),
+                            (45, "IO mon_iothread", 7)):  # fmt: skip
+        task = tmp_path / "42" / "task" / str(tid)
+        task.mkdir(parents=True)
+        (task / "comm").write_text(comm + "\n")
+        (task / "stat").write_text(
+            f"{tid} ({comm}) S " + " ".join(["0"] * 10) + f" {user * tick} 0 0 0"
+        )
+    assert procfs.process_cpu_seconds(42) == (3.0, 1.0)
+    assert procfs.vcpu_seconds(42) == {0: 2.0, 1: 5.0}  # the vCPU threads only
+    assert procfs.process_cpu_seconds(7) is None

@@ -86,6 +86,10 @@ def test_nocloud_user_key_sudo_hostname_runcmd_and_ssh(
     cdroms = [d for d in vk.vms.get(vm_name).disks if d.device == "cdrom"]
     assert seed.format in ("raw", "iso")  # libvirt probes the ISO 9660 signature
     assert [(d.source, d.bus, d.owned) for d in cdroms] == [(seed.path, "scsi", True)]
+    # the template it came from is in virtkit's metadata: vm show, vm list, the exporter's info
+    origin = f"{bed.settings.storage_pool}/{template.rpartition('/')[2]}"
+    assert vk.vms.get(vm_name).template == origin
+    assert {v.name: v.template for v in vk.vms.list()}[vm_name] == origin
     waited = run_cli(bed, "vm", "wait", vm_name, "--for", "cloud-init", "--timeout", "240",
                      timeout=300)  # fmt: skip
     assert waited.returncode == 0, waited.stderr + console_log(bed, vm_name)[-3000:]

@@ -46,6 +46,7 @@ class VMViews:
                 persistent=r.persistent,
                 tags=list(meta[r.uuid].tags),
                 owner=meta[r.uuid].owner,
+                template=meta[r.uuid].template,
             )
             for r in rows
         ]
@@ -80,6 +81,7 @@ class VMViews:
             "persistent": persistent,
             "tags": config.tag_names,
             "owner": config.virtkit.owner or None if config.virtkit else None,
+            "template": config.virtkit.template or None if config.virtkit else None,
         }
         owned = set(config.owned_disk_paths)
         os_el = dom.os

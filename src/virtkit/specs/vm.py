@@ -286,6 +286,9 @@ class VMSummary(_View):
     owner: str | None = Field(
         None, description="The API user the VM belongs to (who created it through the API)."
     )
+    template: str | None = Field(
+        None, description="The template (POOL/NAME) the VM's first cloned disk comes from."
+    )
 
 
 class VMInfo(VMSummary):

@@ -102,3 +102,41 @@ def test_vcpu_threads_and_process_cpu_from_proc(
     assert procfs.process_cpu_seconds(42) == (3.0, 1.0)
     assert procfs.vcpu_seconds(42) == {0: 2.0, 1: 5.0}  # the vCPU threads only
     assert procfs.process_cpu_seconds(7) is None
+
+
+def test_several_hosts_in_one_scrape_each_series_names_its_host(tmp_path: Path) -> None:
+    """Two hosts that give the same hostname (two test drivers) are told apart by URI."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from virtkit.metrics.prometheus import VirtkitCollector
+
+    other = tmp_path / "other.xml"
+    dom = Domain()
+    dom.type = "test"
+    dom.name = "vkmet-other"
+    dom.memory_kib = 65536
+    os_el = OS()
+    os_el.type = "hvm"
+    dom.os = os_el
+    other.write_text(
+        "<node><cpu><mhz>1000</mhz></cpu>" + dom.to_xml() + "</node>"
+    )  # the test driver's node file: one inactive domain
+    uris = ["test:///default", f"test://{other}"]
+    clients = [
+        Client(settings=Settings(uri=u, state_dir=tmp_path / f"s{i}", cache_dir=tmp_path / f"c{i}"))
+        for i, u in enumerate(uris)
+    ]
+    try:
+        text = VirtkitCollector([c.metrics for c in clients]).render().decode()
+    finally:
+        for c in clients:
+            c.close()
+    hosts: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if family.name == "virtkit_domain_state":
+                hosts.setdefault(sample.labels["host"], set()).add(sample.labels["domain"])
+            if family.name not in ("virtkit_build_info", "virtkit_scrape_duration_seconds"):
+                assert "host" in sample.labels, sample
+    assert "test" in hosts["test:///default"]
+    assert hosts[f"test://{other}"] == {"vkmet-other"}

@@ -118,7 +118,14 @@ def test_inactive_domain_shows_and_an_undefined_one_goes(vk: Client) -> None:
     sizes = {s["domain"] for s in first["virtkit_domain_memory_maximum_bytes"]}
     assert "gamma" in sizes  # an inactive domain's size too
     assert all(s["domain"] != "gamma" for s in first["libvirt_domain_state_code"])
-    collector.render()  # a scrape with the inactive figures kept from the first
+    text = collector.render().decode()  # a scrape with the inactive figures kept
+    counts = {
+        s.labels["state"]: s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "virtkit_host_domains"
+        for s in f.samples
+    }
+    assert counts["running"] == 2 and counts["shutoff"] == 1 and counts["paused"] == 0
 
     # The collector keeps inactive domains' figures until a lifecycle event says they
     # changed; events arrive on libvirt's event thread, so wait until ours (subscribed after

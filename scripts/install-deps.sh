@@ -4,8 +4,10 @@ set -eu
 
 PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
 busybox-static python3 python3-venv python3-dev gcc util-linux libvirt-daemon-driver-storage-rbd
-iproute2 dnsmasq-base iptables debootstrap e2fsprogs openssh-client genisoimage openssl chromium"
-[ "${WITH_BENCH:-0}" = 1 ] && PACKAGES="$PACKAGES virtinst ksmtuned"
+iproute2 dnsmasq-base iptables debootstrap e2fsprogs openssh-client genisoimage openssl chromium
+prometheus"
+# prometheus: the monitoring tests run their own (its binary and promtool), never the service
+[ "${WITH_BENCH:-0}" = 1 ] && PACKAGES="$PACKAGES virtinst ksmtuned prometheus-libvirt-exporter"
 
 if [ "$(id -u)" != 0 ]; then
     echo "install-deps: run as root (it installs Debian packages)" >&2
@@ -22,6 +24,14 @@ if [ -n "$missing" ]; then
     echo "installing:$missing"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+    # Debian starts a newly installed prometheus (and the libvirt exporter) as a service: the
+    # tests start their own on loopback, so a service this run brought is stopped again.
+    for svc in prometheus prometheus-libvirt-exporter; do
+        case " $missing " in
+            *" $svc "*) command -v systemctl >/dev/null 2>&1 &&
+                systemctl disable --now "$svc" >/dev/null 2>&1 || true ;;
+        esac
+    done
 fi
 
 # The web UI's assets come from npm: Debian's Node where none is installed (a Node from

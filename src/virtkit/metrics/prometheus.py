@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from virtkit._version import __version__
 from virtkit.metrics.collector import HostCollector, HostSample, VMSample
 from virtkit.metrics.hostfacts import PAGE_SIZE
+from virtkit.specs import VMState
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +258,10 @@ def _host(f: _Families, s: HostSample, host: str) -> None:
     ).add_metric(h, s.duration)
     if s.up:
         f.gauge("libvirt_domains_number", "Number of domains.", ["host"]).add_metric(h, len(s.vms))
+        by_state = f.gauge("virtkit_host_domains", "Domains by state.", ["host", "state"])
+        counts = Counter(str(vm.state) for vm in s.vms)
+        for state in VMState:  # every state, 0 too: a series does not vanish when none is
+            by_state.add_metric([host, str(state)], counts.get(str(state), 0))
         f.gauge(
             "virtkit_host_info",
             "The host's libvirt and QEMU versions.",

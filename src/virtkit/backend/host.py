@@ -106,6 +106,7 @@ class Host(Protocol):
     def list_guests(self, *, active: bool = False) -> list[Guest]: ...
     def domain_rows(self) -> list[DomainRow]: ...
     def domain_stats(self) -> list[DomainStats]: ...
+    def count_inactive(self) -> int: ...
     def guest_stats(
         self, guests: list[Guest], *, cpu: bool, block: bool = False
     ) -> dict[str, dict[str, Any]]: ...
@@ -308,6 +309,11 @@ class LibvirtHost:
                     DomainStats(dom.name(), dom.UUIDString(), record, Guest(self.connection, dom))
                 )
             return found
+
+    def count_inactive(self) -> int:
+        """How many domains are defined and not running (one small call)."""
+        with seam(self.connection):
+            return int(self._conn().numOfDefinedDomains())
 
     def guest_stats(
         self, guests: list[Guest], *, cpu: bool, block: bool = False

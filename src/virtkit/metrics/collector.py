@@ -130,7 +130,7 @@ class HostCollector:
         try:
             if self._local is not None:  # this machine's files, read while QEMUs answer
                 sample.facts = self._local.read()
-            kept = self._inactive_stats()
+            kept = self._inactive_stats({g.uuid for g in running})
             inactive = kept[2]
             sample.inactive_token = kept[:2]
             generation = self.host.connection.generation
@@ -167,7 +167,13 @@ class HostCollector:
         if event.kind in (LIFECYCLE, METADATA):
             self._events += 1
 
-    def _inactive_stats(self) -> tuple[tuple[int, int], float, list[DomainStats]]:
+    def _inactive_stats(
+        self, running: set[str]
+    ) -> tuple[tuple[int, int], float, list[DomainStats]]:
+        """The inactive domains' figures: the kept ones while nothing says they changed, else
+        read afresh. An event may reach libvirt's event thread after the next scrape asks, so
+        two cheap checks back it up: a kept domain now running, and the number of inactive
+        domains (a define or undefine whose event is on its way)."""
         if not self._subscribed and self._subscribe is not None:
             self._subscribe(self._on_event)
             self._subscribed = True
@@ -180,9 +186,11 @@ class HostCollector:
             and kept is not None
             and kept[0] == key
             and now - kept[1] < self.inactive_max_age
+            and not any(entry.uuid in running for entry in kept[2])
+            and self.host.count_inactive() == len(kept[2])
         ):
             return kept
-        found = self.host.domain_stats()
+        found = [e for e in self.host.domain_stats() if e.uuid not in running]
         self._inactive = (key, now, found)
         return self._inactive
 

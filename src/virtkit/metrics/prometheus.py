@@ -257,7 +257,8 @@ def _host(f: _Families, s: HostSample, host: str) -> None:
         "virtkit_host_scrape_duration_seconds", "How long scraping this host took.", ["host"]
     ).add_metric(h, s.duration)
     if s.up:
-        f.gauge("libvirt_domains_number", "Number of domains.", ["host"]).add_metric(h, len(s.vms))
+        active = sum(1 for vm in s.vms if vm.state.is_active)  # the Go exporter's count
+        f.gauge("libvirt_domains_number", "Running domains.", ["host"]).add_metric(h, active)
         by_state = f.gauge("virtkit_host_domains", "Domains by state.", ["host", "state"])
         counts = Counter(str(vm.state) for vm in s.vms)
         for state in VMState:  # every state, 0 too: a series does not vanish when none is

@@ -131,33 +131,67 @@ def neighbours(pid: int) -> list[tuple[str, str]]:
     return found
 
 
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _cpu_fields(text: str) -> tuple[int, int]:
+    """(utime, stime) in clock ticks from a /proc/.../stat line (after the comm's ")")."""
+    fields = text.rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
 def process_cpu_seconds(pid: int) -> tuple[float, float] | None:
     """(user, system) CPU seconds of a process and its threads; None if it is gone."""
     try:
-        fields = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+        user, system = _cpu_fields(_read(f"{_PROC}/{pid}/stat"))
+    except (OSError, IndexError, ValueError):
         return None
     tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+    return user / tick, system / tick
+
+
+# PID -> (vCPU index, thread ID) of its vCPU threads: found once, while the threads live
+_vcpu_threads: dict[int, list[tuple[int, int]]] = {}
+
+
+def _find_vcpu_threads(pid: int) -> list[tuple[int, int]]:
+    found = []
+    for tid in os.listdir(f"{_PROC}/{pid}/task"):
+        try:
+            comm = _read(f"{_PROC}/{pid}/task/{tid}/comm")
+            if comm.startswith("CPU "):
+                found.append((int(comm[4:].split("/", 1)[0]), int(tid)))
+        except (OSError, ValueError):
+            continue
+    return sorted(found)
 
 
 def vcpu_seconds(pid: int) -> dict[int, float]:
     """vCPU index -> CPU seconds of a QEMU process's vCPU threads (QEMU names them
-    ``CPU 0/KVM``, ``CPU 1/TCG``, ...: libvirt starts it with ``debug-threads=on``)."""
-    found: dict[int, float] = {}
+    ``CPU 0/KVM``, ``CPU 1/TCG``, ...: libvirt starts it with ``debug-threads=on``). The
+    threads are found once per process, and looked for again when one is gone (an unplug)."""
     tick = os.sysconf("SC_CLK_TCK")
-    try:
-        tasks = list((_PROC / str(pid) / "task").iterdir())
-    except OSError:
-        return found
-    for task in tasks:
+    for _attempt in range(2):
+        threads = _vcpu_threads.get(pid)
+        if threads is None:
+            try:
+                threads = _vcpu_threads[pid] = _find_vcpu_threads(pid)
+            except OSError:
+                return {}
+        found: dict[int, float] = {}
         try:
-            comm = (task / "comm").read_text()
-            if not comm.startswith("CPU "):
-                continue
-            index = int(comm[4:].split("/", 1)[0])
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, ValueError, IndexError):
-            continue
-        found[index] = (int(fields[11]) + int(fields[12])) / tick
-    return found
+            for index, tid in threads:
+                user, system = _cpu_fields(_read(f"{_PROC}/{pid}/task/{tid}/stat"))
+                found[index] = (user + system) / tick
+            return found
+        except (OSError, IndexError, ValueError):
+            _vcpu_threads.pop(pid, None)  # a thread went (or the PID is another's now)
+    return {}
+
+
+def forget_vcpu_threads(alive: set[int]) -> None:
+    """Drop what is remembered of processes not in ``alive``."""
+    for pid in set(_vcpu_threads) - alive:
+        del _vcpu_threads[pid]

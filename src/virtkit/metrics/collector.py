@@ -19,7 +19,13 @@ from typing import Any
 from virtkit.backend.events import LIFECYCLE, METADATA, DomainEvent
 from virtkit.backend.guest import Guest, reason_of, state_of
 from virtkit.backend.host import DomainStats, Host
-from virtkit.backend.procfs import process_cpu_seconds, qemu_pids, rss_kb, vcpu_seconds
+from virtkit.backend.procfs import (
+    forget_vcpu_threads,
+    process_cpu_seconds,
+    qemu_pids,
+    rss_kb,
+    vcpu_seconds,
+)
 from virtkit.backend.verdicts import KvmVerdict
 from virtkit.errors import NotFound, VirtkitError
 from virtkit.ksm.sysfs import process_ksm
@@ -82,6 +88,7 @@ class HostCollector:
         self._subscribed = False
         self._events = 0
         self._inactive: tuple[tuple[int, int], float, list[DomainStats]] | None = None
+        self._inactive_vms: tuple[object, list[VMSample]] | None = None
         self.inactive_max_age = inactive_max_age
         self._kvm_verdict = kvm_verdict
         self._kvm: KvmVerdict | None = None
@@ -142,13 +149,18 @@ class HostCollector:
         finally:
             active = [entry for job in pending for entry in job.result()]
         _, sample.hostname, sample.libvirt_version, sample.hypervisor_version = self._versions
-        meta = self.meta.lookup([*active, *inactive])
-        sample.vms.extend(self._vm(entry, meta) for entry in inactive)
+        if self._inactive_vms is None or self._inactive_vms[0] != sample.inactive_token:
+            known = self.meta.lookup(inactive)
+            self._inactive_vms = (sample.inactive_token, [self._vm(e, known) for e in inactive])
+        sample.vms.extend(self._inactive_vms[1])  # the same objects while nothing changed
+        meta = self.meta.lookup(active)
         live = self._live_facts(active)
         reporting = [e.guest for e in active if live[e.uuid].stats_period]
         balloons = self.host.balloon_stats(reporting) if reporting else {}
         local = self._local is not None
         pids = qemu_pids(e.uuid for e in active) if local and active else {}
+        if local:
+            forget_vcpu_threads(set(pids.values()))
         for entry in active:
             vm = self._vm(entry, meta)
             st = vm.stats

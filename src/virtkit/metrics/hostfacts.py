@@ -38,6 +38,11 @@ class HostFacts:
     ksmd_cpu_seconds: float | None = None
 
 
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def _selected(text: str) -> str:
     """``always [madvise] never`` -> ``madvise``."""
     return text[text.index("[") + 1 : text.index("]")] if "[" in text else text.strip()
@@ -60,14 +65,14 @@ class LocalFacts:
             facts.memory_available = mem["MemAvailable"] * 1024
         facts.hugepages = self._hugepages()
         with contextlib.suppress(OSError):
-            thp = (_SYS_MM / "transparent_hugepage" / "enabled").read_text()
+            thp = _read(f"{_SYS_MM}/transparent_hugepage/enabled")
             facts.thp_mode = _selected(thp)
         facts.ksm = self._ksm_values()
         facts.ksmd_cpu_seconds = self._ksmd_seconds()
         return facts
 
     def _cpu(self) -> dict[str, float]:
-        with open(_PROC / "stat") as f:
+        with open(f"{_PROC}/stat") as f:
             fields = f.readline().split()
         if not fields or fields[0] != "cpu":
             return {}
@@ -75,31 +80,30 @@ class LocalFacts:
 
     def _hugepages(self) -> dict[int, tuple[int, int]]:
         sizes = {}
+        base = f"{_SYS_MM}/hugepages"
         try:
-            entries = list((_SYS_MM / "hugepages").iterdir())
+            entries = os.listdir(base)
         except OSError:
             return {}
         for entry in entries:  # hugepages-2048kB
             try:
-                kib = int(entry.name.removeprefix("hugepages-").removesuffix("kB"))
-                total = int((entry / "nr_hugepages").read_text())
-                free = int((entry / "free_hugepages").read_text())
+                kib = int(entry.removeprefix("hugepages-").removesuffix("kB"))
+                total = int(_read(f"{base}/{entry}/nr_hugepages"))
+                free = int(_read(f"{base}/{entry}/free_hugepages"))
             except (OSError, ValueError):
                 continue
             sizes[kib] = (total, free)
         return sizes
 
     def _ksm_values(self) -> dict[str, int]:
-        root = self._ksm.root
-        if not (root / "run").exists():
-            return {}
+        root = str(self._ksm.root)
         values = {}
         for name in _KSM_FILES:
             try:
-                values[name] = int((root / name).read_text())
+                values[name] = int(_read(f"{root}/{name}"))
             except (OSError, ValueError):
                 continue
-        return values
+        return values  # empty: no KSM in this kernel
 
     def _ksmd_seconds(self) -> float | None:
         for attempt in range(2):

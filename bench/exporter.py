@@ -184,6 +184,11 @@ def main() -> None:
             "p90_ms": ordered[int(0.9 * (len(ordered) - 1))] * 1000,
             "cpu_ms_per_scrape": cpu[key] / args.scrapes * 1000,
             "series": len(series(texts[key])),
+            "series_of_libvirt": sum(  # without the exporter process's own (go_, process_)
+                1
+                for line in series(texts[key])
+                if not line.startswith(("go_", "process_", "promhttp_"))
+            ),
             "metric_names": len(names(texts[key])),
         }
     result["virtkit"]["collect_median_ms"] = statistics.median(own) * 1000 if own else None
@@ -197,12 +202,13 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(f"{args.running} running + {args.inactive} inactive domains, {args.scrapes} scrapes")
-    print(f"{'':10} {'median ms':>10} {'p90 ms':>8} {'CPU ms':>8} {'series':>7} {'names':>6}")
+    heads = ("median ms", 10), ("p90 ms", 8), ("CPU ms", 8), ("series", 7), ("libvirt", 7)
+    print(f"{'':10} " + " ".join(f"{h:>{w}}" for h, w in heads) + f" {'names':>6}")
     for key in urls:
         r = result[key]
         print(
             f"{key:10} {r['median_ms']:10.2f} {r['p90_ms']:8.2f} {r['cpu_ms_per_scrape']:8.2f} "
-            f"{r['series']:7} {r['metric_names']:6}"
+            f"{r['series']:7} {r['series_of_libvirt']:7} {r['metric_names']:6}"
         )
     print(
         f"virtkit's own account (medians): collection {result['virtkit']['collect_median_ms']:.2f}"

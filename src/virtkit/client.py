@@ -203,6 +203,8 @@ class Client:
         return self.connection.subscribe(callback)
 
     def close(self) -> None:
+        if "metrics" in self.__dict__:  # made: its threads and event subscription go too
+            self.metrics.close()
         self.connection.close()
 
     def __enter__(self) -> Client:

@@ -252,7 +252,7 @@ def test_the_command_prints_json_lines(
     actor = threading.Thread(target=act)
     actor.start()
     args = ["-c", TEST_URI, "events", "--json", "--vm", domain.name, "--kind", "lifecycle"]
-    main([*args, "--timeout", "1.5"])
+    main([*args, "--timeout", "4"])  # room for a loaded machine: the events come in ms
     actor.join()
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["event"], r["detail"]) for r in lines] == LIFE

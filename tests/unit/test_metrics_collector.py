@@ -139,3 +139,26 @@ def test_several_hosts_in_one_scrape_each_series_names_its_host(tmp_path: Path) 
                 assert "host" in sample.labels, sample
     assert "test" in hosts["test:///default"]
     assert hosts[f"test://{other}"] == {"vkmet-other"}
+
+
+def test_a_failure_in_a_scrape_is_a_sample_under_the_same_host_label(tmp_path: Path) -> None:
+    """A bug of ours (not a libvirt error) in a worker thread still gives a sample, with the
+    host label libvirt gave while it answered, and no VM figures (the fault seam injects it)."""
+    from virtkit.backend.connection import Connection
+    from virtkit.backend.faults import FaultyHost
+    from virtkit.backend.host import LibvirtHost
+    from virtkit.metrics.prometheus import VirtkitCollector
+
+    faults: dict[str, BaseException] = {}
+    settings = Settings(uri="test:///default", state_dir=tmp_path / "s", cache_dir=tmp_path / "c")
+    host = FaultyHost(LibvirtHost(Connection(settings.uri)), faults)
+    with Client(settings=settings, host=host) as client:
+        collector = VirtkitCollector([client.metrics])
+        good = client.metrics.collect()
+        assert good.up and good.hostname
+        faults["info"] = RuntimeError("a bug")  # in the per-domain worker
+        text = collector.render().decode()
+        bad = client.metrics.collect()
+    assert not bad.up and "a bug" in (bad.error or "")
+    assert bad.vms == [] and bad.hostname == good.hostname
+    assert f'libvirt_up{{host="{good.hostname}"}} 0' in text

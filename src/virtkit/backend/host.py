@@ -349,9 +349,17 @@ class LibvirtHost:
         if not guests:
             return {}
         with seam(self.connection):
-            stats = self._conn().domainListGetStats(
-                [g.handle for g in guests], libvirt.VIR_DOMAIN_STATS_BALLOON, _NOWAIT
-            )
+            conn = self._conn()
+            handles = [g.handle for g in guests]
+            try:
+                stats = conn.domainListGetStats(handles, libvirt.VIR_DOMAIN_STATS_BALLOON, _NOWAIT)
+            except libvirt.libvirtError as exc:
+                if not _NOWAIT or exc.get_error_code() not in (
+                    libvirt.VIR_ERR_INVALID_ARG,
+                    libvirt.VIR_ERR_NO_SUPPORT,
+                ):
+                    raise
+                stats = conn.domainListGetStats(handles, libvirt.VIR_DOMAIN_STATS_BALLOON, 0)
             return {dom.UUIDString(): record for dom, record in stats}
 
     def node_cpu_times(self) -> dict[str, int]:

@@ -168,13 +168,16 @@ def _find_vcpu_threads(pid: int) -> list[tuple[int, int]]:
     return sorted(found)
 
 
-def vcpu_seconds(pid: int) -> dict[int, float]:
+def vcpu_seconds(pid: int, expected: int = 0) -> dict[int, float]:
     """vCPU index -> CPU seconds of a QEMU process's vCPU threads (QEMU names them
     ``CPU 0/KVM``, ``CPU 1/TCG``, ...: libvirt starts it with ``debug-threads=on``). The
-    threads are found once per process, and looked for again when one is gone (an unplug)."""
+    threads are found once per process, and looked for again when one is gone (an unplug) or
+    there are not ``expected`` of them (a hot-plug)."""
     tick = os.sysconf("SC_CLK_TCK")
     for _attempt in range(2):
         threads = _vcpu_threads.get(pid)
+        if threads is not None and expected and len(threads) != expected and not _attempt:
+            threads = None
         if threads is None:
             try:
                 threads = _vcpu_threads[pid] = _find_vcpu_threads(pid)

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,7 @@ class VMSample:
     bridges: dict[str, str] = field(default_factory=dict)  # NIC target device -> bridge
     ksm_merging_pages: int | None = None
     ksm_profit: int | None = None  # bytes
+    running: bool = False  # from the running domains' statistics (else the inactive ones)
 
 
 @dataclass
@@ -86,6 +87,7 @@ class HostCollector:
         # seconds (a --config change of vCPUs or memory sends no event).
         self._subscribe = subscribe
         self._subscribed = False
+        self._unsubscribe: object = None
         self._events = 0
         self._inactive: tuple[tuple[int, int], float, list[DomainStats]] | None = None
         self._inactive_vms: tuple[object, list[VMSample]] | None = None
@@ -115,6 +117,13 @@ class HostCollector:
         except VirtkitError as exc:
             sample.error = str(exc)
             log.info("scrape of %s: libvirt is not answering: %s", self.host.uri, exc)
+        except Exception as exc:  # a bug of ours: still a sample (and a traceback in the log)
+            sample.error = f"{type(exc).__name__}: {exc}"
+            log.exception("scrape of %s failed", self.host.uri)
+        if not sample.up:
+            sample.vms = []
+            if self._versions is not None:  # the host keeps its label while it is down
+                sample.hostname = self._versions[1]
         if self._local is not None:
             if sample.facts.cpus is None:  # libvirt failed before they were read
                 sample.facts = self._local.read()
@@ -150,10 +159,10 @@ class HostCollector:
             active = [entry for job in pending for entry in job.result()]
         _, sample.hostname, sample.libvirt_version, sample.hypervisor_version = self._versions
         if self._inactive_vms is None or self._inactive_vms[0] != sample.inactive_token:
-            known = self.meta.lookup(inactive)
+            known = self._meta(inactive)
             self._inactive_vms = (sample.inactive_token, [self._vm(e, known) for e in inactive])
         sample.vms.extend(self._inactive_vms[1])  # the same objects while nothing changed
-        meta = self.meta.lookup(active)
+        meta = self._meta(active)
         live = self._live_facts(active)
         reporting = [e.guest for e in active if live[e.uuid].stats_period]
         balloons = self.host.balloon_stats(reporting) if reporting else {}
@@ -163,6 +172,7 @@ class HostCollector:
             forget_vcpu_threads(set(pids.values()))
         for entry in active:
             vm = self._vm(entry, meta)
+            vm.running = True
             st = vm.stats
             facts = live[entry.uuid]
             vm.bridges = facts.bridges
@@ -187,7 +197,7 @@ class HostCollector:
         two cheap checks back it up: a kept domain now running, and the number of inactive
         domains (a define or undefine whose event is on its way)."""
         if not self._subscribed and self._subscribe is not None:
-            self._subscribe(self._on_event)
+            self._unsubscribe = self._subscribe(self._on_event)
             self._subscribed = True
         # the count is read before the call: an event during it makes the next scrape read
         key = (self.host.connection.generation, self._events)
@@ -219,38 +229,44 @@ class HostCollector:
             for uuid, record in self.host.guest_stats(due, cpu=False, block=True).items():
                 self._blocks[uuid] = (ids.get(uuid, -1), now, _block_sizes(record))
         # Each QEMU answers its own queries: asked of several at once, they answer together.
-        found = [
-            entry
-            for entry in self._pool.map(lambda g: self._one(g, stats.get(g.uuid)), guests)
-            if entry is not None
-        ]
-        self._blocks = {u: b for u, b in self._blocks.items() if u in ids}
-        return found
+        # Every one is waited for, even after one failed: none outlives this scrape.
+        jobs = [self._pool.submit(self._one, g, stats.get(g.uuid)) for g in guests]
+        wait(jobs)
+        results = [job.result() for job in jobs]  # raises the first failure
+        stale = {uuid for _entry, uuid in results if uuid is not None}
+        self._blocks = {u: b for u, b in self._blocks.items() if u in ids and u not in stale}
+        return [entry for entry, _uuid in results if entry is not None]
 
-    def _one(self, guest: Guest, record: dict[str, Any] | None) -> DomainStats | None:
+    def _one(
+        self, guest: Guest, record: dict[str, Any] | None
+    ) -> tuple[DomainStats | None, str | None]:
+        """One running domain's figures, and its UUID if its disks are to be read again."""
         uuid = guest.uuid
         try:
             info = guest.info()
         except NotFound:
-            return None  # stopped while we looked
+            return None, None  # undefined while we looked
+        if info.state == VMState.SHUTOFF:
+            return None, None  # stopped while we looked: the next scrape has it as inactive
         record = record if record is not None else {"state.state": 1}
         record["cpu.time"] = info.cpu_time
         record["vcpu.current"] = info.vcpus
         record["balloon.current"] = info.memory // 1024
         record["balloon.maximum"] = info.max_memory // 1024
-        self._block_counters(guest, uuid, record)
-        return DomainStats(guest.name, uuid, record, guest)
+        fresh = self._block_counters(guest, uuid, record)
+        return DomainStats(guest.name, uuid, record, guest), None if fresh else uuid
 
     def _sizes_due(self, uuid: str, domain_id: int, now: float) -> bool:
         kept = self._blocks.get(uuid)
         return kept is None or kept[0] != domain_id or now - kept[1] >= BLOCK_SIZES_MAX_AGE
 
-    def _block_counters(self, guest: Guest, uuid: str, record: dict[str, Any]) -> None:
+    def _block_counters(self, guest: Guest, uuid: str, record: dict[str, Any]) -> bool:
         """Each disk's counters and last known sizes into ``record``, by the block group's
-        names (``block.0.rd.bytes``, ``block.0.capacity``, ...)."""
+        names (``block.0.rd.bytes``, ``block.0.capacity``, ...); False if a disk is gone."""
         kept = self._blocks.get(uuid)
         if kept is None:
-            return
+            return True
+        fresh = True
         disks = kept[2]
         record["block.count"] = len(disks)
         for index, disk in enumerate(disks):
@@ -260,10 +276,11 @@ class HostCollector:
             try:
                 counters = guest.block_counters(str(disk["name"]))
             except VirtkitError:  # unplugged, or the domain stopped: sizes again next time
-                self._blocks.pop(uuid, None)
+                fresh = False
                 continue
             for key, value in zip(_BLOCK_COUNTERS, counters, strict=True):
                 record[prefix + key] = value
+        return fresh
 
     @staticmethod
     def _from_proc(vm: VMSample, pid: int) -> None:
@@ -272,7 +289,7 @@ class HostCollector:
         cpu = process_cpu_seconds(pid)
         if cpu is not None:
             st["cpu.user"], st["cpu.system"] = int(cpu[0] * 1e9), int(cpu[1] * 1e9)
-        for index, seconds in vcpu_seconds(pid).items():
+        for index, seconds in vcpu_seconds(pid, int(st.get("vcpu.current", 0))).items():
             st[f"vcpu.{index}.time"] = int(seconds * 1e9)
         if "balloon.rss" not in st:
             st["balloon.rss"] = rss_kb(pid)
@@ -281,6 +298,15 @@ class HostCollector:
             vm.ksm_merging_pages = int(ksm["ksm_merging_pages"])
         if "ksm_process_profit" in ksm:
             vm.ksm_profit = int(ksm["ksm_process_profit"])
+
+    def _meta(self, entries: list[DomainStats]) -> dict[str, VMMeta]:
+        """virtkit's metadata of these domains; none (with a log line) if virtkit's store
+        fails: that is no reason to call libvirt down."""
+        try:
+            return self.meta.lookup(entries)
+        except VirtkitError as exc:
+            log.warning("scrape of %s: no tags, owners or templates: %s", self.host.uri, exc)
+            return {}
 
     @staticmethod
     def _vm(entry: DomainStats, meta: dict[str, VMMeta]) -> VMSample:
@@ -357,9 +383,19 @@ class HostCollector:
     def _decide(self) -> None:
         try:
             self._kvm = self._kvm_verdict()
-        except VirtkitError as exc:
+        except Exception as exc:
             log.info("no KVM verdict for %s yet: %s", self.host.uri, exc)
-            self._kvm_thread = None  # the next scrape tries again
+        finally:
+            if self._kvm is None:
+                self._kvm_thread = None  # the next scrape tries again
+
+    def close(self) -> None:
+        """Stop the collector's threads and its event subscription."""
+        self._background.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if callable(self._unsubscribe):
+            self._unsubscribe()
+        self._unsubscribe = None
 
 
 @dataclass(frozen=True)

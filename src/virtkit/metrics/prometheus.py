@@ -202,7 +202,7 @@ class VirtkitCollector(Collector):
                 _host(families, sample, host)
                 families.merge(self._inactive_families(sample, host))
                 for vm in sample.vms:
-                    if vm.state.is_active:
+                    if vm.running:
                         _vm(families, vm, host)
             self._virtkit(families)
             elapsed = time.perf_counter() - started
@@ -222,7 +222,7 @@ class VirtkitCollector(Collector):
         if kept is None or kept[0] != token or sample.inactive_token is None:
             part = _Families()
             for vm in sample.vms:
-                if not vm.state.is_active:
+                if not vm.running:
                     _vm(part, vm, host)
             kept = self._inactive[sample.uri] = (token, list(part))
         return kept[1]
@@ -257,7 +257,7 @@ def _host(f: _Families, s: HostSample, host: str) -> None:
         "virtkit_host_scrape_duration_seconds", "How long scraping this host took.", ["host"]
     ).add_metric(h, s.duration)
     if s.up:
-        active = sum(1 for vm in s.vms if vm.state.is_active)  # the Go exporter's count
+        active = sum(1 for vm in s.vms if vm.running)  # the Go exporter's count
         f.gauge("libvirt_domains_number", "Running domains.", ["host"]).add_metric(h, active)
         by_state = f.gauge("virtkit_host_domains", "Domains by state.", ["host", "state"])
         counts = Counter(str(vm.state) for vm in s.vms)
@@ -358,7 +358,7 @@ def _vm(f: _Families, vm: VMSample, host: str) -> None:
             ["host", "domain"]).add_metric(short, st.get("balloon.maximum", 0) * 1024)  # fmt: skip
     f.gauge("virtkit_domain_memory_current_bytes", "Current memory of the domain (balloon).",
             ["host", "domain"]).add_metric(short, st.get("balloon.current", 0) * 1024)  # fmt: skip
-    if vm.state.is_active:
+    if vm.running:
         _active(f, vm, host, [host, vm.name, vm.uuid])
     else:
         _disks(f, vm, [host, vm.name, vm.uuid], counters=False)

@@ -105,6 +105,7 @@ class Store:
                 for column in ("owner", "template"):  # added later too
                     if column not in columns:
                         db.execute(f"ALTER TABLE vm_meta ADD COLUMN {column} TEXT")
+                        db.execute("DELETE FROM vm_meta")  # copies without it: read afresh
                 self._schemas_done = len(_SCHEMAS)
             with db:
                 yield db

@@ -162,3 +162,21 @@ def test_a_failure_in_a_scrape_is_a_sample_under_the_same_host_label(tmp_path: P
     assert not bad.up and "a bug" in (bad.error or "")
     assert bad.vms == [] and bad.hostname == good.hostname
     assert f'libvirt_up{{host="{good.hostname}"}} 0' in text
+
+
+def test_the_exporter_listens_on_ipv6_too(client: Client) -> None:
+    import threading
+    import urllib.request
+
+    from virtkit.metrics.http import exporter_server
+
+    server = exporter_server([client.metrics], None, ("::1", 0))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        with urllib.request.urlopen(f"http://[::1]:{port}/metrics", timeout=10) as answer:
+            assert b"libvirt_up" in answer.read()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from virtkit.metrics.collector import HostCollector
@@ -70,6 +71,11 @@ def exporter_server(
     collector = VirtkitCollector(
         hosts, tasks=(lambda: count_by_state(store)) if store is not None else None
     )
-    server = ThreadingHTTPServer(address, metrics_handler(collector))
+    cls = _IPv6Server if ":" in address[0] else ThreadingHTTPServer
+    server = cls(address, metrics_handler(collector))
     server.daemon_threads = True
     return server
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6

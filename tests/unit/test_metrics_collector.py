@@ -152,16 +152,32 @@ def test_a_failure_in_a_scrape_is_a_sample_under_the_same_host_label(tmp_path: P
     faults: dict[str, BaseException] = {}
     settings = Settings(uri="test:///default", state_dir=tmp_path / "s", cache_dir=tmp_path / "c")
     host = FaultyHost(LibvirtHost(Connection(settings.uri)), faults)
+    name = "vkmet-" + secrets.token_hex(3)
+    dom = Domain()
+    dom.type = "test"
+    dom.name = name
+    dom.memory_kib = 65536
+    os_el = OS()
+    os_el.type = "hvm"
+    dom.os = os_el
     with Client(settings=settings, host=host) as client:
+        guest = client.host.define(dom.to_xml())  # an inactive one: its families are kept
         collector = VirtkitCollector([client.metrics])
-        good = client.metrics.collect()
-        assert good.up and good.hostname
-        faults["info"] = RuntimeError("a bug")  # in the per-domain worker
-        text = collector.render().decode()
-        bad = client.metrics.collect()
+        try:
+            assert f'domain="{name}"' in collector.render().decode()
+            assert f'domain="{name}"' in collector.render().decode()  # (the kept families)
+            good = client.metrics.collect()
+            faults["info"] = RuntimeError("a bug")  # in the per-domain worker
+            text = collector.render().decode()
+            bad = client.metrics.collect()
+        finally:
+            faults.clear()
+            guest.undefine()
+    assert good.up and good.hostname
     assert not bad.up and "a bug" in (bad.error or "")
     assert bad.vms == [] and bad.hostname == good.hostname
     assert f'libvirt_up{{host="{good.hostname}"}} 0' in text
+    assert "virtkit_domain_state{" not in text  # no kept inactive domains either
 
 
 def test_the_exporter_listens_on_ipv6_too(client: Client) -> None:

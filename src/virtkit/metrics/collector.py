@@ -122,6 +122,7 @@ class HostCollector:
             log.exception("scrape of %s failed", self.host.uri)
         if not sample.up:
             sample.vms = []
+            sample.inactive_token = None  # nor the inactive domains' kept families
             if self._versions is not None:  # the host keeps its label while it is down
                 sample.hostname = self._versions[1]
         if self._local is not None:

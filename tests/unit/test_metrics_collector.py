@@ -30,6 +30,18 @@ def client(tmp_path: Path) -> Iterator[Client]:
         yield made
 
 
+def _domain_xml(name: str) -> str:
+    """A small inactive domain for libvirt's test driver."""
+    dom = Domain()
+    dom.type = "test"
+    dom.name = name
+    dom.memory_kib = 65536
+    os_el = OS()
+    os_el.type = "hvm"
+    dom.os = os_el
+    return dom.to_xml()
+
+
 def _states(client: Client) -> dict[str, str]:
     return {vm.name: str(vm.state) for vm in client.metrics.collect().vms}
 
@@ -42,14 +54,8 @@ def test_an_inactive_domain_is_seen_at_once_and_gone_at_once(client: Client) -> 
     before = _states(client)
     assert before.get("test") == "running"  # the test driver's own domain
     name = "vkmet-" + secrets.token_hex(3)
-    dom = Domain()
-    dom.type = "test"
-    dom.name = name
-    dom.memory_kib = 65536
-    os_el = OS()
-    os_el.type = "hvm"
-    dom.os = os_el
-    guest = client.host.define(dom.to_xml())
+    xml = _domain_xml(name)
+    guest = client.host.define(xml)
     try:
         assert _states(client).get(name) == "shutoff"
         guest.start()
@@ -110,15 +116,9 @@ def test_several_hosts_in_one_scrape_each_series_names_its_host(tmp_path: Path) 
     from virtkit.metrics.prometheus import VirtkitCollector
 
     other = tmp_path / "other.xml"
-    dom = Domain()
-    dom.type = "test"
-    dom.name = "vkmet-other"
-    dom.memory_kib = 65536
-    os_el = OS()
-    os_el.type = "hvm"
-    dom.os = os_el
+    xml = _domain_xml("vkmet-other")
     other.write_text(
-        "<node><cpu><mhz>1000</mhz></cpu>" + dom.to_xml() + "</node>"
+        "<node><cpu><mhz>1000</mhz></cpu>" + xml + "</node>"
     )  # the test driver's node file: one inactive domain
     uris = ["test:///default", f"test://{other}"]
     clients = [
@@ -153,15 +153,9 @@ def test_a_failure_in_a_scrape_is_a_sample_under_the_same_host_label(tmp_path: P
     settings = Settings(uri="test:///default", state_dir=tmp_path / "s", cache_dir=tmp_path / "c")
     host = FaultyHost(LibvirtHost(Connection(settings.uri)), faults)
     name = "vkmet-" + secrets.token_hex(3)
-    dom = Domain()
-    dom.type = "test"
-    dom.name = name
-    dom.memory_kib = 65536
-    os_el = OS()
-    os_el.type = "hvm"
-    dom.os = os_el
+    xml = _domain_xml(name)
     with Client(settings=settings, host=host) as client:
-        guest = client.host.define(dom.to_xml())  # an inactive one: its families are kept
+        guest = client.host.define(xml)  # an inactive one: its families are kept
         collector = VirtkitCollector([client.metrics])
         try:
             assert f'domain="{name}"' in collector.render().decode()

@@ -190,3 +190,14 @@ def test_the_exporter_listens_on_ipv6_too(client: Client) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("listen", ["nope", "127.0.0.1:0x10", "127.0.0.1:70000", ":"])
+def test_a_bad_listen_address_is_a_clear_error(listen: str) -> None:
+    from click.testing import CliRunner
+
+    from virtkit.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["-c", "test:///default", "exporter", "--listen", listen])
+    assert result.exit_code == 2
+    assert "is not ADDRESS:PORT" in result.output

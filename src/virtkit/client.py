@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from virtkit.services.networks import NetworkService
     from virtkit.services.nics import NicService
     from virtkit.services.pools import PoolService
+    from virtkit.services.snapshots import SnapshotService
     from virtkit.services.store import Store
     from virtkit.services.tinyguest import TinyGuest
     from virtkit.services.users import UserService
@@ -109,6 +110,13 @@ class Client:
 
     def _host_uuid(self) -> str:
         return self.probe.capabilities().host_uuid or self.uri
+
+    @cached_property
+    def snapshots(self) -> SnapshotService:
+        """A VM's snapshots (internal and external), and its disks' backing chains."""
+        from virtkit.services.snapshots import SnapshotService
+
+        return SnapshotService(self.host, self.vms.files)
 
     @cached_property
     def disks(self) -> DiskService:

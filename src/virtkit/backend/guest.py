@@ -118,6 +118,11 @@ class Guest:
         return self._dom
 
     @property
+    def connection(self) -> Connection:
+        """The connection this domain came from (backend use: the error map needs it)."""
+        return self._connection
+
+    @property
     def id(self) -> int:
         """The running domain's ID (-1 when inactive); a new one at each start. No RPC."""
         with seam(self._connection):

@@ -29,6 +29,26 @@ def free_disk_volume(vm: str, taken: set[str]) -> str:
     return disk_volume(vm, index)
 
 
+def snapshot_overlay(vm: str, target: str, snapshot: str) -> str:
+    """The file name of the overlay a snapshot puts on a disk (``web1-vda.s1.qcow2``): what the
+    VM writes after the snapshot."""
+    return f"{vm}-{target}.{snapshot}.qcow2"
+
+
+def revert_overlay(vm: str, target: str, snapshot: str, taken: set[str]) -> str:
+    """The file name of the overlay a revert puts on a snapshot's data (``web1-vda.s1-r1.qcow2``):
+    the first not in ``taken``."""
+    index = 1
+    while f"{vm}-{target}.{snapshot}-r{index}.qcow2" in taken:
+        index += 1
+    return f"{vm}-{target}.{snapshot}-r{index}.qcow2"
+
+
+def snapshot_memory(vm: str, snapshot: str) -> str:
+    """The file name of a snapshot's saved memory (``web1.s1.mem``)."""
+    return f"{vm}.{snapshot}.mem"
+
+
 def seed_volume(vm: str) -> str:
     """The volume name of a VM's cloud-init seed ISO."""
     return f"{vm}{SEED_SUFFIX}"
@@ -50,6 +70,9 @@ class VMFiles:
     disk_volume = staticmethod(disk_volume)
     free_disk_volume = staticmethod(free_disk_volume)
     seed_volume = staticmethod(seed_volume)
+    snapshot_overlay = staticmethod(snapshot_overlay)
+    revert_overlay = staticmethod(revert_overlay)
+    snapshot_memory = staticmethod(snapshot_memory)
     is_seed = staticmethod(is_seed)
 
     def serial_log(self, vm: str) -> Path | None:

@@ -30,7 +30,7 @@ class GuestShell:
         """Run ``command``; returns what it printed (stdout and stderr)."""
         tag = secrets.token_hex(4)
         # the marker is split in the command line, so the echoed command never matches it
-        line = f"{command}; echo \"VK{tag}\"\"END:$?\"\n"
+        line = f'{command}; echo "VK{tag}""END:$?"\n'
         deadline = time.monotonic() + timeout
         output = ""
         while time.monotonic() < deadline:
@@ -54,15 +54,16 @@ class GuestShell:
     def write(self, block: int, text: str) -> None:
         """Write ``text`` at 4 KiB block ``block`` of /dev/vda, and sync it to the disk."""
         self.run(
-            f"echo {text} | dd of=/dev/vda bs={BLOCK} seek={block} conv=notrunc,fsync "
-            "2>/dev/null; sync"
+            f"dd if=/dev/zero of=/dev/vda bs={BLOCK} seek={block} count=1 conv=notrunc "
+            f"2>/dev/null; echo {text} | dd of=/dev/vda bs={BLOCK} seek={block} "
+            "conv=notrunc,fsync 2>/dev/null; sync"
         )
 
     def read(self, block: int) -> str:
         """The text at 4 KiB block ``block`` of /dev/vda, as the disk holds it (caches dropped)."""
         out = self.run(
             "echo 3 > /proc/sys/vm/drop_caches; "
-            f"echo \"DA\"\"TA=$(dd if=/dev/vda bs={BLOCK} skip={block} count=1 2>/dev/null "
+            f'echo "DA""TA=$(dd if=/dev/vda bs={BLOCK} skip={block} count=1 2>/dev/null '
             "| head -c 64 | tr -cd '[:alnum:]-_.')\""
         )
         found = re.search(r"DATA=(\S*)", out)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from virtkit.cli import render, vmdisk, vmnic, vmspec, vmssh
+from virtkit.cli import render, vmdisk, vmnic, vmsnapshot, vmspec, vmssh
 from virtkit.cli.state import State, json_option, pass_state
 from virtkit.errors import InvalidInput
 from virtkit.specs.units import format_duration
@@ -27,9 +27,11 @@ def vm() -> None:
 
 for _command in (
     vmspec.spec_schema, vmdisk.disk, vmdisk.cdrom, vmnic.nic, vmnic.ip, vmssh.console,
-    vmssh.wait, vmssh.ssh,
+    vmssh.wait, vmssh.ssh, vmsnapshot.snapshot,
 ):  # fmt: skip
     vm.add_command(_command)
+vmdisk.disk.add_command(vmsnapshot.disk_chain)
+vmdisk.disk.add_command(vmsnapshot.disk_flatten)
 
 
 # -- create ----------------------------------------------------------------------------------

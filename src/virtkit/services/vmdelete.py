@@ -49,18 +49,28 @@ class VMDeleter:
         removed: builtins.list[str] = []
         kept: builtins.list[str] = []
         # Its own disks, attached or not (one detached without --remove-storage is still its own).
+        doomed: builtins.list[str] = []
         for source in dict.fromkeys([*attached, *owned]):
             if source not in owned:
                 kept.append(f"{source} (not created by virtkit for this VM)")
             elif not remove_storage:
                 kept.append(f"{source} (kept: no --remove-storage)")
             else:
-                # The VM is gone already: report a disk that will not go, do not stop halfway.
+                doomed.append(source)
+        # The VM is gone already: report a disk that will not go, do not stop halfway. A file
+        # that its snapshots' overlays build on goes once they have gone: pass after pass.
+        while doomed:
+            left: dict[str, str] = {}
+            for source in doomed:
                 why = delete_own_disk(self.host, self.pools, source)
                 if why is None:
                     removed.append(source)
                 else:
-                    kept.append(f"{source} ({why})")
+                    left[source] = why
+            if len(left) == len(doomed):
+                kept += [f"{source} ({why})" for source, why in left.items()]
+                break
+            doomed = builtins.list(left)
         console_log = self._own_console_log(dom)
         if remove_storage and console_log is not None and console_log.exists():
             try:

@@ -159,13 +159,14 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
         host,
         metrics,
         networks,
+        snapshots,
         storage,
         tasks,
         vms,
     )
 
     security.install(app)
-    for module in (vms, devices, consoles, storage, networks, host, tasks, events):
+    for module in (vms, devices, snapshots, consoles, storage, networks, host, tasks, events):
         app.include_router(module.router, prefix=API)
     app.include_router(metrics.router)  # where Prometheus looks: /metrics
 

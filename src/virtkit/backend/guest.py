@@ -269,16 +269,22 @@ class Guest:
     def undefine(self) -> None:
         """Remove the persistent definition with its managed save, snapshot and NVRAM metadata."""
         with seam(self._connection):
-            try:
-                self._dom.undefineFlags(UNDEFINE_ALL_METADATA)
-            except libvirt.libvirtError as exc:
-                # Drivers without some of the flags (e.g. test://) take the plain call.
-                if exc.get_error_code() not in (
-                    libvirt.VIR_ERR_NO_SUPPORT,
-                    libvirt.VIR_ERR_INVALID_ARG,
-                ):
-                    raise
-                self._dom.undefine()
+            # Drivers without some of the flags (e.g. test://) take fewer, then none.
+            for flags in (
+                UNDEFINE_ALL_METADATA,
+                libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE,
+            ):
+                try:
+                    self._dom.undefineFlags(flags)
+                    return
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() not in (
+                        libvirt.VIR_ERR_NO_SUPPORT,
+                        libvirt.VIR_ERR_INVALID_ARG,
+                    ):
+                        raise
+            self._dom.undefine()
 
     def attach_device(self, xml: str, *, live: bool, config: bool) -> None:
         with seam(self._connection):

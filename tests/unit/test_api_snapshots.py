@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.unit.test_api_endpoints import Api, _api, error
-from virtkit.cli.vmsnapshot import _tree
-from virtkit.specs.snapshot import SnapshotView
+from virtkit.specs.snapshot import SnapshotView, tree_order
 from virtkit.xml.domain import Domain
 
 SMALL = """<domain type='test'><name>x</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
@@ -80,6 +80,16 @@ def test_snapshot_routes_refuse_bad_input(snap_api: tuple[Api, str]) -> None:
     assert done["state"] == "failed" and done["error"]["code"] == "vm_not_running"
 
 
+def _page(api: Api, user: str, path: str) -> str:
+    """A page as ``user`` sees it in a browser session (pages take no tokens)."""
+    with TestClient(api.ada.app) as browser:
+        r = browser.post("/api/v1/login", json={"user": user, "password": "password-" + user})
+        assert r.status_code == 200, r.text
+        page = browser.get(path)
+        assert page.status_code == 200, page.text
+        return page.text
+
+
 def _view(
     name: str, parent: str | None, children: list[str], current: bool = False
 ) -> SnapshotView:
@@ -96,6 +106,23 @@ def test_the_cli_draws_the_snapshot_tree() -> None:
         _view("c", "b", []),
         _view("d", "a", [], current=True),
     ]
-    assert [prefix + s.name for prefix, s in _tree(snaps)] == [
+    assert [prefix + s.name for prefix, s in tree_order(snaps)] == [
         "a", "├─ b", "│  └─ c", "└─ d",
     ]  # fmt: skip
+
+
+def test_the_vm_page_lists_snapshots_with_what_revert_and_delete_destroy(
+    snap_api: tuple[Api, str],
+) -> None:
+    api, vm = snap_api
+    base = f"/api/v1/vms/{vm}/snapshots"
+    _finish(api, api.otto.post(base, json={"name": "p1", "kind": "internal"}))
+    _finish(api, api.otto.post(base, json={"name": "p2", "kind": "internal", "description": "x"}))
+    html = _page(api, "ada", f"/vms/{vm}")
+    assert "p1" in html and "└─ " in html and "(current)" in html
+    assert f'data-api="POST api/v1/vms/{vm}/snapshots/p1/revert"' in html
+    assert "It loses: every disk&#39;s changes since the snapshot was taken" in html
+    assert f'data-api="DELETE api/v1/vms/{vm}/snapshots/p2?confirm=true"' in html
+    assert 'data-api-form="POST api/v1/vms/' in html
+    viewer = _page(api, "vera", f"/vms/{vm}")
+    assert "p2" in viewer and "/revert" not in viewer and "Take snapshot" not in viewer

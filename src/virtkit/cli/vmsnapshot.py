@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import click
 
@@ -14,9 +13,6 @@ from virtkit.cli import render
 from virtkit.cli.progress import ProgressBar
 from virtkit.cli.state import State, json_option, pass_state
 from virtkit.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from virtkit.specs.snapshot import SnapshotView
 
 
 @click.group()
@@ -74,29 +70,14 @@ def snapshot_create(
         click.echo(note)
 
 
-def _tree(snaps: list[SnapshotView]) -> list[tuple[str, SnapshotView]]:
-    """Each snapshot with its tree prefix, parents before children."""
-    by_name = {s.name: s for s in snaps}
-    rows: list[tuple[str, SnapshotView]] = []
-
-    def walk(snap: SnapshotView, prefix: str, last: bool, root: bool) -> None:
-        rows.append(("" if root else prefix + ("└─ " if last else "├─ "), snap))
-        kids = [by_name[c] for c in snap.children if c in by_name]
-        inner = "" if root else prefix + ("   " if last else "│  ")
-        for i, kid in enumerate(kids):
-            walk(kid, inner, i == len(kids) - 1, False)
-
-    for root in [s for s in snaps if s.parent is None or s.parent not in by_name]:
-        walk(root, "", True, True)
-    return rows
-
-
 @snapshot.command("list")
 @click.argument("name")
 @json_option
 @pass_state
 def snapshot_list(state: State, name: str, as_json: bool) -> None:
     """The VM's snapshots as a tree (* marks the current one), with their files and sizes."""
+    from virtkit.specs.snapshot import tree_order
+
     snaps = state.client.snapshots.list(name)
     if as_json:
         render.print_json(snaps)
@@ -105,7 +86,7 @@ def snapshot_list(state: State, name: str, as_json: bool) -> None:
         click.echo(f"VM {name} has no snapshots")
         return
     rows = []
-    for prefix, snap in _tree(snaps):
+    for prefix, snap in tree_order(snaps):
         files = ", ".join(f"{f.path} ({render.size(f.size)})" for f in snap.files) or "-"
         rows.append(
             [

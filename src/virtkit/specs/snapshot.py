@@ -80,3 +80,21 @@ class DiskChain(_View):
     vm: str
     target: str
     layers: list[DiskChainLayer] = Field(description="The active image first, then its backing.")
+
+
+def tree_order(snaps: list[SnapshotView]) -> list[tuple[str, SnapshotView]]:
+    """Each snapshot with the prefix that draws its place in the tree (``├─ ``, ``│  └─ ``),
+    parents before children, in the order given (oldest first)."""
+    by_name = {s.name: s for s in snaps}
+    rows: list[tuple[str, SnapshotView]] = []
+
+    def walk(snap: SnapshotView, prefix: str, last: bool, root: bool) -> None:
+        rows.append(("" if root else prefix + ("└─ " if last else "├─ "), snap))
+        kids = [by_name[c] for c in snap.children if c in by_name]
+        inner = "" if root else prefix + ("   " if last else "│  ")
+        for i, kid in enumerate(kids):
+            walk(kid, inner, i == len(kids) - 1, False)
+
+    for root in [s for s in snaps if s.parent is None or s.parent not in by_name]:
+        walk(root, "", True, True)
+    return rows

@@ -9,6 +9,7 @@ event arrives, so nothing polls.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -26,6 +27,7 @@ from virtkit.services.vmscope import check_owner, restricted, visible
 from virtkit.specs.cloudinit import SeedView
 from virtkit.specs.common import validate_name
 from virtkit.specs.network import GuestAddress
+from virtkit.specs.snapshot import tree_order
 from virtkit.specs.tasks import TaskView
 from virtkit.specs.vm import VMSummary
 from virtkit.web.render import LoginFirst, Viewer, html, need, page, root_of, viewer
@@ -221,11 +223,14 @@ def vm_detail(request: Request, who: Who, name: str) -> Response:
     seed_error = None
     if seed is not None:
         seed_view, seed_error = _or_else(lambda: ctx.client.vms.cloud_init(name), None)
+    snapshots, snapshot_error = _or_else(lambda: _snapshot_rows(ctx, who, name), [])
     return page(
         request,
         "vm.html",
         who,
         vm=vm,
+        snapshots=snapshots,
+        snapshot_error=snapshot_error,
         nics=nics,
         addresses=addresses,
         tasks=tasks,
@@ -236,6 +241,24 @@ def vm_detail(request: Request, who: Who, name: str) -> Response:
         has_vnc=any(g.type == "vnc" for g in vm.graphics),
         has_spice=any(g.type == "spice" for g in vm.graphics),
     )
+
+
+def _snapshot_rows(ctx: ApiContext, who: Viewer, name: str) -> list[dict[str, Any]]:
+    """The VM's snapshots in tree order; for who may revert and delete, what each would
+    destroy (or why a delete is refused), for the buttons' confirmations."""
+    rows: list[dict[str, Any]] = []
+    snaps = ctx.client.snapshots
+    for prefix, snap in tree_order(snaps.list(name)):
+        row: dict[str, Any] = {"prefix": prefix, "snap": snap}
+        if who.may("vm.delete"):
+            row["revert"], row["revert_refused"] = _or_else(
+                functools.partial(snaps.revert_plan, name, snap.name), None
+            )
+            row["delete"], row["delete_refused"] = _or_else(
+                functools.partial(snaps.delete_plan, name, snap.name), None
+            )
+        rows.append(row)
+    return rows
 
 
 @router.get("/vms/{name}/console", response_class=HTMLResponse)

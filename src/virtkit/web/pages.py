@@ -223,7 +223,8 @@ def vm_detail(request: Request, who: Who, name: str) -> Response:
     seed_error = None
     if seed is not None:
         seed_view, seed_error = _or_else(lambda: ctx.client.vms.cloud_init(name), None)
-    snapshots, snapshot_error = _or_else(lambda: _snapshot_rows(ctx, who, name), [])
+    no_rows: list[dict[str, Any]] = []
+    snapshots, snapshot_error = _or_else(lambda: _snapshot_rows(ctx, who, name), no_rows)
     return page(
         request,
         "vm.html",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -269,3 +270,36 @@ def test_snapshot_cli_tree_and_revert_asks_first(bed: Bed, ext: SnapVM) -> None:
     deleted = run_cli(bed, "vm", "snapshot", "delete", ext.name, "k2", "--yes")
     assert deleted.returncode == 0, deleted.stderr
     assert "merge" in deleted.stdout
+
+
+def test_flatten_copies_the_chain_into_the_running_disk(bed: Bed, vk: Client) -> None:
+    name = "vktest-flat-" + secrets.token_hex(3)
+    base = bed.pool_dir / f"{name}-base.qcow2"
+    top = bed.pool_dir / f"{name}-top.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(top)],
+        check=True,
+    )
+    spec = tiny_spec(bed, name, disks=[{"path": str(top), "format": "qcow2"}])
+    vk.vms.create(parse_vm_spec(spec))
+    vm = SnapVM(bed, vk, name)
+    try:
+        vm.boot()
+        vm.shell.write(BLOCK, "flat")
+        vk.snapshots.create(name, "f1", memory=False)
+        with pytest.raises(InvalidState) as refused:
+            vk.snapshots.flatten(name, "vda")
+        assert refused.value.code == "snapshot_needs_chain"
+        vk.snapshots.delete(name, "f1")
+        [before] = [c for c in vk.snapshots.chain(name) if c.target == "vda"]
+        assert [Path(layer.path).name for layer in before.layers] == [top.name, base.name]
+        after = vk.snapshots.flatten(name, "vda")
+        assert [Path(layer.path).name for layer in after.layers] == [top.name]
+        base.unlink()  # nothing reads it any more
+        assert vm.shell.read(BLOCK) == "flat"
+        vm.stop()
+        vm.boot()
+        assert vm.shell.read(BLOCK) == "flat"
+    finally:
+        _remove(bed, vk, vm)

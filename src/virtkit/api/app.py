@@ -153,6 +153,7 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
 
     from virtkit.api import security
     from virtkit.api.routes import (
+        backups,
         consoles,
         devices,
         events,
@@ -165,7 +166,7 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
     )
 
     security.install(app)
-    for module in (vms, devices, consoles, storage, networks, host, tasks, events):
+    for module in (vms, backups, devices, consoles, storage, networks, host, tasks, events):
         app.include_router(module.router, prefix=API)
     app.include_router(metrics.router)  # where Prometheus looks: /metrics
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import fcntl
 import logging
 import threading
 import time
@@ -189,7 +190,18 @@ class BackupService:
         progress: Callable[[str], None] | None = None,
     ) -> RunDueResult:
         """Run every due schedule (a backup of each of its VMs), then prune by its policy."""
-        now = time.time() if now is None else now
+        lock_dir = self._store.path.parent
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with open(lock_dir / "backup-run-due.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # the timer fires each minute; a long backup must not be started twice
+                log.info("another backup run-due is still running")
+                return RunDueResult(ran=[], pruned=[], failed=0)
+            return self._run_due(time.time() if now is None else now, progress)
+
+    def _run_due(self, now: float, progress: Callable[[str], None] | None) -> RunDueResult:
         ran: builtins.list[str] = []
         pruned: builtins.list[PruneResult] = []
         failed = 0

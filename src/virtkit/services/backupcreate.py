@@ -30,6 +30,7 @@ from virtkit.errors import (
 )
 from virtkit.services import backupimg
 from virtkit.services.backupset import (
+    PARTIAL_SUFFIX,
     BackupRoot,
     disk_file,
     new_set_id,
@@ -156,6 +157,30 @@ class BackupCreator:
         if not self.host.is_local:
             raise Unsupported("backups are written on the local host: connect to a local libvirt")
         guest = lookup(self.host, name)
+        with root.locked(name):
+            self._remove_leftovers(guest, root, name)
+            return self._create(guest, name, root, full=full, progress=progress, cancel=cancel)
+
+    def _remove_leftovers(self, guest: Guest, root: BackupRoot, name: str) -> None:
+        """What a backup of a process that died left (under the lock, so none runs now): its
+        partial set and the checkpoint it made."""
+        for partial in root.leftovers(name):
+            set_id = partial.name[1:].removesuffix(PARTIAL_SUFFIX)
+            log.warning("removing %s, left by a backup that did not finish", partial)
+            shutil.rmtree(partial, ignore_errors=True)
+            with contextlib.suppress(VirtkitError):
+                BackupJob(self.host.connection, guest).delete_checkpoint(CHECKPOINT_PREFIX + set_id)
+
+    def _create(
+        self,
+        guest: Guest,
+        name: str,
+        root: BackupRoot,
+        *,
+        full: bool,
+        progress: BackupProgress | None,
+        cancel: threading.Event | None,
+    ) -> BackupResult:
         state = guest.state()[0]
         live = state in (VMState.RUNNING, VMState.PAUSED)
         if not live and state != VMState.SHUTOFF:
@@ -166,9 +191,7 @@ class BackupCreator:
         disks = source_disks(dom, name)
         uuid = guest.uuid
         started = time.time()
-        taken = {s.id for s in root.sets(name)} | {
-            p.name[1:].removesuffix(".partial") for p in root.leftovers(name)
-        }
+        taken = {s.id for s in root.sets(name)}
         if live:
             if not backup_api_available(self.host.connection):
                 raise Unsupported(

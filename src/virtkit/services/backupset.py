@@ -7,13 +7,15 @@ relative to the set (``../<parent id>/vda.qcow2``), so a tree of sets can be mov
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from virtkit.errors import InvalidInput, NotFound
+from virtkit.errors import InvalidInput, InvalidState, NotFound
 from virtkit.services.backupretention import SetRef
 from virtkit.specs.backup import BackupKind, BackupSet
 
@@ -58,7 +60,9 @@ class BackupRoot:
     def vms(self) -> list[str]:
         if not self.path.is_dir():
             return []
-        return sorted(p.name for p in self.path.iterdir() if p.is_dir())
+        return sorted(
+            p.name for p in self.path.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
 
     def sets(self, vm: str) -> list[BackupSet]:
         """A VM's whole sets, oldest first (partial ones and stray files are not sets)."""
@@ -113,6 +117,20 @@ class BackupRoot:
 
     def remove(self, vm: str, set_id: str) -> None:
         shutil.rmtree(self.set_dir(vm, set_id))
+
+    @contextlib.contextmanager
+    def locked(self, vm: str) -> Iterator[None]:
+        """One backup of a VM into this directory at a time (across processes: run-due from a
+        timer while one from the CLI runs); the lock files live in ``<root>/.locks``."""
+        locks = self.path / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{vm}.lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise InvalidState(f"a backup of VM {vm!r} into {self.path} is running",
+                                   code="backup_running") from None  # fmt: skip
+            yield
 
     def leftovers(self, vm: str) -> list[Path]:
         """Partial sets (of a process that died mid-backup)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import statistics
@@ -98,21 +99,29 @@ class Bench:
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
     def full(self) -> dict[str, Any]:
-        qemu, backup = [], []
+        qemu, direct, backup, job = [], [], [], []
         sets = self.shared / "sets"
+        out = self.shared / "copy.qcow2"
         for _ in range(self.runs):
-            out = self.shared / "copy.qcow2"
-            self.drop_caches()
-            cmd = ["qemu-img", "convert", "-U", "-O", "qcow2", str(self.disk), str(out)]
-            qemu.append(timed(lambda cmd=cmd: subprocess.run(cmd, check=True)))
-            out.unlink()
+            for times, extra in ((qemu, []), (direct, ["-t", "none"])):
+                self.drop_caches()
+                cmd = ["qemu-img", "convert", "-U", *extra, "-O", "qcow2", str(self.disk), str(out)]
+                times.append(timed(lambda cmd=cmd: subprocess.run(cmd, check=True)))
+                out.unlink()
             shutil.rmtree(sets, ignore_errors=True)
             self.drop_caches()
-            backup.append(timed(lambda: self.vk.backups.create(NAME, directory=sets, full=True)))
+            start = time.perf_counter()
+            made = self.vk.backups.create(NAME, directory=sets, full=True)
+            backup.append(time.perf_counter() - start)
+            job.append(made.set.finished - made.set.started)
         q, b = statistics.median(qemu), statistics.median(backup)
-        return {"disk_bytes": self.size, "qemu_img_convert_s": qemu, "backup_full_s": backup,
-                "qemu_img_MiBps": self.size / MIB / q, "backup_MiBps": self.size / MIB / b,
-                "speed_vs_qemu_img": q / b}  # fmt: skip
+        return {"disk_bytes": self.size, "qemu_img_convert_s": qemu,
+                "qemu_img_convert_direct_s": direct, "backup_full_s": backup,
+                "backup_job_s": job, "qemu_img_MiBps": self.size / MIB / q,
+                "backup_MiBps": self.size / MIB / b, "speed_vs_qemu_img": q / b,
+                "job_speed_vs_qemu_img": q / statistics.median(job),
+                "job_speed_vs_qemu_img_direct":
+                    statistics.median(direct) / statistics.median(job)}  # fmt: skip
 
     def incremental(self, change_mib: int) -> dict[str, Any]:
         self.shell(f"dd if=/dev/urandom of=/dev/vda bs=1M seek=100 count={change_mib}; sync")
@@ -143,7 +152,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size", default="4G")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="virtkit's INFO logs.")
     args = parser.parse_args()
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     bench = Bench(parse_size(args.size), args.runs)
     try:
         bench.setup()

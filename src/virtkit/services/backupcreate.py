@@ -212,6 +212,9 @@ class BackupCreator:
             else:
                 ck = None
                 self._copy(disks, partial, progress, cancel)
+            copied = time.time()
+            described = self._describe(disks, partial, progress)
+            hashed = time.time()
             backup = BackupSet(
                 id=set_id,
                 vm=name,
@@ -221,9 +224,9 @@ class BackupCreator:
                 parent=plan.parent.id if plan.parent else None,
                 checkpoint=ck,
                 started=started,
-                finished=time.time(),
+                finished=copied,
                 fallback=plan.fallback,
-                disks=self._describe(disks, partial, progress),
+                disks=described,
                 domain_xml=domain_xml,
                 virtkit_version=__version__,
             )
@@ -231,7 +234,9 @@ class BackupCreator:
             final = root.set_dir(name, set_id)
             publish(partial, final)
         made = backup.model_copy(update={"path": str(final)})
-        log.info("backed up %s: set %s (%s)", name, set_id, plan.kind)
+        log.info("backed up %s: set %s (%s): copy %.2f s, checksums %.2f s, flush %.2f s",
+                 name, set_id, plan.kind, copied - started, hashed - copied,
+                 time.time() - hashed)  # fmt: skip
         return BackupResult(set=made, notes=_notes(made))
 
     def _plan(

@@ -62,6 +62,11 @@ class SourceDisk:
     path: str
     format: str
     virtual_size: int
+    allocated: int = 0  # bytes the disk's own file takes (qemu-img's actual-size)
+
+    @property
+    def mostly_allocated(self) -> bool:
+        return self.allocated * 2 >= self.virtual_size
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ def source_disks(dom: Domain, name: str) -> builtins.list[SourceDisk]:
         info = qemu_img_info(path, fmt=disk.driver_type, force_share=True)
         disks.append(
             SourceDisk(disk.target_dev, path, disk.driver_type or str(info.get("format")),
-                       int(str(info["virtual-size"])))
+                       int(str(info["virtual-size"])), int(str(info.get("actual-size") or 0)))
         )  # fmt: skip
     if not disks:
         raise InvalidInput(f"VM {name!r} has no disk to back up", code="nothing_to_back_up")
@@ -280,12 +285,22 @@ class BackupCreator:
         """Run the backup job to its end; returns the checkpoint it made."""
         targets = {d.target: str(partial / disk_file(d.target)) for d in disks}
         skipped = self._other_disks(guest, set(targets))
-        if plan.parent is not None:
-            for d in disks:
+        # an incremental's targets are made on the parent's images; a full backup of a disk
+        # that is mostly data gets a target with its metadata preallocated (2.5-3x faster); a
+        # sparse one is left to libvirt (a preallocated image is as long as the disk, and its
+        # checksum would read all of it)
+        reuse = plan.parent is not None or any(d.mostly_allocated for d in disks)
+        for d in disks:
+            image = partial / disk_file(d.target)
+            if plan.parent is not None:
                 backupimg.create_overlay(
-                    partial / disk_file(d.target), parent_backing(plan.parent.id, d.target),
-                    d.virtual_size,
-                )  # fmt: skip
+                    image, parent_backing(plan.parent.id, d.target), d.virtual_size
+                )
+            elif reuse:
+                if d.mostly_allocated:
+                    backupimg.create_full_target(image, d.virtual_size)
+                else:
+                    backupimg.create_plain(image, d.virtual_size)
         ck_name = CHECKPOINT_PREFIX + set_id if plan.checkpoint else None
         backup_xml = push_backup(
             targets, skipped, incremental=plan.parent.checkpoint if plan.parent else None
@@ -297,9 +312,7 @@ class BackupCreator:
         )
         # registered first: a job that fails to start makes no checkpoint (nothing to undo)
         tx.on_rollback("end the backup job", lambda: self._end_job(uuid, ck_name))
-        BackupJob(self.host.connection, guest).begin(
-            backup_xml, ck_xml, reuse_external=plan.parent is not None
-        )
+        BackupJob(self.host.connection, guest).begin(backup_xml, ck_xml, reuse_external=reuse)
         self._wait(uuid, guest, progress, cancel)
         return ck_name
 
@@ -403,9 +416,9 @@ class BackupCreator:
         result = []
         for d in disks:
             image = partial / disk_file(d.target)
-            size = image.stat().st_size
+            size = backupimg.allocated(image)
 
-            def report(done: int, size: int = size, target: str = d.target) -> None:
+            def report(done: int, size: int = image.stat().st_size, target: str = d.target) -> None:
                 if progress is not None:
                     progress(f"checksum of {target}", done, size)
 

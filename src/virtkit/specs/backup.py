@@ -20,7 +20,7 @@ class BackupDisk(_View):
     source: str = Field(description="The VM's disk file at backup time.")
     source_format: str = Field(description="The VM's disk format (qcow2, raw).")
     virtual_size: int = Field(description="The disk's size as the guest sees it, in bytes.")
-    file_size: int = Field(description="Bytes the backup image takes.")
+    file_size: int = Field(description="Bytes the backup image takes on disk.")
     sha256: str = Field(description="SHA-256 of the backup image file.")
 
 

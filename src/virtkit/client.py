@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from virtkit.metrics.collector import HostCollector
     from virtkit.services.access import AccessService
     from virtkit.services.audit import AuditLog
+    from virtkit.services.backup import BackupService
     from virtkit.services.consoles import ConsoleService
     from virtkit.services.disks import DiskService
     from virtkit.services.eventfeed import EventFeed
@@ -90,6 +91,24 @@ class Client:
                 subscribe=self.connection.subscribe,
                 generation=lambda: self.connection.generation,
             ),
+        )
+
+    @cached_property
+    def backups(self) -> BackupService:
+        """Backup sets of VMs: create (full, incremental), list, verify, restore, prune,
+        schedules."""
+        from virtkit.services.backup import BackupService
+
+        def tags_of() -> dict[str, list[str]]:
+            return {vm.name: list(vm.tags) for vm in self.vms.list()}
+
+        return BackupService(
+            self.host,
+            self.store,
+            self.vms.files,
+            self.settings.backup_path,
+            host_uuid=self._host_uuid,
+            tags_of=tags_of,
         )
 
     @cached_property

@@ -135,6 +135,14 @@ class ConnectionLost(ConnectionFailed):
     code = "connection_lost"
 
 
+class Cancelled(VirtkitError):
+    """Long work (a backup, a restore) was cancelled by the caller; what it made is removed."""
+
+    code = "cancelled"
+    expected = True
+    http_status = 409
+
+
 class BackendError(VirtkitError):
     """libvirt or QEMU failed in a way virtkit did not anticipate."""
 
@@ -146,6 +154,7 @@ class BackendError(VirtkitError):
 __all__ = [
     "AlreadyExists",
     "BackendError",
+    "Cancelled",
     "ConnectionFailed",
     "ConnectionLost",
     "InUse",

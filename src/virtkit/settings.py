@@ -46,6 +46,9 @@ class Settings(BaseModel):
         default_factory=_default_state_dir,
         description="virtkit's own store (images, templates): what libvirt cannot hold.",
     )
+    backup_dir: Path | None = Field(
+        None, description="Where backup sets go (default: STATE_DIR/backups); `--to` overrides."
+    )
     storage_pool: str = Field("default", description="Pool for new VM disks.")
     storage_pool_path: Path = Field(
         Path("/var/lib/libvirt/images"), description="Directory of the pool, if virtkit creates it."
@@ -100,6 +103,10 @@ class Settings(BaseModel):
         Path("/var/cache/virtkit/ui"),
         description="The web UI's npm assets (noVNC, xterm.js, htmx): scripts/install-ui.sh.",
     )
+
+    @property
+    def backup_path(self) -> Path:
+        return self.backup_dir or self.state_dir / "backups"
 
     @property
     def ksm_history_path(self) -> Path:

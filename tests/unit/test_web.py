@@ -158,3 +158,39 @@ def test_admins_get_the_storage_and_network_forms(app: TestClient) -> None:
     assert "New network" not in app.get("/networks").text
     assert "New pool" not in app.get("/storage").text
     assert "data-api=" not in app.get("/storage").text
+
+
+def test_the_vm_page_has_its_backups(app: TestClient, tmp_path: Path) -> None:
+    """The Backups section: none yet, then a set (newest first) with its restore form; the
+    buttons only for a role that may use them."""
+    import subprocess
+
+    from virtkit.services import backupimg
+    from virtkit.services.backupset import BackupRoot, publish, write_manifest
+    from virtkit.specs.backup import BackupDisk, BackupSet
+
+    login(app, "ada")
+    page = app.get("/vms/test").text
+    assert "No backups of this VM." in page and "Back up now" in page
+    root = BackupRoot(tmp_path / "state" / "backups")
+    partial = root.partial_dir("test", "20261204T000000Z-full")
+    partial.mkdir(parents=True)
+    image = partial / "vda.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1M"], check=True)
+    disk = BackupDisk(target="vda", file="vda.qcow2", format="qcow2", source="/d",
+                      source_format="raw", virtual_size=1 << 20, file_size=image.stat().st_size,
+                      sha256=backupimg.sha256(image))  # fmt: skip
+    made = BackupSet(id="20261204T000000Z-full", vm="test", vm_uuid="u", kind="full",
+                     method="backup-api", started=1.0, finished=2.0, disks=[disk],
+                     fallback="disk vda is raw", domain_xml="<domain/>",
+                     virtkit_version="0")  # fmt: skip
+    write_manifest(partial, made)
+    publish(partial, root.set_dir("test", made.id))
+    page = app.get("/vms/test").text
+    assert "20261204T000000Z-full" in page and "full: disk vda is raw" in page
+    assert 'data-api-form="POST api/v1/vms/test/backups/20261204T000000Z-full/restore"' in page
+    app.post("/api/v1/logout")
+    login(app, "vera")
+    page = app.get("/vms/test").text
+    assert "20261204T000000Z-full" in page
+    assert "Back up now" not in page and "Restore to new VM" not in page

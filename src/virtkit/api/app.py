@@ -153,6 +153,7 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
 
     from virtkit.api import security
     from virtkit.api.routes import (
+        backups,
         consoles,
         devices,
         events,
@@ -166,7 +167,18 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
     )
 
     security.install(app)
-    for module in (vms, devices, snapshots, consoles, storage, networks, host, tasks, events):
+    for module in (
+        vms,
+        backups,
+        devices,
+        snapshots,
+        consoles,
+        storage,
+        networks,
+        host,
+        tasks,
+        events,
+    ):
         app.include_router(module.router, prefix=API)
     app.include_router(metrics.router)  # where Prometheus looks: /metrics
 

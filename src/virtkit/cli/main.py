@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "virtkit.cli.audit", "audit",
         "Show the audit log: who changed what, when, and the result; newest first.",
     ),
+    "backup": (
+        "virtkit.cli.backup", "backup",
+        "Back up VMs (full and incremental), verify, restore, prune, schedule.",
+    ),
     "dev": ("virtkit.cli.dev", "dev", "Development helpers (the tiny test guest)."),
     "events": (
         "virtkit.cli.events", "events",

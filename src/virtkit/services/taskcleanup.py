@@ -38,6 +38,12 @@ def register(runner: TaskRunner, vms: VMService, pools: PoolService) -> None:
 
     runner.on_recover("vm.create", new_vm)
     runner.on_recover("vm.clone", new_vm)
+
+    def restored_vm(task: TaskView, recovery: dict[str, Any]) -> None:
+        if recovery.get("vm"):  # a restore into a new VM (one into the VM itself makes none)
+            new_vm(task, recovery)
+
+    runner.on_recover("backup.restore", restored_vm)
     runner.on_recover("image.import", new_volume)
     runner.on_recover("volume.clone", new_volume)
     runner.on_recover("image.build", new_build)

@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from virtkit.api.context import ApiContext
 from virtkit.errors import NotFound, VirtkitError
 from virtkit.services.vmscope import check_owner, restricted, visible
+from virtkit.specs.backup import BackupSet
 from virtkit.specs.cloudinit import SeedView
 from virtkit.specs.common import validate_name
 from virtkit.specs.network import GuestAddress
@@ -225,6 +226,8 @@ def vm_detail(request: Request, who: Who, name: str) -> Response:
         seed_view, seed_error = _or_else(lambda: ctx.client.vms.cloud_init(name), None)
     no_rows: list[dict[str, Any]] = []
     snapshots, snapshot_error = _or_else(lambda: _snapshot_rows(ctx, who, name), no_rows)
+    no_sets: list[BackupSet] = []
+    backups, backups_error = _or_else(lambda: ctx.client.backups.list(name), no_sets)
     return page(
         request,
         "vm.html",
@@ -239,6 +242,8 @@ def vm_detail(request: Request, who: Who, name: str) -> Response:
         seed=seed,
         seed_view=seed_view,
         seed_error=seed_error,
+        backups=list(reversed(backups)),  # the newest first
+        backups_error=backups_error,
         has_vnc=any(g.type == "vnc" for g in vm.graphics),
         has_spice=any(g.type == "spice" for g in vm.graphics),
     )

@@ -6,8 +6,9 @@
   disk. Goal: the backup at 0.9x qemu-img's speed or better.
 * Incrementals after the guest rewrote 64 MiB and 256 MiB of its disk: the time should follow
   the change, not the disk.
-* ``snapshot_hooks``: a place for the snapshot half of issue 14 (external snapshot delete by
-  blockcommit of 1 GiB against ``qemu-img commit``), filled in by the snapshot work.
+* External snapshot delete (``Client.snapshots.delete``: a block commit of the running VM's
+  active layer, then the pivot) of 1 GiB of changes, against ``qemu-img commit`` of the same
+  overlay into a copy of the same base. Goal: at least 0.9x qemu-img's speed.
 
 Runs its own private libvirtd (tests/testbed) and the tiny guest; everything is under one
 temporary directory, removed at the end. Needs root. Usage:
@@ -141,10 +142,57 @@ class Bench:
             self.daemon.cleanup()
 
 
+def _hand_commit(bench: Bench, overlay: Path, base: Path) -> float:
+    """``qemu-img commit`` of a copy of ``overlay`` into a copy of ``base``, then the removal of
+    the merged overlay: the same delete by hand, timed from cold caches."""
+    base2, top2 = bench.shared / "base2.qcow2", bench.shared / "top2.qcow2"
+    subprocess.run(["cp", "--sparse=always", str(base), str(base2)], check=True)
+    subprocess.run(["cp", "--sparse=always", str(overlay), str(top2)], check=True)
+    subprocess.run(["qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", str(base2),
+                    str(top2)], check=True)  # fmt: skip
+    bench.drop_caches()
+    start = time.perf_counter()
+    subprocess.run(["qemu-img", "commit", "-q", "-d", "-f", "qcow2", str(top2)], check=True)
+    top2.unlink()
+    took = time.perf_counter() - start
+    base2.unlink()
+    return took
+
+
 def snapshot_hooks(bench: Bench) -> dict[str, Any]:
-    """The snapshot half of issue 14 adds here: external snapshot delete (blockcommit) of
-    1 GiB against ``qemu-img commit``. Not measured yet."""
-    return {"blockcommit_vs_qemu_img_commit": "not measured (snapshot work fills this in)"}
+    """External snapshot delete of 1 GiB of changes (``Client.snapshots.delete``, the overlay
+    file removed too) against ``qemu-img commit`` of the same overlay into a copy of the same
+    base plus the removal: ``active``, the running VM's active layer (QEMU's mirror, then the
+    pivot); ``inner``, a layer below the active one (QEMU's commit job)."""
+    vk = bench.vk
+    runs: list[dict[str, Any]] = []
+    for i in range(bench.runs):
+        for mode in ("active", "inner"):
+            name = f"bc{mode}{i}"
+            vk.snapshots.create(NAME, name, memory=False)
+            # 1 GiB of the disk's own random data copied onto its first GiB: 1 GiB of changes
+            bench.shell("dd if=/dev/vda of=/dev/vda bs=1M skip=2048 count=1024 conv=notrunc; sync")
+            if mode == "inner":
+                vk.snapshots.create(NAME, name + "top", memory=False)
+            [chain] = [c for c in vk.snapshots.chain(NAME) if c.target == "vda"]
+            layer = 0 if mode == "active" else 1
+            overlay = Path(chain.layers[layer].path)
+            base = Path(chain.layers[layer + 1].path)
+            changed = overlay.stat().st_blocks * 512
+            qemu = _hand_commit(bench, overlay, base)
+            bench.drop_caches()
+            ours = timed(lambda n=name: vk.snapshots.delete(NAME, n))
+            if mode == "inner":
+                vk.snapshots.delete(NAME, name + "top")
+            runs.append({"mode": mode, "changed_bytes": changed, "qemu_img_commit_s": qemu,
+                         "virtkit_delete_s": ours})  # fmt: skip
+    speed = {}
+    for mode in ("active", "inner"):
+        mine = [r for r in runs if r["mode"] == mode]
+        q = statistics.median(r["qemu_img_commit_s"] for r in mine)
+        v = statistics.median(r["virtkit_delete_s"] for r in mine)
+        speed[mode] = q / v
+    return {"runs": runs, "speed_vs_qemu_img_commit": speed}
 
 
 def main() -> None:
@@ -178,7 +226,14 @@ def main() -> None:
             f"incremental after {inc['change_MiB']} MiB changed: {inc['seconds']:.2f} s, "
             f"set {inc['set_MiB']:.1f} MiB"
         )
-    print(result["snapshots"])
+    snap = result["snapshots"]
+    for run in snap["runs"]:
+        print(
+            f"snapshot delete ({run['mode']}) of {run['changed_bytes'] / MIB:.0f} MiB: virtkit "
+            f"{run['virtkit_delete_s']:.2f} s, qemu-img commit {run['qemu_img_commit_s']:.2f} s"
+        )
+    for mode, speed in snap["speed_vs_qemu_img_commit"].items():
+        print(f"snapshot delete ({mode}): {speed:.2f}x the speed of qemu-img commit")
 
 
 if __name__ == "__main__":

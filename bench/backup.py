@@ -204,6 +204,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+        logging.getLogger("virtkit.services.backupcreate").setLevel(logging.DEBUG)
     bench = Bench(parse_size(args.size), args.runs)
     try:
         bench.setup()

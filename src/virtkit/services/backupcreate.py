@@ -62,11 +62,6 @@ class SourceDisk:
     path: str
     format: str
     virtual_size: int
-    allocated: int = 0  # bytes the disk's own file takes (qemu-img's actual-size)
-
-    @property
-    def mostly_allocated(self) -> bool:
-        return self.allocated * 2 >= self.virtual_size
 
 
 @dataclass(frozen=True)
@@ -90,7 +85,7 @@ def source_disks(dom: Domain, name: str) -> builtins.list[SourceDisk]:
         info = qemu_img_info(path, fmt=disk.driver_type, force_share=True)
         disks.append(
             SourceDisk(disk.target_dev, path, disk.driver_type or str(info.get("format")),
-                       int(str(info["virtual-size"])), int(str(info.get("actual-size") or 0)))
+                       int(str(info["virtual-size"])))
         )  # fmt: skip
     if not disks:
         raise InvalidInput(f"VM {name!r} has no disk to back up", code="nothing_to_back_up")
@@ -285,22 +280,15 @@ class BackupCreator:
         """Run the backup job to its end; returns the checkpoint it made."""
         targets = {d.target: str(partial / disk_file(d.target)) for d in disks}
         skipped = self._other_disks(guest, set(targets))
-        # an incremental's targets are made on the parent's images; a full backup of a disk
-        # that is mostly data gets a target with its metadata preallocated (2.5-3x faster); a
-        # sparse one is left to libvirt (a preallocated image is as long as the disk, and its
-        # checksum would read all of it)
-        reuse = plan.parent is not None or any(d.mostly_allocated for d in disks)
-        for d in disks:
-            image = partial / disk_file(d.target)
-            if plan.parent is not None:
-                backupimg.create_overlay(
-                    image, parent_backing(plan.parent.id, d.target), d.virtual_size
-                )
-            elif reuse:
-                if d.mostly_allocated:
-                    backupimg.create_full_target(image, d.virtual_size)
-                else:
-                    backupimg.create_plain(image, d.virtual_size)
+        # an incremental's targets are made on the parent's images (REUSE_EXTERNAL); a full
+        # backup's, by libvirt (pre-made ones with preallocated metadata were measured: no
+        # faster, within the noise, and as long as the disk: docs/benchmarks.md)
+        reuse = plan.parent is not None
+        if plan.parent is not None:
+            for d in disks:
+                backupimg.create_overlay(partial / disk_file(d.target),
+                                         parent_backing(plan.parent.id, d.target),
+                                         d.virtual_size)  # fmt: skip
         ck_name = CHECKPOINT_PREFIX + set_id if plan.checkpoint else None
         backup_xml = push_backup(
             targets, skipped, incremental=plan.parent.checkpoint if plan.parent else None

@@ -36,26 +36,6 @@ def create_overlay(path: Path, backing: str, size: int) -> None:
         raise BackendError(f"could not make {path} on {backing}: {done.stderr.strip()}")
 
 
-def create_full_target(path: Path, size: int) -> None:
-    """A new qcow2 ``path`` for a full backup job, its metadata preallocated: the job then
-    writes data only, not a cluster allocation per 64 KiB (which, with the job's O_DIRECT
-    writes, made it 2.5-3x slower; docs/benchmarks.md). Never for an incremental's target:
-    preallocated clusters would hide its backing file."""
-    cmd = ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", str(path)]
-    done = _run([*cmd, str(size)], f"qemu-img create {path}")
-    if done.returncode != 0:
-        raise BackendError(f"could not make {path}: {done.stderr.strip()}")
-
-
-def create_plain(path: Path, size: int) -> None:
-    """A new empty qcow2 (a target beside preallocated ones, where libvirt cannot make some
-    targets and not others)."""
-    done = _run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), str(size)],
-                f"qemu-img create {path}")  # fmt: skip
-    if done.returncode != 0:
-        raise BackendError(f"could not make {path}: {done.stderr.strip()}")
-
-
 def allocated(path: Path) -> int:
     """Bytes a (sparse) file takes on disk."""
     return path.stat().st_blocks * 512

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.unit.test_api_endpoints import Api, _api, error
+from virtkit.errors import InvalidInput
 from virtkit.specs.snapshot import SnapshotView, tree_order
 from virtkit.xml.domain import Domain
 
@@ -126,3 +127,26 @@ def test_the_vm_page_lists_snapshots_with_what_revert_and_delete_destroy(
     assert 'data-api-form="POST api/v1/vms/' in html
     viewer = _page(api, "vera", f"/vms/{vm}")
     assert "p2" in viewer and "/revert" not in viewer and "Take snapshot" not in viewer
+
+
+def test_an_internal_snapshot_of_a_raw_disk_is_refused_and_nothing_is_made(
+    snap_api: tuple[Api, str],
+) -> None:
+    api, vm = snap_api
+    guest = api.client.host.lookup(vm)
+    dom = guest.config()
+    dom.disks[0].driver_type = "raw"
+    api.client.host.define(dom.to_xml())
+    with pytest.raises(InvalidInput) as refused:
+        api.client.snapshots.create(vm, "r1", kind="internal")
+    assert refused.value.code == "snapshot_needs_qcow2" and "vda" in refused.value.message
+    assert api.client.snapshots.list(vm) == []
+    for disk in list(dom.disks):
+        dom.disks.remove(disk)
+    api.client.host.define(dom.to_xml())
+    with pytest.raises(InvalidInput) as empty:
+        api.client.snapshots.create(vm, "r2", kind="internal")
+    assert empty.value.code == "no_disks"
+    with pytest.raises(InvalidInput) as bad:
+        api.client.snapshots.create(vm, "../x")
+    assert bad.value.code == "invalid_name"

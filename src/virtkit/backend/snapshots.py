@@ -73,7 +73,6 @@ def create_snapshot(
     quiesce: bool = False,
     redefine: bool = False,
     current: bool = False,
-    reuse_external: bool = False,
 ) -> str:
     """Take (or, with ``redefine``, re-record) a snapshot; several disks atomically."""
     flags = 0
@@ -87,8 +86,6 @@ def create_snapshot(
         flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
     if quiesce:
         flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE
-    if reuse_external:
-        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
     with seam(guest.connection):
         return str(guest.handle.snapshotCreateXML(xml, flags).getName())
 
@@ -191,16 +188,6 @@ def abort_block_job(guest: Guest, disk: str) -> None:
                 libvirt.VIR_ERR_INVALID_ARG,
             ):
                 raise
-
-
-def fs_freeze_works(guest: Guest) -> bool:
-    """Whether the guest agent answers a (no-op) filesystem info query."""
-    with seam(guest.connection):
-        try:
-            guest.handle.fsInfo(0)
-            return True
-        except libvirt.libvirtError:
-            return False
 
 
 def block_pull(

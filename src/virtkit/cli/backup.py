@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from virtkit.cli import render
-from virtkit.cli.progress import ProgressBar
+from virtkit.cli.progress import PhasedProgress, confirm
 from virtkit.cli.state import State, json_option, pass_state
 from virtkit.errors import InvalidInput
 
@@ -23,28 +23,6 @@ to_option = click.option(
     help="The backup directory (default: the setting backup_dir).",
 )  # fmt: skip
 yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-
-
-class _Bar:
-    """One progress bar per phase; the total may change (libvirt's job statistics)."""
-
-    def __init__(self) -> None:
-        self.phase: str | None = None
-        self.bar: ProgressBar | None = None
-
-    def __call__(self, phase: str, done: int, total: int | None) -> None:
-        if phase != self.phase:
-            self.close()
-            self.phase = phase
-            self.bar = ProgressBar(phase, total)
-        assert self.bar is not None
-        self.bar.total = total
-        self.bar(done)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 def _when(ts: float) -> str:
@@ -62,14 +40,6 @@ def _parse_time(text: str) -> float:
     return parsed.timestamp()
 
 
-def _confirm(yes: bool, question: str) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise InvalidInput("refusing without confirmation: add --yes", code="confirmation_required")
-    click.confirm(question, abort=True, err=True)
-
-
 @click.group()
 def backup() -> None:
     """Back up VMs (full and incremental), verify, restore, prune, schedule."""
@@ -85,7 +55,7 @@ def create(state: State, /, vm: str, full: bool, directory: str | None, as_json:
     """Back up a VM: running, through libvirt's backup job (incremental since the last set where
     it can be, else full, saying why); shut off, by a copy of each disk. Ctrl+C cancels and
     removes what was made."""
-    bar = _Bar()
+    bar = PhasedProgress()
     try:
         result = state.client.backups.create(vm, directory=directory, full=full, progress=bar)
     except KeyboardInterrupt:
@@ -173,8 +143,8 @@ def restore(state: State, /, vm: str, set_id: str | None, at: str | None, new_na
         if vm_state.value != "shutoff":
             click.echo(f"  and the VM is {vm_state.value}"
                        + (": --force powers it off" if force else ""), err=True)  # fmt: skip
-        _confirm(yes, "Overwrite these disks?")
-    bar = _Bar()
+        confirm("Overwrite these disks?", yes)
+    bar = PhasedProgress()
     try:
         result = svc.restore(chosen, new_name=new_name, force=force, directory=directory,
                              progress=bar)  # fmt: skip
@@ -224,7 +194,7 @@ def prune(state: State, /, vm: str, keep_last: int, keep_daily: int, keep_weekly
     if not dry_run and plan.removed:
         click.echo(f"prune DELETES {len(plan.removed)} set(s) of {vm}: "
                    f"{', '.join(plan.removed)}", err=True)  # fmt: skip
-        _confirm(yes, "Delete them?")
+        confirm("Delete them?", yes)
     result = plan if dry_run else svc.prune(vm, policy, directory=directory)
     if as_json:
         render.print_json(result)

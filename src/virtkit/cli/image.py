@@ -5,30 +5,9 @@ from __future__ import annotations
 import click
 
 from virtkit.cli import render
-from virtkit.cli.progress import ProgressBar
+from virtkit.cli.progress import PhasedProgress
 from virtkit.cli.state import State, json_option, pass_state
 from virtkit.specs import ImageInfo
-
-
-class _PhasedProgress:
-    """One bar per phase (reading, converting) of an import."""
-
-    def __init__(self) -> None:
-        self.phase: str | None = None
-        self.bar: ProgressBar | None = None
-
-    def __call__(self, phase: str, done: int, total: int | None) -> None:
-        if phase != self.phase:
-            self.close()
-            self.phase = phase
-            self.bar = ProgressBar(phase, total)
-        assert self.bar is not None
-        self.bar(done)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 @click.group()
@@ -65,7 +44,7 @@ def import_(
     """Import FILE (qcow2, raw, vmdk, vdi; .gz/.xz/.zst/.bz2 compressed) as a qcow2 volume."""
     images = state.client.images
     target = pool or state.client.settings.storage_pool
-    progress = _PhasedProgress()
+    progress = PhasedProgress()
     try:
         info = images.import_image(
             file, target, name, checksum=checksum, progress=progress, via_stream=stream or None

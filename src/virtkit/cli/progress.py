@@ -34,3 +34,38 @@ class ProgressBar:
     def close(self) -> None:
         if self.enabled:
             sys.stderr.write("\n")
+
+
+class PhasedProgress:
+    """One bar per phase (``progress(phase, done, total)``); the total may change as the work
+    learns it (libvirt's job statistics)."""
+
+    def __init__(self) -> None:
+        self.phase: str | None = None
+        self.bar: ProgressBar | None = None
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        if phase != self.phase or self.bar is None:
+            self.close()
+            self.phase = phase
+            self.bar = ProgressBar(phase, total)
+        self.bar.total = total
+        self.bar(done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask ``question`` on the terminal (abort on no); without one, refuse unless ``yes``."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        from virtkit.errors import InvalidInput
+
+        raise InvalidInput("refusing without confirmation: add --yes", code="confirmation_required")
+    import click
+
+    click.confirm(question, abort=True, err=True)

@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable
 
 import click
 
 from virtkit.cli import render
-from virtkit.cli.progress import ProgressBar
+from virtkit.cli.progress import PhasedProgress, confirm
 from virtkit.cli.state import State, json_option, pass_state
-from virtkit.errors import InvalidInput
 
 
 @click.group()
@@ -130,24 +127,9 @@ def snapshot_show(state: State, name: str, snapshot_name: str, as_json: bool) ->
         click.echo(f"  {f.role:<7} {f.path} ({render.size(f.size)})")
 
 
-def _bar(label: str) -> tuple[ProgressBar, Callable[[int, int], None]]:
-    bar = ProgressBar(label, None)
-
-    def update(done: int, total: int) -> None:
-        bar.total = total or None
-        bar(done)
-
-    return bar, update
-
-
-def _confirm(lines: list[str], question: str, yes: bool) -> None:
+def _tell(lines: list[str]) -> None:
     for line in lines:
         click.echo(line, err=True)
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise InvalidInput("refusing without confirmation: add --yes", code="confirmation_required")
-    click.confirm(question, abort=True, err=True)
 
 
 @snapshot.command("revert")
@@ -171,7 +153,8 @@ def snapshot_revert(
     lines += [f"  {line}" for line in plan.loses]
     lines += [f"  removes {path}" for path in plan.removes]
     lines.append(f"The VM is then {plan.state_after}.")
-    _confirm(lines, "Revert?", yes)
+    _tell(lines)
+    confirm("Revert?", yes)
     done = snaps.revert(name, snapshot_name, start=start)
     click.echo(f"reverted {name} to {snapshot_name}: {done.state_after}")
 
@@ -189,10 +172,11 @@ def snapshot_delete(state: State, name: str, snapshot_name: str, yes: bool) -> N
     lines += [f"  merge {line}" for line in plan.merges]
     lines += [f"  removes {path}" for path in plan.removes]
     lines += [f"  keeps {line}" for line in plan.keeps]
-    _confirm(lines, "Delete it?", yes)
-    bar, update = _bar("merging")
+    _tell(lines)
+    confirm("Delete it?", yes)
+    bar = PhasedProgress()
     try:
-        done = snaps.delete(name, snapshot_name, progress=update)
+        done = snaps.delete(name, snapshot_name, progress=lambda d, t: bar("merging", d, t))
     finally:
         bar.close()
     for line in done.merges:
@@ -232,9 +216,11 @@ def disk_chain(state: State, name: str, as_json: bool) -> None:
 @pass_state
 def disk_flatten(state: State, name: str, target: str) -> None:
     """Copy disk TARGET's backing chain into its image (refused while snapshots need it)."""
-    bar, update = _bar("flattening")
+    bar = PhasedProgress()
     try:
-        chain = state.client.snapshots.flatten(name, target, progress=update)
+        chain = state.client.snapshots.flatten(
+            name, target, progress=lambda d, t: bar("flattening", d, t)
+        )
     finally:
         bar.close()
     click.echo(f"flattened {target} of {name}: {chain.layers[0].path} stands alone")

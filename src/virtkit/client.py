@@ -20,6 +20,7 @@ from virtkit.settings import Settings
 # Services are imported when first used: a CLI command pays only for what it runs.
 if TYPE_CHECKING:
     from virtkit.backend.capabilities import CapabilityProbe
+    from virtkit.doctor.service import DoctorService
     from virtkit.ksm.service import KsmService
     from virtkit.metrics.collector import HostCollector
     from virtkit.services.access import AccessService
@@ -205,6 +206,19 @@ class Client:
         from virtkit.services.host import HostService
 
         return HostService(self.host, self.probe)
+
+    @cached_property
+    def doctor(self) -> DoctorService:
+        """Host and VM checks (``virtkit doctor``) and their safe fixes."""
+        from virtkit.doctor.service import DoctorService
+
+        return DoctorService(
+            self.host,
+            self.probe,
+            pools=self.pools.list_pools,
+            addresses=self.nics.ip,
+            qemu_log_dir=self.settings.qemu_log_dir,
+        )
 
     @cached_property
     def consoles(self) -> ConsoleService:

@@ -56,6 +56,10 @@ class Settings(BaseModel):
     console_log_dir: Path = Field(
         Path("/var/log/libvirt/qemu"), description="Where each VM's serial console is logged."
     )
+    qemu_log_dir: Path = Field(
+        Path("/var/log/libvirt/qemu"),
+        description="Where libvirt writes each VM's QEMU log (`doctor vm`, `diag bundle`).",
+    )
     kvm_probe_timeout: float = Field(15.0, description="Seconds a KVM test boot may take.")
     kvm_probe_kernel: str | None = Field(None, description="Kernel the KVM probe boots.")
     shutdown_timeout: float = Field(60.0, description="Default seconds to wait for shutdown.")

@@ -330,6 +330,40 @@ class Guest:
             result.append((str(iface.get("hwaddr") or ""), str(name), addrs))
         return result
 
+    def disk_errors(self) -> dict[str, str]:
+        """The disks QEMU stopped on an I/O error, by target: ``no-space`` (ENOSPC),
+        ``unspec`` (any other error)."""
+        names = {
+            libvirt.VIR_DOMAIN_DISK_ERROR_NONE: "none",
+            libvirt.VIR_DOMAIN_DISK_ERROR_UNSPEC: "unspec",
+            libvirt.VIR_DOMAIN_DISK_ERROR_NO_SPACE: "no-space",
+        }
+        with seam(self._connection):
+            errors = self._dom.diskErrors() or {}
+        return {str(dev): names.get(code, "unspec") for dev, code in errors.items()}
+
+    def state_reason(self) -> tuple[VMState, str]:
+        """The state and libvirt's name for why (``paused``, ``ioerror``)."""
+        with seam(self._connection):
+            state, reason = self._dom.state()
+        return _STATES.get(state, VMState.NOSTATE), reason_of(int(state), int(reason))
+
+    def agent_ping(self, timeout: int = 2) -> bool:
+        """Whether the QEMU guest agent answers a ping within ``timeout`` seconds."""
+        import libvirt_qemu
+
+        with seam(self._connection):
+            try:
+                libvirt_qemu.qemuAgentCommand(self._dom, '{"execute":"guest-ping"}', timeout, 0)
+            except libvirt.libvirtError:
+                return False
+        return True
+
+    def memory_stats(self) -> dict[str, int]:
+        """The balloon's figures (KiB): actual, unused, available, swap_in, major_fault, ..."""
+        with seam(self._connection):
+            return {str(k): int(v) for k, v in (self._dom.memoryStats() or {}).items()}
+
     def open_console(self, stream: libvirt.virStream, *, force: bool = False) -> None:
         flags = libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else 0
         with seam(self._connection):

@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Back up VMs (full and incremental), verify, restore, prune, schedule.",
     ),
     "dev": ("virtkit.cli.dev", "dev", "Development helpers (the tiny test guest)."),
+    "doctor": (
+        "virtkit.cli.doctor", "doctor",
+        "Check the host (or a VM: doctor vm NAME): findings, why they matter, and the fix.",
+    ),
     "events": (
         "virtkit.cli.events", "events",
         "Print VM events (lifecycle, jobs, block jobs, I/O errors, ...) of every host, until "

@@ -83,6 +83,7 @@ _MODULES = {
         "VolumeInfo",
         "ImageInfo",
     ],
+    "doctor": ["Severity", "Finding", "DoctorReport", "FixResult"],
     "host": ["KvmStatus", "KvmFix", "NumaNode", "HugePages", "KsmState", "HostInfo"],
     "ksm": [
         "KsmVM",
@@ -106,6 +107,7 @@ if TYPE_CHECKING:
         parse_model,
         validate_name,
     )
+    from virtkit.specs.doctor import DoctorReport, Finding, FixResult, Severity
     from virtkit.specs.host import HostInfo, HugePages, KsmState, KvmFix, KvmStatus, NumaNode
     from virtkit.specs.ksm import (
         KsmEstimate,

@@ -73,6 +73,26 @@ def _finish(report: Any, as_json: bool, show_ok: bool, fixes: list[Any] | None) 
         sys.exit(1)
 
 
+def _check(
+    state: State,
+    make_report: Any,
+    as_json: bool,
+    show_ok: bool,
+    fix: bool,
+    yes: bool,
+    only: tuple[str, ...],
+) -> None:
+    """Report; with --fix show the problems, apply the fixes, and report again."""
+    report = make_report()
+    fixes = None
+    if fix:
+        if not as_json:
+            _print_report(report, show_ok=False)
+        fixes = _fix(state, report, yes, only, err=as_json)
+        report = make_report()
+    _finish(report, as_json, show_ok, fixes)
+
+
 common = [
     json_option,
     click.option("--all", "show_ok", is_flag=True, help="Show the checks that passed too."),
@@ -114,14 +134,7 @@ def doctor(
     """
     if ctx.invoked_subcommand is not None:
         return
-    report = state.client.doctor.host_report()
-    fixes = None
-    if fix:
-        if not as_json:
-            _print_report(report, show_ok=False)
-        fixes = _fix(state, report, yes, only, err=as_json)
-        report = state.client.doctor.host_report()
-    _finish(report, as_json, show_ok, fixes)
+    _check(state, state.client.doctor.host_report, as_json, show_ok, fix, yes, only)
 
 
 @doctor.command("vm")
@@ -139,11 +152,4 @@ def vm(
 ) -> None:
     """Why a VM will not start or is paused, and whether its disks, agent, console, network
     and memory are sound."""
-    report = state.client.doctor.vm_report(name)
-    fixes = None
-    if fix:
-        if not as_json:
-            _print_report(report, show_ok=False)
-        fixes = _fix(state, report, yes, only, err=as_json)
-        report = state.client.doctor.vm_report(name)
-    _finish(report, as_json, show_ok, fixes)
+    _check(state, lambda: state.client.doctor.vm_report(name), as_json, show_ok, fix, yes, only)

@@ -298,3 +298,49 @@ def test_cli_json_and_exit_code(tmp_path: Path) -> None:
     )
     # the host report has fixable findings (the test pool's directory): asked, refused
     assert "apply these fixes?" in refused.stdout and "aborted" in refused.stderr.lower()
+
+
+def test_api_doctor_routes_permissions_and_fix(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from tests.unit.apiclients import token_clients
+    from virtkit.api.app import create_app
+
+    node = tmp_path / "node.xml"
+    node.write_text(NODE)
+    settings = Settings(
+        uri=f"test://{node}", state_dir=tmp_path / "state", cache_dir=tmp_path / "cache"
+    )
+    client = Client(settings=settings)
+    app = create_app(settings, client=client)
+    users: dict[str, TestClient] = token_clients(
+        client, app, (("ada", "admin"), ("vera", "viewer"))
+    )
+    ada, vera = users["ada"], users["vera"]
+    with ada:
+        host = vera.get("/api/v1/host/doctor")
+        assert host.status_code == 200, host.text
+        assert any(f["check"] == "kvm.usable" for f in host.json()["findings"])
+        guest = client.host.lookup("vkdoc-plain")
+        guest.suspend()
+        report = vera.get("/api/v1/vms/vkdoc-plain/doctor").json()
+        assert any(f["check"] == "vm.paused" and f["fixable"] for f in report["findings"])
+        assert (
+            vera.post("/api/v1/vms/vkdoc-plain/doctor/fix", json={"confirm": True}).status_code
+            == 403
+        )
+        unconfirmed = ada.post("/api/v1/vms/vkdoc-plain/doctor/fix", json={"confirm": False})
+        assert unconfirmed.status_code == 422
+        assert unconfirmed.json()["code"] == "confirmation_required"
+        assert guest.state()[0] is VMState.PAUSED
+        done = ada.post(
+            "/api/v1/vms/vkdoc-plain/doctor/fix", json={"confirm": True, "checks": ["vm.paused"]}
+        )
+        assert done.status_code == 200, done.text
+        assert done.json()["fixes"] == [
+            {"check": "vm.paused", "subject": "vm vkdoc-plain", "applied": True,
+             "message": "VM vkdoc-plain resumed"}
+        ]  # fmt: skip
+        assert guest.state()[0] is VMState.RUNNING
+        assert vera.get("/api/v1/vms/nosuchvm/doctor").status_code == 404
+    client.close()

@@ -217,6 +217,7 @@ class Client:
             self.probe,
             pools=self.pools.list_pools,
             addresses=self.nics.ip,
+            console_answers=self.consoles.answers,
             qemu_log_dir=self.settings.qemu_log_dir,
         )
 

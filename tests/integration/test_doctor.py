@@ -317,3 +317,28 @@ def test_hugepage_vm_without_reserved_pages(bed: Bed, vm_name: str) -> None:
     _rc, host, _err = doctor(bed.env())
     demand = [f for f in findings(host, "hugepages") if vm_name in f["summary"]]
     assert demand and demand[0]["severity"] == "error", host
+
+
+def test_a_running_guest_checks_out(bed: Bed, vm_name: str) -> None:
+    with bed.client() as client:
+        client.vms.create(parse_vm_spec(tiny_spec(bed, vm_name)), start=True)
+        GuestShell(client, vm_name).run("echo ready")
+    rc, report, stderr = doctor(bed.env(), "vm", vm_name, "--all")
+    assert rc == 0, stderr
+    assert findings(report, "vm.state")[0]["summary"].startswith("running")
+    console = findings(report, "vm.console")[0]
+    assert console["severity"] == "ok" and "answers" in console["summary"], console
+    assert findings(report, "vm.files")[0]["severity"] == "ok"
+    # virtkit gives every VM an agent channel; the tiny guest runs no agent
+    agent = findings(report, "vm.agent")[0]
+    assert agent["severity"] == "warning" and "does not answer" in agent["summary"]
+    problems = [f for f in report["findings"] if f["severity"] in ("warning", "error")]
+    assert problems == [agent], problems
+    # a console someone holds is not taken from them to test it
+    with bed.client() as client:
+        holder = client.consoles.open(vm_name)
+        try:
+            _rc, held, _err = doctor(bed.env(), "vm", vm_name, "--all")
+        finally:
+            holder.close()
+    assert "held by another client" in findings(held, "vm.console")[0]["summary"]

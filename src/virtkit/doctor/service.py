@@ -64,6 +64,7 @@ class DoctorService:
         *,
         pools: Callable[[], list[PoolInfo]],
         addresses: Callable[[str], list[GuestAddress]],
+        console_answers: Callable[[str], bool],
         qemu_log_dir: Path,
         root: Path = lf.ROOT,
     ) -> None:
@@ -71,6 +72,7 @@ class DoctorService:
         self.probe = probe
         self.pools = pools
         self.addresses = addresses
+        self.console_answers = console_answers
         self.qemu_log_dir = qemu_log_dir
         self.root = root
 
@@ -111,6 +113,7 @@ class DoctorService:
             self.qemu_log_dir,
             addresses=lambda: self.addresses(name),
             ksm_profit=ksm_profit,
+            console_answers=lambda: self.console_answers(name),
             root=self.root,
         )
         findings = _run(VM_CHECKS, ctx, f"vm {name}")

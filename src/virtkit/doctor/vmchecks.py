@@ -16,7 +16,7 @@ from virtkit.doctor import localfacts as lf
 from virtkit.doctor.findings import ERROR, INFO, OK, WARNING, finding
 from virtkit.doctor.hostchecks import _hugepage_kib
 from virtkit.doctor.patterns import match
-from virtkit.errors import VirtkitError
+from virtkit.errors import InUse, VirtkitError
 from virtkit.services.backing import qcow2_backing
 from virtkit.specs.doctor import Finding
 from virtkit.specs.network import GuestAddress
@@ -39,6 +39,9 @@ class VMContext:
     qemu_log_dir: Path
     addresses: Callable[[], list[GuestAddress]]
     ksm_profit: Callable[[], int | None]
+    # Whether the serial console answers a carriage return: True, False (silent), or raises
+    # InUse when another client holds it.
+    console_answers: Callable[[], bool]
     root: Path = lf.ROOT
 
     @property
@@ -520,8 +523,33 @@ def agent_and_console(ctx: VMContext) -> list[Finding]:
         detail = ""
         if log and ctx.local and os.path.exists(log):
             detail = f"; {format_size(os.path.getsize(log))} logged to {log}"
-        out.append(finding("vm.console", OK, ctx.subject, f"serial console present{detail}"))
+        out.append(_console(ctx, detail))
     return out
+
+
+def _console(ctx: VMContext, detail: str) -> Finding:
+    try:
+        answers = ctx.console_answers()
+    except InUse:
+        return finding(
+            "vm.console",
+            INFO,
+            ctx.subject,
+            f"serial console held by another client{detail}",
+            "It was not disturbed to test it.",
+            None,
+        )
+    if answers:
+        return finding("vm.console", OK, ctx.subject, f"the serial console answers{detail}")
+    return finding(
+        "vm.console",
+        WARNING,
+        ctx.subject,
+        f"the serial console is silent: no answer to a carriage return{detail}",
+        "The guest may hang, or runs no login or shell on its serial port.",
+        "look at the graphics console; in the guest enable a getty on ttyS0 "
+        "(systemctl enable serial-getty@ttyS0) and console=ttyS0 on its kernel command line",
+    )
 
 
 def network(ctx: VMContext) -> list[Finding]:

@@ -48,6 +48,17 @@ class ConsoleService:
         without it, a console another client holds is ``InUse``, code ``console_busy``)."""
         return ConsoleStream(self.host, self._attachable(name), force=force)
 
+    def answers(self, name: str, wait: float = 1.5) -> bool:
+        """Whether the serial console answers a carriage return within ``wait`` seconds (a
+        shell or getty echoes, prompts or redraws). A console another client holds is
+        ``InUse``: it is not taken from them."""
+        stream = self.open(name)
+        try:
+            stream.write(b"\r")
+            return bool(stream.read(timeout=wait))
+        finally:
+            stream.close()
+
     def check(self, name: str) -> None:
         """Raise what ``open`` would for a VM that is missing, stopped or has no console."""
         self._attachable(name)

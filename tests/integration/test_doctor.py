@@ -294,20 +294,40 @@ def test_missing_kernel_is_named_with_its_path(bed: Bed, vm_name: str, tmp_path:
     missing = findings(report, "vm.kernel")
     assert missing and missing[0]["severity"] == "error", report
     assert str(kernel) in missing[0]["summary"] and missing[0]["fix"]
-
-
-def test_hugepage_vm_without_reserved_pages(bed: Bed, vm_name: str) -> None:
-    pages = Path("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")
-    if not pages.exists() or int(pages.read_text()) != 0:
-        pytest.skip("needs 2 MiB hugepages with none reserved")
+    # the fix it names: restore the file; then the VM starts
+    shutil.copyfile(bed.guest.kernel, kernel)
     with bed.client() as client:
-        client.vms.create(parse_vm_spec(tiny_spec(bed, vm_name)))
-        root = ET.fromstring(client.host.lookup(vm_name).xml(inactive=True))
-        backing = root.find("memoryBacking")
-        if backing is None:
-            backing = ET.SubElement(root, "memoryBacking")
-        ET.SubElement(backing, "hugepages")
-        client.host.define(ET.tostring(root, encoding="unicode"))
+        client.vms.start(vm_name)
+        wait_state(client, vm_name, VMState.RUNNING)
+    _rc, after, _err = doctor(bed.env(), "vm", vm_name)
+    assert not findings(after, "vm.kernel")
+
+
+def _hugepage_vm(client: Client, bed: Bed, name: str) -> None:
+    """A tiny guest whose memory is backed by (2 MiB) hugepages."""
+    client.vms.create(parse_vm_spec(tiny_spec(bed, name)))
+    root = ET.fromstring(client.host.lookup(name).xml(inactive=True))
+    backing = root.find("memoryBacking")
+    if backing is None:
+        backing = ET.SubElement(root, "memoryBacking")
+    ET.SubElement(backing, "hugepages")
+    client.host.define(ET.tostring(root, encoding="unicode"))
+
+
+@pytest.fixture
+def no_hugepages() -> Iterator[Path]:
+    knob = Path("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")
+    if not knob.exists() or int(knob.read_text()) != 0:
+        pytest.skip("needs 2 MiB hugepages with none reserved")
+    try:
+        yield knob
+    finally:
+        knob.write_text("0\n")  # as it was
+
+
+def test_hugepage_vm_without_reserved_pages(bed: Bed, vm_name: str, no_hugepages: Path) -> None:
+    with bed.client() as client:
+        _hugepage_vm(client, bed, vm_name)
     rc, report, _err = doctor(bed.env(), "vm", vm_name)
     assert rc == 1
     need = findings(report, "vm.hugepages")
@@ -317,6 +337,41 @@ def test_hugepage_vm_without_reserved_pages(bed: Bed, vm_name: str) -> None:
     _rc, host, _err = doctor(bed.env())
     demand = [f for f in findings(host, "hugepages") if vm_name in f["summary"]]
     assert demand and demand[0]["severity"] == "error", host
+
+
+def test_hugepage_fix_reserves_the_pages_and_the_vm_starts(
+    bed: Bed, no_hugepages: Path, tmp_path: Path
+) -> None:
+    """With a hugetlbfs mounted before its daemon starts (libvirt finds mounts at start-up),
+    --fix reserves what the VM needs and it boots."""
+    mount = tmp_path / "hugepages"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "hugetlbfs", "hugetlbfs", str(mount)], check=True)
+    name = f"{PREFIX}dochuge"
+    try:
+        with PrivateLibvirtd(name="vktest-huge") as daemon:
+            settings = bed.settings.model_copy(
+                update={"uri": daemon.uri, "state_dir": tmp_path / "state"}
+            )
+            env = cli_env(settings)
+            with Client(settings=settings) as client:
+                _hugepage_vm(client, bed, name)
+                _rc, report, _err = doctor(env, "vm", name)
+                assert findings(report, "vm.hugepages")[0]["severity"] == "error"
+                fixed = subprocess.run(
+                    [VIRTKIT, "doctor", "vm", name, "--fix", "--yes", "--only", "vm.hugepages"],
+                    env=env, capture_output=True, text=True, timeout=60,
+                )  # fmt: skip
+                assert "64 hugepages of 2 MiB reserved (was 0)" in fixed.stdout, fixed.stdout
+                assert int(no_hugepages.read_text()) == 64
+                _rc, after, _err = doctor(env, "vm", name)
+                assert not findings(after, "vm.hugepages")
+                client.vms.start(name)
+                wait_state(client, name, VMState.RUNNING)
+                assert "ready" in GuestShell(client, name).run("echo ready")
+                client.vms.delete(name, force=True, remove_storage=True)
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_a_running_guest_checks_out(bed: Bed, vm_name: str) -> None:

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from virtkit import Client, Settings
 from virtkit.cli.main import cli
 from virtkit.doctor.bundle import read_tail, tail
-from virtkit.doctor.redact import REDACTED, redact
+from virtkit.doctor.redact import KINDS, REDACTED, redact
 from virtkit.errors import AlreadyExists, NotFound
 
 VNC_PW = "Vnc8pw!x"
@@ -60,7 +60,7 @@ def test_domain_xml_graphics_passwords_are_redacted_and_the_xml_stays_valid() ->
     graphics = ET.fromstring(text).findall("devices/graphics")
     assert [g.get("passwd") for g in graphics] == [REDACTED, REDACTED]
     assert graphics[0].get("listen") == "127.0.0.1"  # the rest is kept
-    assert counts == {"key-value": 2}
+    assert counts == {"key-values": 2}
 
 
 def test_xml_secret_elements_are_redacted() -> None:
@@ -71,7 +71,7 @@ def test_xml_secret_elements_are_redacted() -> None:
     text, counts = redact(xml)
     assert "Elem3ntPw" not in text and "c2VjcmV0LXZhbHVl" not in text
     assert "usage='libvirtiscsi'" in text and "username='admin'" in text
-    assert counts["xml-element"] == 2
+    assert counts["xml-elements"] == 2
 
 
 def test_cloud_init_user_data_secrets_are_redacted() -> None:
@@ -108,8 +108,25 @@ hashed: {HASH}
     parsed = yaml.safe_load(text)  # still YAML
     assert parsed["chpasswd"]["expire"] is False
     assert parsed["users"][0]["name"] == "admin"
-    assert counts["private-key-block"] == 1 and counts["chpasswd"] == 2
-    assert counts["password-hash"] == 2
+    assert counts["private-keys"] == 1 and counts["chpasswd-pairs"] == 2
+    assert counts["password-hashes"] == 2
+
+
+def test_a_user_data_inside_a_json_string_is_redacted_and_keeps_its_lines() -> None:
+    """A seed view or a task log in a JSON file: the whole user-data is one line with "\\n"
+    escapes; a value must end at an escape, not run on into the next line."""
+    user_data = (
+        "#cloud-config\nusers:\n  - name: admin\n    lock_passwd: false\n"
+        f"    passwd: {HASH}\nssh_pwauth: true\nchpasswd:\n  list: |\n    root:Json-Pw-1\n"
+        "  expire: false\nwrite_files:\n  - content: API_TOKEN=Json-Tok-2\nhostname: web1\n"
+        "runcmd:\n  - echo 'bob:Json-Pw-3' | chpasswd\n"
+    )
+    text, counts = redact(json.dumps({"text": user_data}, indent=2))
+    shown = json.loads(text)["text"]
+    assert [s for s in ("Json-Pw-1", "Json-Tok-2", "Json-Pw-3", "saltsalt") if s in text] == []
+    for kept in ("lock_passwd: false", "ssh_pwauth: true", "expire: false", "hostname: web1"):
+        assert kept + "\n" in shown
+    assert counts == {"chpasswd-pairs": 2, "key-values": 1, "password-hashes": 1}
 
 
 def test_chpasswd_as_a_flow_list_and_mapping() -> None:
@@ -130,27 +147,35 @@ def test_log_lines_with_tokens_and_passwords() -> None:
             "Cookie: virtkit_session=Sess-13-abcdef; Path=/",
             "a token vkt_ZZZZyyyyXXXXwwww1234 pasted alone",
             "-vnc 127.0.0.1:0,password=on -spice port=5901",
+            "stored $argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$QXJnb25IYXNoVmFsdWU for alice",
         ]
     )
     text, counts = redact(log)
     secrets = ["vkt_AbCdEf", "QueryTok-77", "UrlPw-88", "CliPw-99", "JsonPw-11", "EnvTok-12",
-               "Sess-13", "vkt_ZZZZ"]  # fmt: skip
+               "Sess-13", "vkt_ZZZZ", "c2FsdHNhbHQ", "QXJnb25IYXNoVmFsdWU"]  # fmt: skip
     assert [s for s in secrets if s in text] == []
     assert "&vm=web1 200" in text and "mirror.example/debian" in text
     assert "password=on" in text  # QEMU's switch is no secret
     assert '"token": null' in text
-    assert counts["authorization"] == 1 and counts["url-credentials"] == 1
+    assert counts["authorization-headers"] == 1 and counts["url-credentials"] == 1
+    assert counts["password-hashes"] == 1 and text.endswith("(redacted) for alice")
 
 
 def test_a_private_key_cut_by_truncation_is_still_hidden() -> None:
     lines = PRIVATE_KEY.split("\n")
     begin_cut = "\n".join(lines[2:]) + "\nafter"  # the tail of a log: BEGIN and a line are gone
     text, counts = redact(begin_cut)
-    assert counts == {"private-key-block": 1}
+    assert counts == {"private-keys": 1}
     assert KEY_BODY not in text and text.endswith("after")
     end_cut = "before\n" + "\n".join(lines[:3])  # the END line not yet written
     text, _ = redact(end_cut)
     assert KEY_BODY not in text and text.startswith("before")
+
+
+def test_the_manifests_own_counts_survive_the_redaction() -> None:
+    every = {"path": "x", "truncated": True, "redacted": {kind: 3 for kind in KINDS}}
+    counts_text = json.dumps(every, indent=2)
+    assert redact(counts_text) == (counts_text, {})
 
 
 def test_ordinary_text_is_left_alone() -> None:
@@ -327,7 +352,7 @@ def test_bundle_on_the_test_driver(planted: tuple[Client, str], tmp_path: Path) 
     # would catch them, as it did in libvirtd's log)
     graphics = ET.fromstring(members["vms/vktest-diag/domain.xml"]).findall("devices/graphics")
     assert len(graphics) == 2 and all(g.get("passwd") in (None, REDACTED) for g in graphics)
-    assert files["logs/libvirtd.log"]["redacted"] == {"key-value": 1}
+    assert files["logs/libvirtd.log"]["redacted"] == {"key-values": 1}
     assert files["virtkit/tasks.json"]["redacted"]
     assert manifest["vms"] == ["vktest-diag"] and manifest["uri"] == vk.uri
     assert made.truncated == ["logs/qemu/vktest-diag.log"]  # type: ignore[attr-defined]

@@ -34,13 +34,16 @@ _PEM = re.compile(
 # The tail of a key block whose BEGIN line a truncation cut off: from the start to its END.
 _PEM_TAIL = re.compile(r"\A.*?-----END [A-Z0-9 ]*PRIVATE KEY-----", re.DOTALL)
 # crypt(3) and argon2 hashes, wherever they stand: $6$salt$hash, $y$..., $2b$..., $argon2id$...
-_HASH = re.compile(r"\$(?:1|2[abxy]|5|6|7|y|gy|sha1|md5|argon2(?:id|i|d))\$[^\s'\"<>,;}\]]+")
+_HASH = re.compile(r"\$(?:1|2[abxy]|5|6|7|y|gy|sha1|md5|argon2(?:id|i|d))\$[A-Za-z0-9./$=,+]+")
 _AUTH_HEADER = re.compile(
     r"(?P<head>\b(?:proxy-)?authorization\s*[:=]\s*)(?P<value>[^\r\n\"'<>]+)", re.IGNORECASE
 )
 _BEARER = re.compile(r"(?P<head>\b(?:bearer|basic|token)\s+)(?P<value>[A-Za-z0-9._~+/=-]{8,})")
 _URL_CREDENTIALS = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s/:@]+:)(?P<value>[^\s/@]+)@")
 _VIRTKIT_TOKEN = re.compile(r"\bvkt_[A-Za-z0-9_-]{8,}")
+# A bare value's characters: up to a space, a quote, a separator, or an escaped newline or tab
+# of text inside a JSON string (a user-data shown in a JSON file is one line with "\n" in it).
+_VALUE = r"(?:[^\s\"'&;,<>}\]\\]|\\[^nrt\"])+"
 # key='v' / key="v" (XML attributes, shell, TOML), "key": "v" (JSON), key: 'v' (YAML)
 _QUOTED = re.compile(
     r"(?P<head>(?P<q0>[\"']?)" + _KEY + r"(?P=q0)\s*[:=]\s*(?P<q>[\"']))(?P<value>.*?)(?P=q)",
@@ -48,7 +51,7 @@ _QUOTED = re.compile(
 )
 # key=v (query strings, command lines, logs), key: v (YAML, HTTP headers) up to the line's end
 _BARE = re.compile(
-    r"(?P<head>" + _KEY + r"\s*(?:=|:[ \t]+)[ \t]*)(?P<value>[^\s\"'&;,<>}\]]+)",
+    r"(?P<head>" + _KEY + r"[\"']?\s*(?:=|:[ \t]+)[ \t]*)(?P<value>" + _VALUE + ")",
     re.IGNORECASE,
 )
 # <passwd>v</passwd>, <secret>v</secret>, <password>v</password> (XML elements' text)
@@ -59,7 +62,7 @@ _ELEMENT = re.compile(
 )
 # cloud-config's chpasswd: the user:password pairs of its list (a block, a flow list, a mapping)
 _CHPASSWD = re.compile(r"^(?P<indent>[ \t]*)chpasswd:[ \t]*(?P<rest>.*)$", re.MULTILINE)
-_PAIR = re.compile(r"(?P<head>(?<![\w.-])[\w.-]+:)(?P<value>(?!\s)[^\s,'\"\]}|]+)")
+_PAIR = re.compile(r"(?P<head>(?<![\w.-])[\w.-]+:)(?P<value>(?:[^\s,'\"\]}|\\]|\\[^nrt\"])+)")
 
 
 def _sub(
@@ -81,12 +84,16 @@ def _sub(
 
 
 def _chpasswd(text: str, counts: Counter[str]) -> str:
-    """The pairs inside each ``chpasswd:`` block: its inline rest and its more-indented lines."""
+    """The user:password pairs of each ``chpasswd:`` block (its inline rest and its
+    more-indented lines), and of any line that names chpasswd (``echo root:pw | chpasswd`` in a
+    runcmd, a log line, a user-data inside a JSON string)."""
     lines = text.split("\n")
     i = 0
     while i < len(lines):
         match = _CHPASSWD.match(lines[i])
         if match is None:
+            if "chpasswd" in lines[i].lower():
+                lines[i] = _pairs(lines[i], counts)
             i += 1
             continue
         indent = len(match.group("indent").expandtabs())
@@ -102,31 +109,39 @@ def _chpasswd(text: str, counts: Counter[str]) -> str:
 
 def _pairs(line: str, counts: Counter[str]) -> str:
     # "expire: false" is YAML (a space after the colon); "root:s3cret" is a pair
-    return _sub(_PAIR, "chpasswd", line, counts)
+    return _sub(_PAIR, "chpasswd-pairs", line, counts)
 
 
 _RULES: list[tuple[str, Callable[[str, Counter[str]], str]]] = [
-    ("private-key-block", lambda t, c: _sub(_PEM, "private-key-block", t, c, keep_head=False)),
-    ("private-key-block", lambda t, c: _sub(_PEM_TAIL, "private-key-block", t, c, keep_head=False)),
-    ("chpasswd", _chpasswd),
-    ("xml-element", lambda t, c: _sub(_ELEMENT, "xml-element", t, c)),
-    ("authorization", lambda t, c: _sub(_AUTH_HEADER, "authorization", t, c)),
-    ("bearer", lambda t, c: _sub(_BEARER, "bearer", t, c)),
+    ("private-keys", lambda t, c: _sub(_PEM, "private-keys", t, c, keep_head=False)),
+    ("private-keys", lambda t, c: _sub(_PEM_TAIL, "private-keys", t, c, keep_head=False)),
+    ("chpasswd-pairs", _chpasswd),
+    ("xml-elements", lambda t, c: _sub(_ELEMENT, "xml-elements", t, c)),
+    ("authorization-headers", lambda t, c: _sub(_AUTH_HEADER, "authorization-headers", t, c)),
+    ("bearer-credentials", lambda t, c: _sub(_BEARER, "bearer-credentials", t, c)),
     ("url-credentials", lambda t, c: _sub(_URL_CREDENTIALS, "url-credentials", t, c)),
-    ("virtkit-token", lambda t, c: _sub(_VIRTKIT_TOKEN, "virtkit-token", t, c, keep_head=False)),
-    ("password-hash", lambda t, c: _sub(_HASH, "password-hash", t, c, keep_head=False)),
-    ("quoted-value", lambda t, c: _sub(_QUOTED, "key-value", t, c)),
-    ("bare-value", lambda t, c: _sub(_BARE, "key-value", t, c)),
+    ("virtkit-tokens", lambda t, c: _sub(_VIRTKIT_TOKEN, "virtkit-tokens", t, c, keep_head=False)),
+    ("password-hashes", lambda t, c: _sub(_HASH, "password-hashes", t, c, keep_head=False)),
+    ("quoted-value", lambda t, c: _sub(_QUOTED, "key-values", t, c)),
+    ("bare-value", lambda t, c: _sub(_BARE, "key-values", t, c)),
 ]
+
+
+# The kinds counted (plural nouns on purpose: the manifest's own counts pass through redact()
+# too, and a kind named like a secret key, "...token", would hide its own count).
+KINDS = (
+    "private-keys", "chpasswd-pairs", "xml-elements", "authorization-headers",
+    "bearer-credentials", "url-credentials", "virtkit-tokens", "password-hashes", "key-values",
+)  # fmt: skip
 
 
 def redact(text: str) -> tuple[str, dict[str, int]]:
     """``text`` with every secret replaced by ``(redacted)``, and how many of each kind were
-    (``{"key-value": 2, "private-key-block": 1}``); the values themselves are never kept."""
+    (``{"key-values": 2, "private-keys": 1}``); the values themselves are never kept."""
     counts: Counter[str] = Counter()
     for _name, rule in _RULES:
         text = rule(text, counts)
     return text, dict(sorted(counts.items()))
 
 
-__all__ = ["REDACTED", "redact"]
+__all__ = ["KINDS", "REDACTED", "redact"]

@@ -79,6 +79,10 @@ def test_fuzzing_finds_no_server_error_and_no_undocumented_answer(tmp_path: Path
              # these act on this machine itself, not on the test driver: /dev/kvm's mode, and
              # debootstrap from the network as root (tests/unit/test_api_endpoints.py has them)
              "--exclude-path", "/api/v1/host/fix-kvm", "--exclude-path", "/api/v1/images/build",
+             # the doctor's fixes change this machine too (device modes, THP, modules,
+             # hugepages, pool directories): tests/unit/test_doctor.py has them
+             "--exclude-path", "/api/v1/host/doctor/fix",
+             "--exclude-path", "/api/v1/vms/{name}/doctor/fix",
              "--request-timeout", "20"],
             env={**env, "NO_COLOR": "1"}, capture_output=True, text=True, timeout=900,
             cwd=tmp_path,

@@ -189,7 +189,8 @@ def test_the_ui_from_login_to_delete(
         # 375 px wide: no page is wider than the screen (tables scroll inside their box).
         narrow = context.new_page()
         narrow.set_viewport_size({"width": 375, "height": 740})
-        for path in ("", "vms", f"vms/{name}", "create", "tasks", "users", "networks", "storage"):
+        for path in ("", "vms", f"vms/{name}", "create", "tasks", "users", "networks", "storage",
+                     "health", f"vms/{name}/health"):  # fmt: skip
             narrow.goto(f"{api.url}/{path}")
             width = narrow.evaluate("document.documentElement.scrollWidth")
             assert width <= 376, f"/{path} is {width} px wide at 375"

@@ -83,7 +83,8 @@ def test_pages_need_a_session_and_send_to_login(app: TestClient) -> None:
 def test_an_admin_sees_every_page_with_relative_links(app: TestClient) -> None:
     csrf = login(app, "ada")
     for path in ("/", "/vms", "/vms/test", "/vms/test/console", "/create", "/storage",
-                 "/networks", "/templates", "/tasks", "/users", "/audit"):  # fmt: skip
+                 "/networks", "/templates", "/tasks", "/users", "/audit", "/health",
+                 "/vms/test/health"):  # fmt: skip
         r = app.get(path)
         assert r.status_code == 200, (path, r.text[:500])
         assert f'<meta name="csrf-token" content="{csrf}">' in r.text
@@ -194,3 +195,22 @@ def test_the_vm_page_has_its_backups(app: TestClient, tmp_path: Path) -> None:
     page = app.get("/vms/test").text
     assert "20261204T000000Z-full" in page
     assert "Back up now" not in page and "Restore to new VM" not in page
+
+
+def test_the_health_page_shows_findings_and_fix_buttons(app: TestClient) -> None:
+    login(app, "ada")
+    page = app.get("/health").text
+    assert 'data-check="kvm.usable"' in page
+    # the test driver's pool has no directory: an error, with its fix and a Fix button
+    row = page[page.index('data-check="pool.path"') :].split("</tr>")[0]
+    assert 'class="badge bad"' in row and 'data-api="POST api/v1/host/doctor/fix"' in row
+    assert '"checks": ["pool.path"]' in row
+    vm = app.get("/vms/test/health").text
+    assert 'data-check="vm.state"' in vm
+
+
+def test_a_viewer_sees_health_without_fix_buttons(app: TestClient) -> None:
+    login(app, "vera")
+    page = app.get("/health")
+    assert page.status_code == 200 and 'data-check="pool.path"' in page.text
+    assert "doctor/fix" not in page.text

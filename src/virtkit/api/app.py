@@ -156,6 +156,7 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
         backups,
         consoles,
         devices,
+        doctor,
         events,
         host,
         metrics,
@@ -176,6 +177,7 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
         storage,
         networks,
         host,
+        doctor,
         tasks,
         events,
     ):

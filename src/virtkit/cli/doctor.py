@@ -35,20 +35,28 @@ def _print_report(report: Any, *, show_ok: bool) -> None:
     )
 
 
-def _fix(state: State, report: Any, yes: bool) -> list[Any]:
-    fixable = [f for f in report.findings if f.fixable and str(f.severity) != "ok"]
+def _fix(
+    state: State, report: Any, yes: bool, only: tuple[str, ...], err: bool = False
+) -> list[Any]:
+    fixable = [
+        f
+        for f in report.findings
+        if f.fixable
+        and str(f.severity) != "ok"
+        and (not only or any(f.check == o or f.check.startswith(o + ".") for o in only))
+    ]
     if not fixable:
-        click.echo("nothing that --fix can repair")
+        click.echo("nothing that --fix can repair", err=err)
         return []
-    click.echo("--fix will:")
+    click.echo("--fix will:", err=err)
     for item in fixable:
-        click.echo(f"  - {item.subject}: {item.fix}")
+        click.echo(f"  - {item.subject}: {item.fix}", err=err)
     if not yes:
-        click.confirm("apply these fixes?", abort=True)
+        click.confirm("apply these fixes?", abort=True, err=err)
     results: list[Any] = state.client.doctor.apply_fixes(fixable)
     for result in results:
         mark = "fixed" if result.applied else "NOT fixed"
-        click.echo(f"{mark}: {result.subject}: {result.message}")
+        click.echo(f"{mark}: {result.subject}: {result.message}", err=err)
     return results
 
 
@@ -65,11 +73,37 @@ def _finish(report: Any, as_json: bool, show_ok: bool, fixes: list[Any] | None) 
         sys.exit(1)
 
 
+def _check(
+    state: State,
+    make_report: Any,
+    as_json: bool,
+    show_ok: bool,
+    fix: bool,
+    yes: bool,
+    only: tuple[str, ...],
+) -> None:
+    """Report; with --fix show the problems, apply the fixes, and report again."""
+    report = make_report()
+    fixes = None
+    if fix:
+        if not as_json:
+            _print_report(report, show_ok=False)
+        fixes = _fix(state, report, yes, only, err=as_json)
+        report = make_report()
+    _finish(report, as_json, show_ok, fixes)
+
+
 common = [
     json_option,
     click.option("--all", "show_ok", is_flag=True, help="Show the checks that passed too."),
     click.option("--fix", is_flag=True, help="Apply the safe fixes (after confirmation)."),
     click.option("--yes", "-y", is_flag=True, help="Do not ask before --fix applies fixes."),
+    click.option(
+        "--only",
+        multiple=True,
+        metavar="CHECK",
+        help="With --fix: only the fixes of these checks (e.g. pool.path; repeatable).",
+    ),
 ]
 
 
@@ -84,7 +118,13 @@ def _options(fn: Any) -> Any:
 @pass_state
 @click.pass_context
 def doctor(
-    ctx: click.Context, state: State, as_json: bool, show_ok: bool, fix: bool, yes: bool
+    ctx: click.Context,
+    state: State,
+    as_json: bool,
+    show_ok: bool,
+    fix: bool,
+    yes: bool,
+    only: tuple[str, ...],
 ) -> None:
     """Check the host (or a VM: doctor vm NAME): findings, why they matter, and the fix.
 
@@ -94,28 +134,22 @@ def doctor(
     """
     if ctx.invoked_subcommand is not None:
         return
-    report = state.client.doctor.host_report()
-    fixes = None
-    if fix:
-        if not as_json:
-            _print_report(report, show_ok=False)
-        fixes = _fix(state, report, yes)
-        report = state.client.doctor.host_report()
-    _finish(report, as_json, show_ok, fixes)
+    _check(state, state.client.doctor.host_report, as_json, show_ok, fix, yes, only)
 
 
 @doctor.command("vm")
 @click.argument("name")
 @_options
 @pass_state
-def vm(state: State, name: str, as_json: bool, show_ok: bool, fix: bool, yes: bool) -> None:
+def vm(
+    state: State,
+    name: str,
+    as_json: bool,
+    show_ok: bool,
+    fix: bool,
+    yes: bool,
+    only: tuple[str, ...],
+) -> None:
     """Why a VM will not start or is paused, and whether its disks, agent, console, network
     and memory are sound."""
-    report = state.client.doctor.vm_report(name)
-    fixes = None
-    if fix:
-        if not as_json:
-            _print_report(report, show_ok=False)
-        fixes = _fix(state, report, yes)
-        report = state.client.doctor.vm_report(name)
-    _finish(report, as_json, show_ok, fixes)
+    _check(state, lambda: state.client.doctor.vm_report(name), as_json, show_ok, fix, yes, only)

@@ -335,6 +335,20 @@ def hugepages(ctx: HostContext) -> list[Finding]:
             ]
         return [finding("hugepages", OK, "host", "no VM uses hugepages, none reserved")]
     out = []
+    mounts = lf.read(ctx.root, "proc/mounts") or ""
+    if not any(line.split()[2:3] == ["hugetlbfs"] for line in mounts.splitlines()):
+        out.append(
+            finding(
+                "hugepages.mount",
+                ERROR,
+                "host",
+                "no hugetlbfs is mounted, and VMs use hugepages",
+                "libvirt backs guest memory with files on a hugetlbfs mount; without one "
+                "hugepage-backed VMs do not start.",
+                "mount -t hugetlbfs hugetlbfs /dev/hugepages (an fstab line keeps it), then "
+                "restart libvirtd",
+            )
+        )
     for size, (pages, names) in sorted(need.items()):
         pool = have.get(size)
         total = pool.total if pool else 0

@@ -27,6 +27,7 @@ from virtkit.services.vmscope import check_owner, restricted, visible
 from virtkit.specs.backup import BackupSet
 from virtkit.specs.cloudinit import SeedView
 from virtkit.specs.common import validate_name
+from virtkit.specs.doctor import DoctorReport
 from virtkit.specs.network import GuestAddress
 from virtkit.specs.snapshot import tree_order
 from virtkit.specs.tasks import TaskView
@@ -265,6 +266,41 @@ def _snapshot_rows(ctx: ApiContext, who: Viewer, name: str) -> list[dict[str, An
             )
         rows.append(row)
     return rows
+
+
+def _health(request: Request, who: Viewer, report: DoctorReport, fix_url: str) -> Response:
+    counts = Counter(f.severity.value for f in report.findings)
+    order = {"error": 0, "warning": 1, "info": 2, "ok": 3}
+    findings = sorted(report.findings, key=lambda f: order[f.severity.value])
+    return page(
+        request,
+        "health.html",
+        who,
+        report=report,
+        findings=findings,
+        counts={k: counts.get(k, 0) for k in order},
+        fix_url=fix_url,
+    )
+
+
+@router.get("/health", response_class=HTMLResponse)
+@html
+def host_health(request: Request, who: Who) -> Response:
+    """The doctor's host report, with a Fix button for each fix it can apply."""
+    need(who, "host.read")
+    report = _ctx(request).client.doctor.host_report()
+    return _health(request, who, report, "api/v1/host/doctor/fix")
+
+
+@router.get("/vms/{name}/health", response_class=HTMLResponse)
+@html
+def vm_health(request: Request, who: Who, name: str) -> Response:
+    """The doctor's report of one VM."""
+    validate_name(name)
+    ctx = _ctx(request)
+    _vm_of(ctx, who, name)
+    report = ctx.client.doctor.vm_report(name)
+    return _health(request, who, report, f"api/v1/vms/{name}/doctor/fix")
 
 
 @router.get("/vms/{name}/console", response_class=HTMLResponse)

@@ -355,6 +355,7 @@ def test_bundle_on_the_test_driver(planted: tuple[Client, str], tmp_path: Path) 
     assert files["logs/libvirtd.log"]["redacted"] == {"key-values": 1}
     assert files["virtkit/tasks.json"]["redacted"]
     assert manifest["vms"] == ["vktest-diag"] and manifest["uri"] == vk.uri
+    assert manifest["defined_vms"] == ["vktest-diag", "vktest-other"]
     assert made.truncated == ["logs/qemu/vktest-diag.log"]  # type: ignore[attr-defined]
     assert sum(made.redactions.values()) > 100  # type: ignore[attr-defined]
 

@@ -43,7 +43,7 @@ def bundle(
 
     def say(line: str) -> None:
         if not as_json:
-            click.echo(f"collecting: {line}", err=True)
+            click.echo(f"{line} ...", err=True)
 
     made = state.client.diag.bundle(list(vms), all_vms=all_vms, output=output, progress=say)
     if as_json:

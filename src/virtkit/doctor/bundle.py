@@ -245,27 +245,27 @@ class DiagService:
             raise InvalidInput(f"no directory {target.parent}", code="no_such_directory")
 
         b = _Bundle(self.file_cap, self.total_cap)
-        say("host facts and versions")
+        say("collecting host facts and versions")
         b.step("host info", lambda: b.add_json("host/info.json", self.host_info(), "host info"))
         b.step("versions", lambda: b.add_json("host/versions.json", self._versions(), "versions"))
         b.step("capabilities", self._capabilities, b)
-        say("doctor (host)")
+        say("running doctor (host)")
         b.step("doctor", lambda: self._doctor(b, "host/doctor", self.host_report, "doctor"))
-        say("domain, network and pool XML")
+        say("collecting domain, network and pool XML")
         b.step("domains", lambda: self._domains(b))
         b.step("networks", lambda: self._networks(b))
         b.step("pools", lambda: self._pools(b))
         for name in focus:
-            say(f"VM {name}")
+            say(f"examining VM {name}")
             base = f"vms/{_safe(name)}"
             b.step(f"doctor vm {name}", self._doctor, b, f"{base}/doctor",
                    partial(self.vm_report, name), f"doctor vm {name}")  # fmt: skip
             b.step(f"cloud-init of {name}", self._seed, b, name, base)
-        say("virtkit's tasks and audit log")
+        say("collecting virtkit's tasks and audit log")
         b.step("tasks", lambda: self._tasks(b))
         b.step("audit log", lambda: self._audit(b))
         if self.host.is_local:
-            say("logs")
+            say("collecting logs")
             b.step("logs", lambda: self._logs(b, names, focus))
             b.step("dmesg", lambda: self._dmesg(b))
         else:
@@ -276,10 +276,10 @@ class DiagService:
             "virtkit_version": __version__,
             "uri": self.host.uri,
             "vms": focus,
-            "all_vms": names,
+            "defined_vms": sorted(names),
         }
         manifest, _counts = redact(json.dumps(b.manifest(meta), indent=2) + "\n")
-        say("writing")
+        say("writing the tarball")
         size, count = _write(target, top, b.members, manifest.encode())
         totals: Counter[str] = Counter()
         for member in b.members:

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from virtkit import Client, Settings
 from virtkit.cli.main import cli
-from virtkit.doctor.bundle import read_tail, tail
+from virtkit.doctor.bundle import _safe, read_tail, tail
 from virtkit.doctor.redact import KINDS, REDACTED, redact
 from virtkit.errors import AlreadyExists, NotFound
 
@@ -205,6 +205,16 @@ def test_tail_keeps_whole_lines_within_the_cap(tmp_path: Path) -> None:
     # a cut that falls exactly at a line start keeps that line
     line = len(b"line 0000 password=Pw0000\n")
     assert read_tail(path, 3 * line)[0] == data[-3 * line :]
+
+
+def test_member_names_stay_inside_the_bundle() -> None:
+    assert [_safe(n) for n in ("..", ".hidden", "a/../b", "web1", "")] == [
+        "_.",
+        "_hidden",
+        "a_.._b",
+        "web1",
+        "_",
+    ]
 
 
 # -- a bundle on the test driver ------------------------------------------------------------------

@@ -184,7 +184,8 @@ class _Bundle:
 
 def _safe(name: str) -> str:
     """A member name from a libvirt object's name: no '/', no '..' tricks."""
-    return re.sub(r"[^\w.+-]", "_", name) or "_"
+    safe = re.sub(r"[^\w.+-]", "_", name)
+    return re.sub(r"^\.", "_", safe) or "_"  # "..", ".x": never a way out of the bundle's top
 
 
 class DiagService:

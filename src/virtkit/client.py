@@ -20,6 +20,7 @@ from virtkit.settings import Settings
 # Services are imported when first used: a CLI command pays only for what it runs.
 if TYPE_CHECKING:
     from virtkit.backend.capabilities import CapabilityProbe
+    from virtkit.doctor.bundle import DiagService
     from virtkit.doctor.service import DoctorService
     from virtkit.ksm.service import KsmService
     from virtkit.metrics.collector import HostCollector
@@ -219,6 +220,24 @@ class Client:
             addresses=self.nics.ip,
             console_answers=self.consoles.answers,
             qemu_log_dir=self.settings.qemu_log_dir,
+        )
+
+    @cached_property
+    def diag(self) -> DiagService:
+        """Diagnostics bundles (``virtkit diag bundle``): facts, reports, XML, logs; redacted."""
+        from virtkit.doctor.bundle import DiagService
+        from virtkit.services.vmseed import describe
+
+        s = self.settings
+        return DiagService(
+            self.host,
+            host_info=self.hosts.info,
+            host_report=lambda: self.doctor.host_report(),
+            vm_report=lambda name: self.doctor.vm_report(name),
+            seed_view=lambda name: describe(self.host, self.pools, name),
+            store=self.store,
+            qemu_log_dir=s.qemu_log_dir,
+            console_log_dir=s.console_log_dir,
         )
 
     @cached_property

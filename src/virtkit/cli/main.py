@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Back up VMs (full and incremental), verify, restore, prune, schedule.",
     ),
     "dev": ("virtkit.cli.dev", "dev", "Development helpers (the tiny test guest)."),
+    "diag": (
+        "virtkit.cli.diag", "diag",
+        "Diagnostics: a bundle of facts, reports, XML and logs, secrets redacted.",
+    ),
     "doctor": (
         "virtkit.cli.doctor", "doctor",
         "Check the host (or a VM: doctor vm NAME): findings, why they matter, and the fix.",

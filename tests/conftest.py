@@ -36,6 +36,7 @@ def cli_env(s: Settings) -> dict[str, str]:
         "VIRTKIT_STORAGE_POOL": s.storage_pool,
         "VIRTKIT_STORAGE_POOL_PATH": str(s.storage_pool_path),
         "VIRTKIT_CONSOLE_LOG_DIR": str(s.console_log_dir),
+        "VIRTKIT_QEMU_LOG_DIR": str(s.qemu_log_dir),
         "VIRTKIT_KVM_PROBE_TIMEOUT": str(s.kvm_probe_timeout),
         "VIRTKIT_CONFIG": "/nonexistent",
     }
@@ -83,6 +84,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
         storage_pool="vktest-pool",
         storage_pool_path=shared / "images",
         console_log_dir=shared / "logs",
+        qemu_log_dir=daemon.base / "log" / "qemu",  # the daemon's /var/log/libvirt/qemu
         kvm_probe_timeout=8.0,
         shutdown_timeout=30.0,
     )

@@ -95,8 +95,7 @@ def test_bundle_of_a_real_vm_has_its_files_and_no_secret(
         networks = vk.host.networks.names()
 
     out = tmp_path / "bundle.tar.gz"
-    qemu_logs = bed.daemon.base / "log" / "qemu"
-    env = {**bed.env(), "VIRTKIT_QEMU_LOG_DIR": str(qemu_logs)}
+    env = bed.env()  # its qemu_log_dir is the private daemon's
     try:
         done = subprocess.run(
             [VIRTKIT, "diag", "bundle", vm_name, "-o", str(out), "--json"],

@@ -16,26 +16,13 @@ Profiles:
 
 from __future__ import annotations
 
-import copy
-import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from virtkit.errors import InvalidInput, Unsupported
 from virtkit.tuning.topology import Node, Topology, format_cpuset, parse_cpuset
-from virtkit.xml.domain import (
-    CPU,
-    CPUTune,
-    Domain,
-    HugePage,
-    IOThreadPin,
-    MemBalloon,
-    MemoryBacking,
-    NumaTune,
-    TuningRecord,
-    VcpuPin,
-)
+from virtkit.xml.domain import Domain
 
 Profile = Literal["latency", "throughput", "density"]
 PROFILES: tuple[Profile, ...] = ("latency", "throughput", "density")
@@ -708,105 +695,3 @@ def _sharing(plan: Plan, vm: VmFacts) -> None:
                 "the KSM and memory policies",
                 "next_boot",
             )
-
-
-# -- the rewrite ---------------------------------------------------------------------------------
-
-
-def rewrite(domain: Domain, plan: Plan) -> Domain:
-    """A copy of the persistent definition with the plan carried out (everything but the
-    changes marked ``manual``)."""
-    new = Domain.parse(domain.to_xml())
-    _rewrite_cpus(new, plan)
-    if plan.numa_mode is not None:
-        numa = new.numatune or NumaTune()
-        numa.memory_mode = plan.numa_mode
-        numa.memory_nodeset = format_cpuset(plan.numa_nodes)
-        new.numatune = numa
-    _rewrite_memory(new, plan)
-    if plan.cpu_mode is not None:
-        cpu = new.cpu or CPU()
-        for child in list(cpu.node):  # a named model and its features belong to other modes
-            if child.tag in ("model", "feature", "vendor"):
-                cpu.node.remove(child)
-        cpu.mode = plan.cpu_mode
-        cpu.match = None
-        cpu.check = None
-        new.cpu = cpu
-    for disk in new.disks:
-        for key, value in plan.disk_driver.get(disk.target_dev or "?", {}).items():
-            setattr(disk, f"driver_{key}", value)
-    for nic in new.interfaces:
-        for key, value in plan.nic_driver.get(nic.mac or "?", {}).items():
-            setattr(nic, "model" if key == "model" else f"driver_{key}", value)
-    if plan.balloon == "none":
-        balloon = MemBalloon()
-        balloon.model = "none"
-        new.memballoon = balloon
-    elif plan.balloon == "virtio-stats":
-        balloon = new.memballoon or MemBalloon()
-        balloon.model = "virtio"
-        balloon.stats_period = 10
-        new.memballoon = balloon
-    record = TuningRecord()
-    record.profile = plan.profile
-    new.ensure_virtkit_metadata().tuning = record
-    return new
-
-
-def _rewrite_cpus(new: Domain, plan: Plan) -> None:
-    if not plan.vcpu_pins and plan.emulator is None:
-        return
-    tune = new.cputune or CPUTune()
-    for old in list(tune.vcpupins):
-        tune.vcpupins.remove(old)
-    for vcpu, cpus in sorted(plan.vcpu_pins.items()):
-        pin = VcpuPin()
-        pin.vcpu = vcpu
-        pin.cpuset = format_cpuset(cpus)
-        tune.vcpupins.append(pin)
-    if plan.emulator is not None:
-        tune.emulatorpin = format_cpuset(plan.emulator)
-    for old_io in list(tune.iothreadpins):
-        tune.iothreadpins.remove(old_io)
-    if plan.iothreads and plan.iothread is not None:
-        new.iothreads = max(plan.iothreads, new.iothreads or 0)
-        io_pin = IOThreadPin()
-        io_pin.iothread = 1
-        io_pin.cpuset = format_cpuset(plan.iothread)
-        tune.iothreadpins.append(io_pin)
-    new.cputune = tune
-
-
-def _rewrite_memory(new: Domain, plan: Plan) -> None:
-    backing = new.memory_backing or MemoryBacking()
-    choice = plan.hugepages
-    if plan.profile == "density":
-        backing.hugepages = False
-    elif choice is not None and choice.reserved:
-        backing.hugepages = False  # drops old <page> children too
-        page = HugePage()
-        page.size = choice.size_kib
-        page.unit = "KiB"  # no nodeset: that names guest NUMA nodes; numatune picks the host's
-        backing.pages.append(page)
-    if plan.nosharepages is not None:
-        backing.nosharepages = plan.nosharepages
-    if plan.locked is not None:
-        backing.locked = plan.locked
-    new.memory_backing = backing if len(list(backing.node)) else None
-
-
-def unified_diff(before: Domain, after: Domain, name: str) -> str:
-    """The persistent definition before and after, as a unified diff."""
-    return "".join(
-        difflib.unified_diff(
-            before.to_xml().splitlines(keepends=True),
-            after.to_xml().splitlines(keepends=True),
-            fromfile=f"{name}.xml (now)",
-            tofile=f"{name}.xml (tuned)",
-        )
-    )
-
-
-def copy_domain(domain: Domain) -> Domain:
-    return Domain(copy.deepcopy(domain.node))

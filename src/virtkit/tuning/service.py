@@ -21,10 +21,9 @@ from virtkit.tuning.plan import (
     check_profile,
     make_plan,
     other_vm,
-    rewrite,
-    unified_diff,
     vm_facts,
 )
+from virtkit.tuning.rewrite import rewrite, unified_diff
 from virtkit.tuning.topology import (
     Topology,
     format_cpuset,

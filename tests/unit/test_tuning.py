@@ -308,7 +308,9 @@ def test_1g_hugepages_reserved_are_used() -> None:
     assert plan.hugepages.size_kib == GIB and plan.hugepages.node == plan.node
     new = rewrite(domain(mem_kib=GIB), plan)
     backing = new.memory_backing
-    assert backing is not None and backing.hugepages and backing.locked and backing.nosharepages
+    assert backing is not None and backing.hugepages and backing.nosharepages
+    assert not backing.locked  # advice only: libvirt needs CAP_SYS_RESOURCE for it
+    assert any("<locked/>" in c.summary and c.when == "manual" for c in plan.changes)
     assert [p.size_kib for p in backing.pages] == [GIB]
     # memory that is no multiple of 1 GiB takes 2 MiB pages
     half = make_plan(topology, vm(vcpus=2, mem_gib=1.5), [], "latency")
@@ -401,6 +403,8 @@ def test_rewrite_carries_the_plan_and_keeps_unknown_elements() -> None:
 def test_density_after_latency_removes_what_latency_added() -> None:
     topology = load(SMT)
     lat = rewrite(domain(), make_plan(topology, vm_facts(domain()), [], "latency"))
+    assert lat.memory_backing is not None
+    lat.memory_backing.locked = True  # as an administrator following the advice
     dens_plan = make_plan(topology, vm_facts(lat), [], "density")
     dens = rewrite(lat, dens_plan)
     assert dens.memory_backing is None or not (

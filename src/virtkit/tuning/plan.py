@@ -89,6 +89,7 @@ class VmFacts:
     numa_mode: str | None = None
     numa_nodes: frozenset[int] | None = None
     running: bool = False
+    max_vcpus: int = 0  # room for vCPU hot-plug; 0: the same as vcpus
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ def vm_facts(
     return VmFacts(
         name=domain.name or "?",
         domain_type=domain.type or "kvm",
-        vcpus=domain.vcpu or 1,
+        vcpus=domain.vcpu_current or domain.vcpu or 1,
+        max_vcpus=domain.vcpu or 1,
         memory_kib=memory,
         cpu_mode=cpu.mode if cpu is not None else None,
         disks=tuple(disks),
@@ -170,18 +172,24 @@ def vm_facts(
 
 
 def other_vm(domain: Domain) -> OtherVm:
-    """Another VM's hold on host CPUs, from its definition and virtkit's tuning record."""
+    """Another VM's hold on host CPUs, from its definition and virtkit's tuning record: the
+    CPUs its online vCPUs are pinned to. A VM virtkit tuned holds only its 1:1 pins (its
+    floating pins and its offline vCPUs' hold nothing); any other pinned VM holds all its pins."""
     meta = domain.virtkit
     record = meta.tuning if meta is not None else None
     profile = record.profile if record is not None else None
+    name = domain.name or "?"
+    if profile == "density":  # floats over a node on purpose: holds no core
+        return OtherVm(name, frozenset(), floating=True)
+    online = domain.vcpu_current or domain.vcpu or 1
     tune = domain.cputune
     cpus: frozenset[int] = frozenset()
     if tune is not None:
-        for cpuset in tune.vcpu_cpusets().values():
-            cpus |= parse_cpuset(cpuset)
-    if profile == "density":  # floats over a node on purpose: holds no core
-        return OtherVm(domain.name or "?", frozenset(), floating=True)
-    return OtherVm(domain.name or "?", cpus, exclusive=profile == "latency", floating=not cpus)
+        for vcpu, cpuset in tune.vcpu_cpusets().items():
+            pinned = parse_cpuset(cpuset)
+            if vcpu < online and (profile is None or len(pinned) == 1):
+                cpus |= pinned
+    return OtherVm(name, cpus, exclusive=profile == "latency", floating=not cpus)
 
 
 # -- the plan ------------------------------------------------------------------------------------
@@ -208,6 +216,7 @@ class HugepageChoice:
 class Plan:
     vm: str
     profile: Profile
+    online_vcpus: int = 1
     node: int | None = None
     vcpu_pins: dict[int, frozenset[int]] = field(default_factory=dict)
     emulator: frozenset[int] | None = None
@@ -239,11 +248,12 @@ def make_plan(
 ) -> Plan:
     """The whole plan for ``vm`` under ``profile``; raises an expected error when a latency
     VM cannot get what the profile promises (no free whole cores, larger than every node)."""
-    plan = Plan(vm.name, profile)
+    plan = Plan(vm.name, profile, vm.vcpus)
     if profile == "density":
         _float_cpus(plan, topology, vm, others)
     else:
         _pin_cpus(plan, topology, vm, others)
+    _offline_vcpus(plan, vm)
     _memory(plan, topology, vm)
     _cpu_mode(plan, vm)
     _disks(plan, vm, qemu_version)
@@ -251,6 +261,20 @@ def make_plan(
     _sharing(plan, vm)
     _pin_changes(plan, vm)
     return plan
+
+
+def _offline_vcpus(plan: Plan, vm: VmFacts) -> None:
+    """vCPUs above the current count (hot-plug room) are pinned too, with the emulator: a
+    hot-plugged vCPU must not land on another VM's core."""
+    if vm.max_vcpus <= vm.vcpus or plan.emulator is None:
+        return
+    for vcpu in range(vm.vcpus, vm.max_vcpus):
+        plan.vcpu_pins[vcpu] = plan.emulator
+    if any(len(plan.vcpu_pins[v]) == 1 for v in range(vm.vcpus)):
+        plan.warnings.append(
+            f"vCPUs {vm.vcpus}-{vm.max_vcpus - 1} (offline, room for hot-plug) run on the "
+            "housekeeping CPUs when plugged: tune again after plugging them"
+        )
 
 
 def _taken(others: list[OtherVm], topology: Topology) -> tuple[set[int], set[int]]:
@@ -421,7 +445,8 @@ def _pin_changes(plan: Plan, vm: VmFacts) -> None:
     live: When = "live" if vm.running else "next_boot"
     node_text = f" on NUMA node {plan.node}" if plan.node is not None else ""
     if plan.vcpu_pins and plan.vcpu_pins != vm.pins:
-        one_to_one = all(len(c) == 1 for c in plan.vcpu_pins.values())
+        online = [c for v, c in plan.vcpu_pins.items() if v < plan.online_vcpus]
+        one_to_one = all(len(c) == 1 for c in online)
         pins = ", ".join(f"{v}->{format_cpuset(c)}" for v, c in sorted(plan.vcpu_pins.items()))
         if one_to_one and plan.profile == "latency":
             reason = (
@@ -653,12 +678,14 @@ def _sharing(plan: Plan, vm: VmFacts) -> None:
                 "next_boot",
             )
         if not vm.locked:
-            plan.locked = True
+            # Not written: libvirt then raises QEMU's RLIMIT_MEMLOCK, which needs
+            # CAP_SYS_RESOURCE (the VM does not start without it); hugepages never swap anyway.
             plan.add(
                 "memoryBacking",
-                "locked",
-                "the guest's memory is never swapped out",
-                "next_boot",
+                "add <locked/> and <memtune><hard_limit> (memory + QEMU's overhead) by hand",
+                "locked memory is never swapped out, but libvirt must raise QEMU's locked-memory "
+                "limit for it (CAP_SYS_RESOURCE), and a too-low hard_limit kills the VM",
+                "manual",
             )
         if vm.balloon_model not in (None, "none"):
             plan.balloon = "none"

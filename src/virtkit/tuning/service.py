@@ -140,6 +140,8 @@ class TuningService:
 
             def pin_all() -> None:
                 for vcpu, cpus in sorted(plan.vcpu_pins.items()):
+                    if vcpu >= plan.online_vcpus:
+                        continue  # offline: no thread to pin; the definition has its pin
                     guest.pin_vcpu(vcpu, cpus, live=True, config=False)
 
             done["vcpupin"] = _try(pin_all)

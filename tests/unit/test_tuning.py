@@ -507,3 +507,16 @@ def test_typed_tuning_elements_read_and_write_libvirt_xml() -> None:
     assert again.node.find("cputune/shares") is not None
     assert again.node.find("numatune/memnode") is not None
     assert again.cputune is not None and again.cputune.emulatorpin == "2-3"
+
+
+def test_offline_vcpus_are_pinned_with_the_emulator_and_hold_no_core() -> None:
+    topology = load(SMT)
+    dom = domain(vcpus=4)
+    dom.vcpu_current = 2  # 2 online, room for 4
+    plan = make_plan(topology, vm_facts(dom), [], "latency")
+    assert plan.online_vcpus == 2 and sorted(plan.vcpu_pins) == [0, 1, 2, 3]
+    assert all(len(plan.vcpu_pins[v]) == 1 for v in (0, 1))
+    assert plan.vcpu_pins[2] == plan.vcpu_pins[3] == plan.emulator
+    assert any("hot-plug" in w for w in plan.warnings)
+    hold = other_vm(rewrite(dom, plan))
+    assert hold.cpus == plan.vcpu_pins[0] | plan.vcpu_pins[1]  # the offline pins hold nothing

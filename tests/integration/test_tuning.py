@@ -5,6 +5,8 @@ boots tuned, another latency VM is refused the last core, and `tune host` reads 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,39 @@ def test_tune_host_reads_this_machine(bed: Bed) -> None:
         assert knob["revert"].startswith("echo ") and knob["path"].startswith("/sys/")
         if knob["name"] == "KSM":
             assert knob["current"] == ksm and knob["revert"] == f"echo {ksm} > {knob['path']}"
+
+
+def test_tune_host_apply_on_this_machine_and_its_reverts(
+    bed: Bed, vm_name: str, vk: Client
+) -> None:
+    """KSM is the knob this machine lets change (THP is madvise, no cpufreq, no hugepage VM):
+    apply, see it written, then put it back with the printed revert commands."""
+    vk.vms.create(parse_vm_spec(tiny_spec(bed, vm_name)))  # a VM that allows page sharing
+    saved = {
+        path: path.read_text().strip()
+        for path in [
+            Path("/sys/kernel/mm/ksm/run"),
+            Path("/sys/kernel/mm/transparent_hugepage/enabled"),
+            *Path("/sys/kernel/mm/hugepages").glob("hugepages-*/nr_hugepages"),
+            *Path("/sys/devices/system/node").glob("node*/hugepages/hugepages-*/nr_hugepages"),
+        ]
+    }
+    try:
+        report = vk.tuning.host_apply()
+        knobs = {k.name: k for k in report.knobs}
+        if saved[Path("/sys/kernel/mm/ksm/run")] == "0":
+            ksm = knobs["KSM"]
+            assert ksm.applied and ksm.error is None and ksm.wanted == "1"
+            assert Path("/sys/kernel/mm/ksm/run").read_text().strip() == "1"
+        for knob in report.knobs:
+            assert knob.applied, knob.error
+            revert = subprocess.run(["sh", "-c", knob.revert], capture_output=True, text=True)
+            assert revert.returncode == 0, revert.stderr
+            assert Path(knob.path).read_text().split() and knob.current is not None
+            assert knob.current in Path(knob.path).read_text()
+    finally:
+        for path, value in saved.items():
+            mode = re.search(r"\[(\w+)\]", value)
+            wanted = mode.group(1) if mode else value
+            if path.read_text().strip() != value:
+                path.write_text(wanted + "\n")

@@ -520,3 +520,33 @@ def test_offline_vcpus_are_pinned_with_the_emulator_and_hold_no_core() -> None:
     assert any("hot-plug" in w for w in plan.warnings)
     hold = other_vm(rewrite(dom, plan))
     assert hold.cpus == plan.vcpu_pins[0] | plan.vcpu_pins[1]  # the offline pins hold nothing
+
+
+def test_spanning_vm_interleaves_over_enough_nodes_for_its_memory() -> None:
+    topology = load(FOUR_NODES)  # nodes of 1, 2, 3 and 4 GiB
+    plan = make_plan(topology, vm(vcpus=2, mem_gib=6), [], "throughput")
+    assert plan.numa_mode == "interleave"
+    total = sum(topology.node(n).memory_kib for n in plan.numa_nodes)
+    assert total >= 6 * GIB
+    assert {topology.node_of(c) for c in pinned(plan)} <= plan.numa_nodes
+
+
+def test_one_tune_apply_at_a_time_per_host(tmp_path: Path) -> None:
+    import threading
+
+    from virtkit.tuning.service import _host_lock
+
+    entered = threading.Event()
+
+    def second() -> None:
+        with _host_lock(tmp_path, "qemu:///system"):
+            entered.set()
+
+    with _host_lock(tmp_path, "qemu:///system"):
+        worker = threading.Thread(target=second)
+        worker.start()
+        assert not entered.wait(0.3)  # blocked while the first holds the host's lock
+        with _host_lock(tmp_path, "qemu+ssh://other/system"):  # another host: not blocked
+            pass
+    assert entered.wait(5)
+    worker.join(5)

@@ -403,11 +403,14 @@ def _span_nodes(
         used = set().union(*chosen)
         plan.emulator = frozenset(topology.cpus) - exclusive - used or frozenset(threads)
     plan.iothreads, plan.iothread = 1, plan.emulator
-    nodes = {topology.node_of(c) for pins in plan.vcpu_pins.values() for c in pins}
+    found = {topology.node_of(c) for pins in plan.vcpu_pins.values() for c in pins}
+    nodes = {n for n in found if n is not None}
+    for node in topology.nodes:  # the vCPUs' nodes first, then more until the memory fits
+        if sum(topology.node(n).memory_kib for n in nodes) >= vm.memory_kib:
+            break
+        nodes.add(node.id)
     plan.numa_mode = "interleave"
-    plan.numa_nodes = frozenset(n for n in nodes if n is not None) or frozenset(
-        n.id for n in topology.nodes
-    )
+    plan.numa_nodes = frozenset(nodes)
 
 
 def _float_cpus(plan: Plan, topology: Topology, vm: VmFacts, others: list[OtherVm]) -> None:
@@ -577,11 +580,14 @@ def choose_hugepages(topology: Topology, node: Node, vm: VmFacts) -> HugepageCho
 
 
 def _cpu_mode(plan: Plan, vm: VmFacts) -> None:
-    if vm.domain_type != "kvm":
+    if vm.domain_type == "qemu":
         plan.warnings.append(
-            f"the VM runs under TCG (domain type {vm.domain_type!r}): QEMU emulates the CPU, "
-            "so host-passthrough/host-model cannot apply; the CPU mode is left as it is"
+            "the VM runs under TCG (domain type 'qemu'): QEMU emulates the CPU, so "
+            "host-passthrough/host-model cannot apply; the CPU mode is left as it is"
         )
+        return
+    if vm.domain_type != "kvm":
+        plan.warnings.append(f"domain type {vm.domain_type!r}: the CPU mode is left as it is")
         return
     wanted = "host-model" if plan.profile == "density" else "host-passthrough"
     if vm.cpu_mode == wanted:
@@ -632,7 +638,7 @@ def _disks(plan: Plan, vm: VmFacts, qemu_version: tuple[int, int, int]) -> None:
             io, why = "native", "io=native: Linux AIO (this QEMU has no io_uring)"
         else:
             io, why = "threads", "io=threads: native AIO needs cache=none"
-        if disk.io != io:
+        if disk.io != io and not (io == "threads" and disk.io is None):  # threads: the default
             wanted["io"] = io
             reasons.append(why)
         if not disk.readonly and disk.discard != "unmap":

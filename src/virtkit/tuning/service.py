@@ -4,9 +4,12 @@ definition always, the pins live where the VM runs."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from virtkit.backend.guest import Guest
@@ -35,6 +38,29 @@ from virtkit.xml.domain import Domain
 log = logging.getLogger(__name__)
 
 HOST_PROFILES = ("virtualization",)
+LOCK_DIR = Path("/run/virtkit")
+
+
+@contextlib.contextmanager
+def _host_lock(lock_dir: Path | None, uri: str) -> Iterator[None]:
+    """One ``tune apply`` at a time per libvirt host (from this machine): two latency VMs
+    planned at once could both pick the same free core. An flock, freed if the process dies."""
+    if lock_dir is None:
+        yield
+        return
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:12]
+    try:
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_dir / f"tune-{digest}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:  # no place for a lock (not root): plan without one
+        log.debug("no tuning lock in %s: %s", lock_dir, exc)
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _version(text: str) -> tuple[int, int, int]:
@@ -60,9 +86,16 @@ def _direct_io(path: str) -> bool | None:
 class TuningService:
     """Plans and applies per-VM tuning profiles and the host's virtualization profile."""
 
-    def __init__(self, host: Host, *, sysfs_root: Path | None = Path("/sys")) -> None:
+    def __init__(
+        self,
+        host: Host,
+        *,
+        sysfs_root: Path | None = Path("/sys"),
+        lock_dir: Path | None = LOCK_DIR,
+    ) -> None:
         self.host = host
         self.sysfs_root = sysfs_root
+        self.lock_dir = lock_dir
 
     # -- facts ------------------------------------------------------------------------------
 
@@ -115,10 +148,11 @@ class TuningService:
 
     def apply(self, name: str, profile: str) -> TuneReport:
         """Define the tuned persistent definition; on a running VM, pin live what can be."""
-        guest, config, plan, running = self._plan(name, profile)
-        new = rewrite(config, plan)
-        self.host.define(new.to_xml())
-        live_done = self._apply_live(guest, plan) if running else {}
+        with _host_lock(self.lock_dir, self.host.uri):
+            guest, config, plan, running = self._plan(name, profile)
+            new = rewrite(config, plan)
+            self.host.define(new.to_xml())
+            live_done = self._apply_live(guest, plan) if running else {}
         outcomes = {}
         for change in plan.changes:
             if change.when == "manual":

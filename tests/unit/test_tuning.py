@@ -5,6 +5,7 @@ emulator stays off latency cores; hugepages where reserved or reservable; refusa
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from virtkit.tuning.plan import (
     vm_facts,
 )
 from virtkit.tuning.rewrite import rewrite, unified_diff
+from virtkit.tuning.service import _host_lock
 from virtkit.tuning.topology import (
     Topology,
     format_cpuset,
@@ -532,10 +534,6 @@ def test_spanning_vm_interleaves_over_enough_nodes_for_its_memory() -> None:
 
 
 def test_one_tune_apply_at_a_time_per_host(tmp_path: Path) -> None:
-    import threading
-
-    from virtkit.tuning.service import _host_lock
-
     entered = threading.Event()
 
     def second() -> None:

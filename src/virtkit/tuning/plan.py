@@ -302,7 +302,7 @@ def _fits_memory(node: Node, vm: VmFacts) -> bool:
 
 def _pin_cpus(plan: Plan, topology: Topology, vm: VmFacts, others: list[OtherVm]) -> None:
     held, exclusive = _taken(others, topology)
-    own = set().union(*vm.pins.values()) if vm.pins else set()
+    own = {cpu for pin in vm.pins.values() if len(pin) == 1 for cpu in pin}  # its 1:1 pins
     largest_cpus = max(len(n.cpus) for n in topology.nodes)
     largest_mem = max(n.memory_kib for n in topology.nodes)
     larger = vm.vcpus > largest_cpus or vm.memory_kib > largest_mem

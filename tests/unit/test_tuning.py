@@ -548,3 +548,23 @@ def test_one_tune_apply_at_a_time_per_host(tmp_path: Path) -> None:
             pass
     assert entered.wait(5)
     worker.join(5)
+
+
+def test_service_on_libvirts_test_driver_and_its_refusals() -> None:
+    from virtkit.client import Client
+
+    with Client("test:///default") as client:
+        report = client.tuning.check("test", "throughput")  # the driver's running "test" VM
+        assert report.running and report.diff.startswith("---")
+        assert {c.area for c in report.changes} >= {"vcpupin", "emulatorpin", "numatune"}
+        assert {c.when for c in report.changes if c.area == "vcpupin"} == {"live"}
+        with pytest.raises(InvalidInput) as err:
+            client.tuning.check("test", "fast")
+        assert err.value.code == "tune_unknown_profile"
+        with pytest.raises(Unsupported) as refused:
+            client.tuning.check("test", "latency")  # 8 GiB: larger than each 4 GiB cell
+        assert refused.value.code == "tune_vm_larger_than_node"
+    remote = Client("qemu+ssh://elsewhere.invalid/system").tuning
+    with pytest.raises(Unsupported) as not_local:
+        remote.host_check()
+    assert not_local.value.code == "tune_host_not_local"

@@ -192,17 +192,20 @@ class TuningService:
         return done
 
     def host_check(self, profile: str = "virtualization") -> HostTuneReport:
+        """What the host profile would change (read from this machine's sysfs)."""
         return self._host(profile, apply=False)
 
     def host_apply(self, profile: str = "virtualization") -> HostTuneReport:
-        if not self.host.is_local:
-            raise Unsupported(
-                f"tune host --apply writes this machine's /sys: {self.host.uri} is another host",
-                code="tune_host_not_local",
-            )
+        """Write the host profile's values; each knob says how to revert it."""
         return self._host(profile, apply=True)
 
     def _host(self, profile: str, *, apply: bool) -> HostTuneReport:
+        if not self.host.is_local:
+            raise Unsupported(
+                f"tune host reads and writes this machine's /sys: {self.host.uri} is another "
+                "host (run virtkit there)",
+                code="tune_host_not_local",
+            )
         if profile not in HOST_PROFILES:
             raise VirtkitError(
                 f"unknown host tuning profile {profile!r}: use virtualization",
@@ -221,7 +224,7 @@ class TuningService:
             if numa is not None and numa.memory_nodeset:
                 nodes = parse_cpuset(numa.memory_nodeset)
             defined.append((vm_facts(config), nodes))
-        topology = self.topology() if self.host.is_local else None
+        topology = self.topology()
         knobs, notes = host_knobs(root, topology, defined)
         views = []
         for knob in knobs:

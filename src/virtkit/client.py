@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from virtkit.services.tinyguest import TinyGuest
     from virtkit.services.users import UserService
     from virtkit.services.vms import VMService
+    from virtkit.tuning.service import TuningService
 
 
 class Client:
@@ -180,6 +181,13 @@ class Client:
             history_path=s.ksm_history_path,
             history_days=s.ksm_history_days,
         )
+
+    @cached_property
+    def tuning(self) -> TuningService:
+        """The tuning advisor: per-VM profiles (latency, throughput, density) and the host's."""
+        from virtkit.tuning.service import TuningService
+
+        return TuningService(self.host)
 
     @cached_property
     def store(self) -> Store:

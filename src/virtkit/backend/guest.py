@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -265,6 +265,26 @@ class Guest:
         flags = _affect(live, config) | (libvirt.VIR_DOMAIN_MEM_MAXIMUM if maximum else 0)
         with seam(self._connection):
             self._dom.setMemoryFlags(kib, flags)
+
+    def pin_vcpu(self, vcpu: int, cpus: Iterable[int], *, live: bool, config: bool) -> None:
+        """Let vCPU ``vcpu`` run only on the host CPUs ``cpus``."""
+        with seam(self._connection):
+            self._dom.pinVcpuFlags(vcpu, self._cpumap(cpus), _affect(live, config))
+
+    def pin_emulator(self, cpus: Iterable[int], *, live: bool, config: bool) -> None:
+        """Let QEMU's emulator threads run only on the host CPUs ``cpus``."""
+        with seam(self._connection):
+            self._dom.pinEmulator(self._cpumap(cpus), _affect(live, config))
+
+    def pin_iothread(self, iothread: int, cpus: Iterable[int], *, live: bool, config: bool) -> None:
+        with seam(self._connection):
+            self._dom.pinIOThread(iothread, self._cpumap(cpus), _affect(live, config))
+
+    def _cpumap(self, cpus: Iterable[int]) -> tuple[bool, ...]:
+        """libvirt's CPU map: one flag per host CPU (the host's count, asked each time)."""
+        wanted = set(cpus)
+        count = int(self._dom.connect().getCPUMap(0)[0])
+        return tuple(cpu in wanted for cpu in range(count))
 
     def undefine(self) -> None:
         """Remove the persistent definition with its managed save, snapshot and NVRAM metadata."""

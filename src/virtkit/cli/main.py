@@ -63,6 +63,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "virtkit.cli.serve", "serve",
         "Run the REST API and the web UI (https with --cert/--key), until Ctrl+C or SIGTERM.",
     ),
+    "tune": (
+        "virtkit.cli.tune", "tune",
+        "Tune a VM (pinning, NUMA, hugepages, I/O) or the host for a profile, with reasons.",
+    ),
     "user": (
         "virtkit.cli.user", "user", "Users of the API and web UI: roles, passwords, API tokens."
     ),

@@ -93,6 +93,7 @@ _MODULES = {
         "KsmSamples",
         "KsmEstimate",
     ],
+    "tuning": ["TuneProfile", "TuneChange", "TuneReport", "HostTuneKnob", "HostTuneReport"],
 }
 _EXPORTS = {name: f"virtkit.specs.{module}" for module, names in _MODULES.items() for name in names}
 
@@ -147,6 +148,13 @@ if TYPE_CHECKING:
         VolumeResizeSpec,
         VolumeSpec,
         validate_volume_name,
+    )
+    from virtkit.specs.tuning import (
+        HostTuneKnob,
+        HostTuneReport,
+        TuneChange,
+        TuneProfile,
+        TuneReport,
     )
     from virtkit.specs.units import GiB, KiB, MiB, TiB, format_size, parse_since, parse_size
     from virtkit.specs.vm import (
@@ -210,6 +218,8 @@ __all__ = [
     "GuestAddress",
     "HostInfo",
     "HostName",
+    "HostTuneKnob",
+    "HostTuneReport",
     "HugePages",
     "ImageInfo",
     "KiB",
@@ -247,6 +257,9 @@ __all__ = [
     "Severity",
     "Size",
     "TiB",
+    "TuneChange",
+    "TuneProfile",
+    "TuneReport",
     "UserName",
     "VCpus",
     "VMInfo",

@@ -11,12 +11,45 @@ class Pages(XMLObject):
     count = int_text("")
 
 
+class CellCpu(XMLObject):
+    """One logical CPU of a NUMA cell: its socket, die, core and SMT siblings (``0,16``)."""
+
+    TAG = "cpu"
+    id = int_attr("", "id")
+    socket_id = int_attr("", "socket_id")
+    die_id = int_attr("", "die_id")
+    core_id = int_attr("", "core_id")
+    siblings = attr("", "siblings")
+
+
+class Distance(XMLObject):
+    """The NUMA distance from a cell to the cell ``id`` (10 is local)."""
+
+    TAG = "sibling"
+    id = int_attr("", "id")
+    value = int_attr("", "value")
+
+
 class Cell(XMLObject):
     TAG = "cell"
     id = int_attr("", "id")
     memory_kib = int_text("memory")
     pages = Children(Pages)
     cpus = int_attr("cpus", "num")
+    cpu_list = Children(CellCpu, "cpus/cpu")
+    distances = Children(Distance, "distances/sibling")
+
+
+class CacheBank(XMLObject):
+    """A CPU cache (``<host><cache><bank>``): level, size and the CPUs sharing it."""
+
+    TAG = "bank"
+    id = int_attr("", "id")
+    level = int_attr("", "level")
+    type = attr("", "type")
+    size = int_attr("", "size")
+    unit = attr("", "unit")
+    cpus = attr("", "cpus")
 
 
 class Machine(XMLObject):
@@ -69,6 +102,8 @@ class Capabilities(XMLObject):
     cores = int_attr("host/cpu/topology", "cores")
     threads = int_attr("host/cpu/topology", "threads")
     cells = Children(Cell, "host/topology/cells/cell")
+    page_sizes = Children(Pages, "host/cpu/pages")  # the page sizes the host CPU offers
+    cache_banks = Children(CacheBank, "host/cache/bank")
     guests = Children(Guest)
     secmodels = Children(SecModel, "host/secmodel")
 

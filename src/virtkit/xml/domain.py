@@ -69,6 +69,9 @@ class Disk(XMLObject):
     driver_type = attr("driver", "type")
     driver_cache = attr("driver", "cache")
     driver_discard = attr("driver", "discard")
+    driver_io = attr("driver", "io")  # native, threads, io_uring
+    driver_queues = int_attr("driver", "queues")  # virtio-blk multiqueue
+    driver_iothread = int_attr("driver", "iothread")
     source_file = attr("source", "file")
     source_dev = attr("source", "dev")
     source_pool = attr("source", "pool")
@@ -114,6 +117,8 @@ class Interface(XMLObject):
     link_state = attr("link", "state")  # "up" or "down"; absent means up
     target_dev = attr("target", "dev")
     alias = attr("alias", "name")
+    driver_name = attr("driver", "name")  # vhost, qemu
+    driver_queues = int_attr("driver", "queues")  # virtio-net multiqueue
 
 
 class Controller(XMLObject):
@@ -188,6 +193,71 @@ class MemBalloon(XMLObject):
     stats_period = int_attr("stats", "period")  # seconds; the guest reports memory stats
 
 
+class VcpuPin(XMLObject):
+    """``<vcpupin vcpu='0' cpuset='2,18'/>``: the host CPUs one vCPU may run on."""
+
+    TAG = "vcpupin"
+    vcpu = int_attr("", "vcpu")
+    cpuset = attr("", "cpuset")
+
+
+class IOThreadPin(XMLObject):
+    TAG = "iothreadpin"
+    iothread = int_attr("", "iothread")
+    cpuset = attr("", "cpuset")
+
+
+class CPUTune(XMLObject):
+    """``<cputune>``: vCPU, emulator and I/O thread pinning."""
+
+    TAG = "cputune"
+    vcpupins = Children(VcpuPin)
+    emulatorpin = attr("emulatorpin", "cpuset")
+    iothreadpins = Children(IOThreadPin)
+
+    def vcpu_cpusets(self) -> dict[int, str]:
+        return {p.vcpu: p.cpuset for p in self.vcpupins if p.vcpu is not None and p.cpuset}
+
+
+class NumaTune(XMLObject):
+    """``<numatune><memory mode='strict' nodeset='0'/>``: which host nodes give the memory."""
+
+    TAG = "numatune"
+    memory_mode = attr("memory", "mode")  # strict, preferred, interleave, restrictive
+    memory_nodeset = attr("memory", "nodeset")
+
+
+class HugePage(XMLObject):
+    """One ``<hugepages><page size unit nodeset>``."""
+
+    TAG = "page"
+    size = int_attr("", "size")
+    unit = attr("", "unit")
+    nodeset = attr("", "nodeset")
+
+    @property
+    def size_kib(self) -> int | None:
+        if self.size is None:
+            return None
+        factor = {"k": 1, "kib": 1, "m": 1024, "mib": 1024, "g": 1024**2, "gib": 1024**2}
+        return self.size * factor.get((self.unit or "KiB").lower(), 1)
+
+
+class MemoryBacking(XMLObject):
+    TAG = "memoryBacking"
+    hugepages = Flag("hugepages")
+    pages = Children(HugePage, "hugepages/page")
+    nosharepages = Flag("nosharepages")
+    locked = Flag("locked")
+
+
+class TuningRecord(XMLObject):
+    """virtkit's note of the tuning profile a VM was given (``tune apply``)."""
+
+    TAG = VK + "tuning"
+    profile = attr("", "profile")
+
+
 class Tag(XMLObject):
     TAG = VK + "tag"
     name = text("")
@@ -218,6 +288,7 @@ class VirtkitMetadata(XMLObject):
     owner = attr(VK + "owner", "user")  # the API user it belongs to (operators' scope)
     template = attr(VK + "template", "name")  # POOL/NAME of the template it was made from
     host_keys = Children(HostKeyPin, VK + "cloud-init/" + VK + "host-key")
+    tuning = Child(TuningRecord)
 
     @property
     def pinned_host_keys(self) -> list[str]:
@@ -277,6 +348,10 @@ class Domain(XMLObject):
     acpi = Flag("features/acpi")
     apic = Flag("features/apic")
     nosharepages = Flag("memoryBacking/nosharepages")
+    memory_backing = Child(MemoryBacking)
+    cputune = Child(CPUTune)
+    numatune = Child(NumaTune)
+    iothreads = int_text("iothreads")
     clock_offset = attr("clock", "offset")
     timers = Children(Timer, "clock/timer")
     smbios_mode = attr("os/smbios", "mode")

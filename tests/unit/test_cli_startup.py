@@ -31,7 +31,17 @@ def _modules_after(*args: str) -> set[str]:
     return set(json.loads(proc.stderr))
 
 
-@pytest.mark.parametrize("args", [("--help",), ("vm", "--help"), ("vm", "disk", "--help")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--help",),
+        ("vm", "--help"),
+        ("vm", "disk", "--help"),
+        ("doctor", "--help"),
+        ("diag", "--help"),
+        ("tune", "--help"),
+    ],
+)
 def test_help_imports_no_heavy_library(args: tuple[str, ...]) -> None:
     loaded = _modules_after(*args)
     heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)

@@ -33,14 +33,15 @@ CREATE TABLE IF NOT EXISTS vm_meta (
     virtkit     INTEGER NOT NULL,
     owner       TEXT,
     template    TEXT,
+    extra       TEXT,
     seen_at     REAL NOT NULL
 );
 """
 
 _SCHEMAS: list[str] = [SCHEMA]
 
-# a VM's metadata copy: tags, made by virtkit, owner, template
-VMMetaRow = tuple[list[str], bool, str | None, str | None]
+# a VM's metadata copy: tags, made by virtkit, owner, template, and the rest by name (site, ...)
+VMMetaRow = tuple[list[str], bool, str | None, str | None, dict[str, str | None]]
 
 
 def register_schema(sql: str) -> None:
@@ -102,7 +103,7 @@ class Store:
                 if "boot" not in columns:  # added later: stores made before get the column
                     db.execute("ALTER TABLE images ADD COLUMN boot TEXT")
                 columns = {row[1] for row in db.execute("PRAGMA table_info(vm_meta)")}
-                for column in ("owner", "template"):  # added later too
+                for column in ("owner", "template", "extra"):  # added later too
                     if column not in columns:
                         db.execute(f"ALTER TABLE vm_meta ADD COLUMN {column} TEXT")
                         db.execute("DELETE FROM vm_meta")  # copies without it: read afresh
@@ -172,15 +173,23 @@ class Store:
     # -- what a VM listing shows of virtkit's metadata (a copy of the domains' <metadata>) --
 
     def vm_meta(self, uuids: list[str]) -> dict[str, VMMetaRow]:
-        """UUID -> (tags, made by virtkit, owner, template) for those of ``uuids`` the store
-        has a copy of."""
+        """UUID -> (tags, made by virtkit, owner, template, extra) for those of ``uuids`` the
+        store has a copy of."""
         if not uuids:
             return {}
         with self._db() as db:
-            rows = db.execute("SELECT uuid, tags, virtkit, owner, template FROM vm_meta").fetchall()
+            rows = db.execute(
+                "SELECT uuid, tags, virtkit, owner, template, extra FROM vm_meta"
+            ).fetchall()
         wanted = set(uuids)
         return {
-            r["uuid"]: (json.loads(r["tags"]), bool(r["virtkit"]), r["owner"], r["template"])
+            r["uuid"]: (
+                json.loads(r["tags"]),
+                bool(r["virtkit"]),
+                r["owner"],
+                r["template"],
+                json.loads(r["extra"] or "{}"),
+            )
             for r in rows
             if r["uuid"] in wanted
         }
@@ -191,9 +200,12 @@ class Store:
         now = time.time()
         with self._db() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO vm_meta (uuid, tags, virtkit, owner, template, seen_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(u, json.dumps(t), int(v), o, tp, now) for u, (t, v, o, tp) in entries.items()],
+                "INSERT OR REPLACE INTO vm_meta (uuid, tags, virtkit, owner, template, extra, "
+                "seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (u, json.dumps(t), int(v), o, tp, json.dumps(x), now)
+                    for u, (t, v, o, tp, x) in entries.items()
+                ],
             )
 
     def forget_vm_meta(self, uuid: str) -> None:

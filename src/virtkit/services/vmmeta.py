@@ -25,7 +25,7 @@ from typing import Protocol
 from virtkit.backend.events import DomainEvent
 from virtkit.backend.host import Host
 from virtkit.errors import NotFound
-from virtkit.services.store import Store
+from virtkit.services.store import Store, VMMetaRow
 from virtkit.xml.base import VIRTKIT_NS
 from virtkit.xml.domain import Domain, VirtkitMetadata
 
@@ -41,6 +41,9 @@ class VMMeta:
     virtkit: bool = False
     owner: str | None = None
     template: str | None = None  # POOL/NAME it was made from
+    site: str | None = None  # the site that manages it (`virtkit apply`)
+    site_spec: str | None = None  # digest of the site's spec it was made or last changed from
+    login_user: str | None = None  # the user cloud-init made
 
     @classmethod
     def of(cls, meta: VirtkitMetadata | None) -> VMMeta:
@@ -51,6 +54,9 @@ class VMMeta:
             True,
             meta.owner or None,
             meta.template or None,
+            meta.site or None,
+            meta.site_spec or None,
+            meta.login_user or None,
         )
 
     @classmethod
@@ -72,7 +78,33 @@ class VMMeta:
             found = (el.get(attribute) for el in root.iter() if _local(el.tag) == element)
             return next((v for v in found if v), None)
 
-        return cls(tuple(tags), True, first("owner", "user"), first("template", "name"))
+        return cls(
+            tuple(tags),
+            True,
+            first("owner", "user"),
+            first("template", "name"),
+            first("site", "name"),
+            first("site", "spec"),
+            first("cloud-init", "user"),
+        )
+
+    def row(self) -> VMMetaRow:
+        """As the store keeps it."""
+        extra = {"site": self.site, "site_spec": self.site_spec, "login_user": self.login_user}
+        return (list(self.tags), self.virtkit, self.owner, self.template, extra)
+
+    @classmethod
+    def of_row(cls, row: VMMetaRow) -> VMMeta:
+        tags, virtkit, owner, template, extra = row
+        return cls(
+            tuple(tags),
+            virtkit,
+            owner,
+            template,
+            extra.get("site"),
+            extra.get("site_spec"),
+            extra.get("login_user"),
+        )
 
 
 class _Listed(Protocol):
@@ -133,8 +165,8 @@ class MetadataCache:
         need = [r.uuid for r in rows if r.uuid not in self._memory]
         if need and self.store is not None and not refresh:
             kept = self.store.vm_meta([u for u in need if u not in stale])
-            for uuid, (tags, virtkit, owner, template) in kept.items():
-                self._memory[uuid] = VMMeta(tuple(tags), virtkit, owner, template)
+            for uuid, row in kept.items():
+                self._memory[uuid] = VMMeta.of_row(row)
             need = [u for u in need if u not in self._memory]
         fresh: dict[str, VMMeta] = {}
         for uuid in need:
@@ -145,9 +177,7 @@ class MetadataCache:
             fresh[uuid] = VMMeta.of_element(xml) if xml else VMMeta()
         self._memory.update(fresh)
         if fresh and self.store is not None:
-            self.store.put_vm_meta(
-                {u: (list(m.tags), m.virtkit, m.owner, m.template) for u, m in fresh.items()}
-            )
+            self.store.put_vm_meta({u: m.row() for u, m in fresh.items()})
         return {r.uuid: self._memory.get(r.uuid, VMMeta()) for r in rows}
 
     def update(self, uuid: str, meta: VMMeta) -> None:
@@ -156,6 +186,4 @@ class MetadataCache:
             return
         self._memory[uuid] = meta
         if self.store is not None:
-            self.store.put_vm_meta(
-                {uuid: (list(meta.tags), meta.virtkit, meta.owner, meta.template)}
-            )
+            self.store.put_vm_meta({uuid: meta.row()})

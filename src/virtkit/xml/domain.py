@@ -289,6 +289,9 @@ class VirtkitMetadata(XMLObject):
     template = attr(VK + "template", "name")  # POOL/NAME of the template it was made from
     host_keys = Children(HostKeyPin, VK + "cloud-init/" + VK + "host-key")
     tuning = Child(TuningRecord)
+    # `virtkit apply`: the site that manages the VM, and a digest of the spec it was made from
+    site = attr(VK + "site", "name")
+    site_spec = attr(VK + "site", "spec")
 
     @property
     def pinned_host_keys(self) -> list[str]:

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from virtkit.services.networks import NetworkService
     from virtkit.services.nics import NicService
     from virtkit.services.pools import PoolService
+    from virtkit.services.site import SiteService
+    from virtkit.services.sitestate import SiteHost
     from virtkit.services.snapshots import SnapshotService
     from virtkit.services.store import Store
     from virtkit.services.tinyguest import TinyGuest
@@ -57,6 +59,7 @@ class Client:
         self.connection = Connection(self.settings.uri)
         # ``host`` lets tests put a fault-injecting wrapper at the seam.
         self.host: Host = host if host is not None else LibvirtHost(self.connection)
+        self._others: dict[str, Client] = {}  # clients of a site's other hosts
 
     @property
     def uri(self) -> str:
@@ -271,9 +274,52 @@ class Client:
         io-error: see ``event.kind``); returns an unsubscribe function."""
         return self.connection.subscribe(callback)
 
+    @cached_property
+    def sites(self) -> SiteService:
+        """A site as code: ``plan``, ``apply`` and ``drift`` of a site file over its hosts."""
+        from virtkit.services.site import SiteService
+
+        return SiteService(self._site_hosts)
+
+    def _site_hosts(self, site: Any) -> dict[str, SiteHost]:
+        """The site's hosts as sessions: this client for its own URI (and for a site that
+        names no host), another client (the same settings, that URI) for each other host."""
+        from virtkit.services.sitestate import SiteHost
+
+        def session(name: str, client: Client) -> SiteHost:
+            return SiteHost(
+                name=name,
+                uri=client.uri,
+                vms=client.vms,
+                pools=client.pools,
+                networks=client.networks,
+                images=client.images,
+                nics=client.nics,
+                disks=client.disks,
+                store=client.store,
+                host_uuid=client._host_uuid,
+                storage_pool=client.settings.storage_pool,
+            )
+
+        if not site.hosts:
+            return {site.default_host: session(site.default_host, self)}
+        out = {}
+        for host in site.hosts:
+            if host.uri == self.uri:
+                out[host.name] = session(host.name, self)
+                continue
+            if host.uri not in self._others:
+                settings = self.settings.model_copy(update={"uri": host.uri})
+                self._others[host.uri] = Client(settings=settings)
+            out[host.name] = session(host.name, self._others[host.uri])
+        return out
+
     def close(self) -> None:
         if "metrics" in self.__dict__:  # made: its threads and event subscription go too
             self.metrics.close()
+        for other in self._others.values():
+            other.close()
+        self._others.clear()
         self.connection.close()
 
     def __enter__(self) -> Client:

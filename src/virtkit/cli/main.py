@@ -23,6 +23,11 @@ from virtkit.errors import VirtkitError
 # name -> (module, attribute, short help). tests/unit/test_cli.py checks that the short help
 # is the first paragraph of each command's own help.
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "apply": (
+        "virtkit.cli.site", "apply",
+        "Make the site's hosts match the site file: pools and networks, then templates, then "
+        "VMs; rolls back what it created when a step fails; a second apply does nothing.",
+    ),
     "audit": (
         "virtkit.cli.audit", "audit",
         "Show the audit log: who changed what, when, and the result; newest first.",
@@ -39,6 +44,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "doctor": (
         "virtkit.cli.doctor", "doctor",
         "Check the host (or a VM: doctor vm NAME): findings, why they matter, and the fix.",
+    ),
+    "drift": (
+        "virtkit.cli.site", "drift",
+        "Report what differs on the hosts from the site file (exit 2 when something does).",
     ),
     "events": (
         "virtkit.cli.events", "events",
@@ -58,11 +67,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "virtkit.cli.network", "net",
         "Virtual networks: NAT, routed, isolated, open, bridged, macvtap.",
     ),
+    "plan": (
+        "virtkit.cli.site", "plan",
+        "Show what apply would change on the site's hosts to match the site file.",
+    ),
     "pool": ("virtkit.cli.storage", "pool", "Storage pools: where volumes live."),
     "serve": (
         "virtkit.cli.serve", "serve",
         "Run the REST API and the web UI (https with --cert/--key), until Ctrl+C or SIGTERM.",
     ),
+    "site": ("virtkit.cli.site", "site", "The site file of plan, apply and drift."),
     "tune": (
         "virtkit.cli.tune", "tune",
         "Tune a VM (pinning, NUMA, hugepages, I/O) or the host for a profile, with reasons.",

@@ -20,7 +20,7 @@ from virtkit.backend.capabilities import CapabilityProbe
 from virtkit.backend.host import Host
 from virtkit.errors import Unsupported
 from virtkit.services.vmfiles import VMFiles
-from virtkit.services.vmmeta import MetadataCache
+from virtkit.services.vmmeta import MetadataCache, VMMeta
 from virtkit.services.vmviews import VMViews
 from virtkit.specs import DeleteResult, SeedView, SetResult, VMInfo, VMSpec, VMState, VMSummary
 
@@ -222,6 +222,27 @@ class VMService:
     def set_owner(self, name: str, owner: str | None) -> None:
         """Give VM ``name`` to the API user ``owner`` (None: to nobody)."""
         self._setter.set_owner(name, owner)
+
+    def set_tags(self, name: str, tags: builtins.list[str]) -> None:
+        """Replace the VM's tags."""
+        with self._action("vm.tags", name):
+            self._setter.set_tags(name, tags)
+            self._remember_meta(name)
+
+    def set_site(self, name: str, site: str | None, spec: str | None = None) -> None:
+        """Mark the VM as managed by ``site`` with its spec's digest (``virtkit apply``)."""
+        self._setter.set_site(name, site, spec)
+        self._remember_meta(name)
+
+    def _remember_meta(self, name: str) -> None:
+        """virtkit changed the VM's metadata: the listing's copy follows at once (its event
+        may reach this process later, and no other process may be listening)."""
+        guest = self.host.lookup(name)
+        self.meta.update(guest.uuid, VMMeta.of_domain(guest.definition(inactive=True)))
+
+    def list_with_meta(self) -> builtins.list[tuple[VMSummary, VMMeta]]:
+        """Every VM with the listing's copy of its virtkit metadata (site, spec digest)."""
+        return self._views.list_with_meta()
 
     def set(
         self,

@@ -13,7 +13,7 @@ from virtkit.errors import InvalidState, VirtkitError
 from virtkit.services.vmlimits import check_memory, check_vcpus, vcpu_limit
 from virtkit.services.vmstate import lookup
 from virtkit.specs import SetResult, VMSetSpec, format_size
-from virtkit.xml.domain import Domain
+from virtkit.xml.domain import Domain, Tag
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,31 @@ class VMSetter:
             raise InvalidState(f"VM {name!r} is transient: it has no owner", code="vm_transient")
         config = guest.definition(inactive=True)
         config.ensure_virtkit_metadata().owner = owner or None
+        self.host.define(config.to_xml())
+
+    def set_tags(self, name: str, tags: list[str]) -> None:
+        """Replace the VM's tags (virtkit's metadata in its persistent definition)."""
+        guest = lookup(self.host, name)
+        if not guest.is_persistent():
+            raise InvalidState(f"VM {name!r} is transient: it has no tags", code="vm_transient")
+        config = guest.definition(inactive=True)
+        meta = config.ensure_virtkit_metadata()
+        for tag in list(meta.tags):
+            meta.tags.remove(tag)
+        for name_ in tags:
+            tag = Tag()
+            tag.name = name_
+            meta.tags.append(tag)
+        self.host.define(config.to_xml())
+
+    def set_site(self, name: str, site: str | None, spec: str | None) -> None:
+        """Mark the VM as managed by ``site`` (``virtkit apply``) with its spec's digest;
+        ``None`` unmarks it."""
+        guest = lookup(self.host, name)
+        config = guest.definition(inactive=True)
+        meta = config.ensure_virtkit_metadata()
+        meta.site = site
+        meta.site_spec = spec if site else None
         self.host.define(config.to_xml())
 
     def set(

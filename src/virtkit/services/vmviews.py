@@ -30,27 +30,34 @@ class VMViews:
     def list(self, *, refresh: bool = False) -> builtins.list[VMSummary]:
         """Every VM, from one bulk stats call; tags from the metadata copy (see vmmeta.py),
         which ``refresh`` reads afresh from each domain."""
+        return [summary for summary, _meta in self.list_with_meta(refresh=refresh)]
+
+    def list_with_meta(self, *, refresh: bool = False) -> builtins.list[tuple[VMSummary, VMMeta]]:
+        """The listing, each VM with the copy of its virtkit metadata it was made from."""
         rows = self.host.domain_rows()
         meta = self.meta.lookup(rows, refresh=refresh)
         uptimes = self._uptimes([r.uuid for r in rows if r.state.is_active])
-        summaries = [
-            VMSummary.model_construct(
-                name=r.name,
-                uuid=r.uuid,
-                state=r.state,
-                vcpus=r.vcpus,
-                memory=r.memory,
-                max_memory=r.max_memory,
-                uptime=uptimes.get(r.uuid) if r.state.is_active else None,
-                autostart=r.autostart,
-                persistent=r.persistent,
-                tags=list(meta[r.uuid].tags),
-                owner=meta[r.uuid].owner,
-                template=meta[r.uuid].template,
+        out = [
+            (
+                VMSummary.model_construct(
+                    name=r.name,
+                    uuid=r.uuid,
+                    state=r.state,
+                    vcpus=r.vcpus,
+                    memory=r.memory,
+                    max_memory=r.max_memory,
+                    uptime=uptimes.get(r.uuid) if r.state.is_active else None,
+                    autostart=r.autostart,
+                    persistent=r.persistent,
+                    tags=list(meta[r.uuid].tags),
+                    owner=meta[r.uuid].owner,
+                    template=meta[r.uuid].template,
+                ),
+                meta[r.uuid],
             )
             for r in rows
         ]
-        return sorted(summaries, key=lambda s: s.name)
+        return sorted(out, key=lambda pair: pair[0].name)
 
     def owner(self, name: str) -> str | None:
         guest = lookup(self.host, name)

@@ -9,8 +9,6 @@ YAML with its line numbers so that each problem names its line.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -114,7 +112,8 @@ class SiteVM(VMSpec):
         """The VM spec of one replica."""
         data = self.model_dump(exclude=set(SITE_ONLY), exclude_unset=False)
         data["name"] = name
-        return VMSpec.model_validate(data)
+        # the sizes are bytes by now: a bare number would otherwise be read as MiB or GiB
+        return VMSpec.model_validate(data, context={"ints_are_bytes": True})
 
 
 SITE_ONLY = ("replicas", "host", "hosts", "state", "depends_on")
@@ -231,17 +230,9 @@ def _find_cycle(edges: dict[int, set[int]]) -> list[int]:
     return []
 
 
-# What `vm list` shows of a VM and apply changes in place without reading its definition:
-# these are compared with the listing; the rest of the spec is compared through a digest.
-LISTED_FIELDS = ("vcpus", "memory", "tags", "autostart")
-
-
-def spec_digest(spec: VMSpec) -> str:
-    """A digest of what the listing does not show of a VM spec: a change in it means the VM's
-    definition must be read (for NICs and disks, changed in place) or the VM replaced."""
-    data = spec.model_dump(mode="json", exclude={"name", *LISTED_FIELDS})
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+# What `vm list` shows exactly of a VM, compared with the listing by `plan`; the rest of the
+# spec through digests a VM records (services/siteplan.py).
+LISTED_FIELDS = ("tags", "autostart")
 
 
 # -- what a plan says -------------------------------------------------------------------------

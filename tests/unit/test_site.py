@@ -219,3 +219,28 @@ def test_cli_site_check_and_schema(tmp_path: Path) -> None:
     schema = subprocess.run([VIRTKIT, "site", "schema"], env=env, capture_output=True, text=True)
     doc = json.loads(schema.stdout)
     assert set(doc["properties"]) == {"site", "hosts", "pools", "networks", "templates", "vms"}
+
+
+def test_two_hosts_each_get_their_own(tmp_path: Path) -> None:
+    uris = {}
+    for host in ("a", "b"):
+        node = tmp_path / f"node-{host}.xml"
+        node.write_text("<node></node>")
+        uris[host] = f"test://{node}"
+    site = Site.model_validate(
+        {
+            "site": "lab",
+            "hosts": [{"name": h, "uri": u} for h, u in uris.items()],
+            "networks": [{"name": "vkst-na", "kind": "isolated", "host": "a"},
+                         {"name": "vkst-nb", "kind": "isolated", "host": "b"}],
+        }
+    )  # fmt: skip
+    settings = Settings(uri=uris["a"], cache_dir=tmp_path / "c", state_dir=tmp_path / "s")
+    with Client(settings=settings) as vk:
+        plan = vk.sites.plan(site)
+        assert [(c.name, c.host) for c in plan.changes] == [("vkst-na", "a"), ("vkst-nb", "b")]
+        assert vk.sites.apply(site)[1].ok
+        assert vk.host.networks.names() == ["vkst-na"]
+        other = vk._site_hosts(site)["b"]
+        assert other.uri == uris["b"] and other.networks.host.networks.names() == ["vkst-nb"]
+        assert vk.sites.plan(site).empty

@@ -157,7 +157,8 @@ def test_plan_apply_cycles(bed: Bed, vk: Client, vm_name: str, tmp_path: Path,
     assert plain["changes"] == [] and plain["pruned"] == 1
     pruning = plan_json(bed, path, "--prune")
     assert changes(pruning) == [("delete", "vm", VMS[1])]
-    assert pruning["changes"][0]["destroys"] == ["no storage"]  # a kernel boot, no disks
+    # a kernel boot without disks: only its console log goes
+    assert pruning["changes"][0]["destroys"] == [str(bed.log_dir / f"{VMS[1]}-serial0.log")]
     refused = run(bed, "apply", "-f", str(path), "--prune", ok=False)  # no terminal, no --yes
     assert refused.returncode == 1 and "confirm with --yes" in refused.stderr
     assert vk.host.exists(VMS[1])

@@ -87,6 +87,7 @@ class Want:
     spec: Any  # SitePool | SiteNetwork | SiteTemplate | VMSpec
     state: str = "running"  # VMs
     after: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, name, host)
+    parts: dict[str, str] = field(default_factory=dict)  # VMs: the spec's digests
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -124,9 +125,14 @@ def wanted(site: Site) -> list[Want]:
         for name, host in instances[vm.name]:
             instances.setdefault(name, [(name, host)])
     for vm in site.vms:
-        for name, host in vm.instances(default):
-            spec = vm.instance_spec(name)
-            want = Want("vm", name, host, spec, vm.state)
+        replicas = vm.instances(default)
+        # one spec and one set of digests an entry: replicas differ in their name only, and
+        # the digests leave the name out (a plan of hundreds of VMs stays a listing's cost)
+        base = vm.instance_spec(replicas[0][0])
+        parts = spec_parts(base)
+        for name, host in replicas:
+            spec = base if name == base.name else base.model_copy(update={"name": name})
+            want = Want("vm", name, host, spec, vm.state, parts=parts)
             nics = {n.network for n in spec.nics if n.network}
             images = {d.image.split("/")[-1] for d in spec.disks if d.image}
             want.after = [p.key for p in pools if p.host == host]
@@ -359,7 +365,7 @@ def _delete_vm(host: SiteHost, summary: VMSummary) -> Step:
 
 def _vm(site: Site, want: Want, host: SiteHost, now: HostNow) -> Step | None:
     spec: VMSpec = want.spec
-    parts = spec_parts(spec)
+    parts = want.parts
     found = now.vms.get(want.name)
     if found is None:
         detail = f"{spec.vcpus} vCPUs, {format_size(spec.memory)}"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from virtkit.errors import NotFound, VirtkitError
+from virtkit.errors import VirtkitError
 from virtkit.services.disks import DiskService
 from virtkit.services.images import ImageService
 from virtkit.services.networks import NetworkService
@@ -129,24 +129,17 @@ def read_hosts(hosts: dict[str, SiteHost]) -> dict[str, HostNow]:
     """Every host's state, read side by side; a host that cannot be read is an error naming
     it (a plan over part of a site would show wrong deletions)."""
     names = sorted(hosts)
-    with ThreadPoolExecutor(max_workers=min(8, len(names) or 1)) as pool:
-        futures = {name: pool.submit(read_host, hosts[name]) for name in names}
-    out = {}
-    for name, future in futures.items():
-        try:
-            out[name] = future.result()
-        except VirtkitError as exc:
-            raise VirtkitError(
-                f"host {name} ({hosts[name].uri}): {exc.message}",
-                code=exc.code,
-                expected=exc.expected,
-            ) from exc
-    return out
+    if len(names) == 1:
+        return {names[0]: _read_one(names[0], hosts[names[0]])}
+    with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+        futures = {name: pool.submit(_read_one, name, hosts[name]) for name in names}
+        return {name: future.result() for name, future in futures.items()}
 
 
-def vm_exists(host: SiteHost, name: str) -> bool:
+def _read_one(name: str, host: SiteHost) -> HostNow:
     try:
-        host.vms.state(name)
-    except NotFound:
-        return False
-    return True
+        return read_host(host)
+    except VirtkitError as exc:
+        raise VirtkitError(
+            f"host {name} ({host.uri}): {exc.message}", code=exc.code, expected=exc.expected
+        ) from exc

@@ -178,6 +178,11 @@ def check_site(site: Site) -> list[Problem]:
         for j, host_name in enumerate(vm.hosts):
             check_host(("vms", i, "hosts", j), host_name)
         for name, _host in vm.instances(site.default_host):
+            try:
+                validate_name(name)
+            except InvalidInput as exc:
+                problems.append((("vms", i, "name"), exc.message))
+                break
             if name in owner:
                 problems.append(
                     (("vms", i, "name"),

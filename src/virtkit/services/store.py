@@ -33,14 +33,16 @@ CREATE TABLE IF NOT EXISTS vm_meta (
     virtkit     INTEGER NOT NULL,
     owner       TEXT,
     template    TEXT,
+    login_user  TEXT,
+    host_keys   TEXT,
     seen_at     REAL NOT NULL
 );
 """
 
 _SCHEMAS: list[str] = [SCHEMA]
 
-# a VM's metadata copy: tags, made by virtkit, owner, template
-VMMetaRow = tuple[list[str], bool, str | None, str | None]
+# a VM's metadata copy: tags, made by virtkit, owner, template, cloud-init user, pinned host keys
+VMMetaRow = tuple[list[str], bool, str | None, str | None, str | None, list[str]]
 
 
 def register_schema(sql: str) -> None:
@@ -48,6 +50,12 @@ def register_schema(sql: str) -> None:
     own SQL and its own queries, and calls this at import; ``CREATE ... IF NOT EXISTS`` only."""
     if sql not in _SCHEMAS:
         _SCHEMAS.append(sql)
+
+
+def _meta_row(r: sqlite3.Row) -> VMMetaRow:
+    keys = json.loads(r["host_keys"] or "[]")  # NULL in a row from before the column
+    tags = json.loads(r["tags"])
+    return (tags, bool(r["virtkit"]), r["owner"], r["template"], r["login_user"], keys)
 
 
 class Store:
@@ -102,7 +110,7 @@ class Store:
                 if "boot" not in columns:  # added later: stores made before get the column
                     db.execute("ALTER TABLE images ADD COLUMN boot TEXT")
                 columns = {row[1] for row in db.execute("PRAGMA table_info(vm_meta)")}
-                for column in ("owner", "template"):  # added later too
+                for column in ("owner", "template", "login_user", "host_keys"):  # added later too
                     if column not in columns:
                         db.execute(f"ALTER TABLE vm_meta ADD COLUMN {column} TEXT")
                         db.execute("DELETE FROM vm_meta")  # copies without it: read afresh
@@ -172,18 +180,16 @@ class Store:
     # -- what a VM listing shows of virtkit's metadata (a copy of the domains' <metadata>) --
 
     def vm_meta(self, uuids: list[str]) -> dict[str, VMMetaRow]:
-        """UUID -> (tags, made by virtkit, owner, template) for those of ``uuids`` the store
-        has a copy of."""
+        """UUID -> (tags, made by virtkit, owner, template, cloud-init user, pinned host keys)
+        for those of ``uuids`` the store has a copy of."""
         if not uuids:
             return {}
         with self._db() as db:
-            rows = db.execute("SELECT uuid, tags, virtkit, owner, template FROM vm_meta").fetchall()
+            rows = db.execute(
+                "SELECT uuid, tags, virtkit, owner, template, login_user, host_keys FROM vm_meta"
+            ).fetchall()
         wanted = set(uuids)
-        return {
-            r["uuid"]: (json.loads(r["tags"]), bool(r["virtkit"]), r["owner"], r["template"])
-            for r in rows
-            if r["uuid"] in wanted
-        }
+        return {r["uuid"]: _meta_row(r) for r in rows if r["uuid"] in wanted}
 
     def put_vm_meta(self, entries: dict[str, VMMetaRow]) -> None:
         if not entries:
@@ -191,9 +197,12 @@ class Store:
         now = time.time()
         with self._db() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO vm_meta (uuid, tags, virtkit, owner, template, seen_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(u, json.dumps(t), int(v), o, tp, now) for u, (t, v, o, tp) in entries.items()],
+                "INSERT OR REPLACE INTO vm_meta (uuid, tags, virtkit, owner, template, login_user, "
+                "host_keys, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (u, json.dumps(t), int(v), o, tp, user, json.dumps(keys), now)
+                    for u, (t, v, o, tp, user, keys) in entries.items()
+                ],
             )
 
     def forget_vm_meta(self, uuid: str) -> None:

@@ -1,4 +1,5 @@
-"""What a VM listing shows of virtkit's own metadata (tags, made by virtkit), without reading
+"""What a VM listing shows of virtkit's own metadata (tags, made by virtkit, owner, template;
+and for the Ansible inventory the cloud-init user and the pinned SSH host keys), without reading
 each domain's XML.
 
 libvirt has no bulk call for ``<metadata>``, and one call per domain costs about ten times
@@ -25,7 +26,7 @@ from typing import Protocol
 from virtkit.backend.events import DomainEvent
 from virtkit.backend.host import Host
 from virtkit.errors import NotFound
-from virtkit.services.store import Store
+from virtkit.services.store import Store, VMMetaRow
 from virtkit.xml.base import VIRTKIT_NS
 from virtkit.xml.domain import Domain, VirtkitMetadata
 
@@ -41,6 +42,8 @@ class VMMeta:
     virtkit: bool = False
     owner: str | None = None
     template: str | None = None  # POOL/NAME it was made from
+    login_user: str | None = None  # the user cloud-init made
+    host_keys: tuple[str, ...] = ()  # the public SSH host keys virtkit made and pinned
 
     @classmethod
     def of(cls, meta: VirtkitMetadata | None) -> VMMeta:
@@ -51,6 +54,8 @@ class VMMeta:
             True,
             meta.owner or None,
             meta.template or None,
+            meta.login_user or None,
+            tuple(meta.pinned_host_keys),
         )
 
     @classmethod
@@ -72,7 +77,20 @@ class VMMeta:
             found = (el.get(attribute) for el in root.iter() if _local(el.tag) == element)
             return next((v for v in found if v), None)
 
-        return cls(tuple(tags), True, first("owner", "user"), first("template", "name"))
+        keys = [(el.text or "").strip() for el in root.iter() if _local(el.tag) == "host-key"]
+        return cls(
+            tuple(tags),
+            True,
+            first("owner", "user"),
+            first("template", "name"),
+            first("cloud-init", "user"),
+            tuple(k for k in keys if k),
+        )
+
+    def row(self) -> VMMetaRow:
+        """What the store keeps of it."""
+        return (list(self.tags), self.virtkit, self.owner, self.template, self.login_user,
+                list(self.host_keys))  # fmt: skip
 
 
 class _Listed(Protocol):
@@ -133,8 +151,10 @@ class MetadataCache:
         need = [r.uuid for r in rows if r.uuid not in self._memory]
         if need and self.store is not None and not refresh:
             kept = self.store.vm_meta([u for u in need if u not in stale])
-            for uuid, (tags, virtkit, owner, template) in kept.items():
-                self._memory[uuid] = VMMeta(tuple(tags), virtkit, owner, template)
+            for uuid, (tags, virtkit, owner, template, user, keys) in kept.items():
+                self._memory[uuid] = VMMeta(
+                    tuple(tags), virtkit, owner, template, user, tuple(keys)
+                )
             need = [u for u in need if u not in self._memory]
         fresh: dict[str, VMMeta] = {}
         for uuid in need:
@@ -145,9 +165,7 @@ class MetadataCache:
             fresh[uuid] = VMMeta.of_element(xml) if xml else VMMeta()
         self._memory.update(fresh)
         if fresh and self.store is not None:
-            self.store.put_vm_meta(
-                {u: (list(m.tags), m.virtkit, m.owner, m.template) for u, m in fresh.items()}
-            )
+            self.store.put_vm_meta({u: m.row() for u, m in fresh.items()})
         return {r.uuid: self._memory.get(r.uuid, VMMeta()) for r in rows}
 
     def update(self, uuid: str, meta: VMMeta) -> None:
@@ -156,6 +174,4 @@ class MetadataCache:
             return
         self._memory[uuid] = meta
         if self.store is not None:
-            self.store.put_vm_meta(
-                {uuid: (list(meta.tags), meta.virtkit, meta.owner, meta.template)}
-            )
+            self.store.put_vm_meta({uuid: meta.row()})

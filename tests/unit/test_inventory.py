@@ -191,9 +191,7 @@ def test_groups_from_tags_host_state_template_and_os(client: Client) -> None:
     assert set(listing["_meta"]["hostvars"]) == {"vkinv-web1", "vkinv-db1", "vkinv-plain"}
 
 
-def test_host_variables_and_the_pinned_known_hosts_file(
-    client: Client, settings: Settings
-) -> None:
+def test_host_variables_and_the_pinned_known_hosts_file(client: Client, settings: Settings) -> None:
     inv = client.inventory.build()
     web, db, plain = (inv.hostvars[n] for n in ("vkinv-web1", "vkinv-db1", "vkinv-plain"))
     # the test driver's guest answers for its address: what `vm ip` says
@@ -293,9 +291,8 @@ def check_ansible_view(listing: dict[str, Any]) -> None:
     assert sorted(found["tag_blue"]["hosts"]) == ["vkinv-db1", "vkinv-web1"]
     assert "tag_role_web" in found["all"]["children"]
     web = found["_meta"]["hostvars"]["vkinv-web1"]
-    assert web["ansible_user"] == "admin" and "StrictHostKeyChecking=yes" in (
-        web["ansible_ssh_common_args"]
-    )
+    assert web["ansible_user"] == "admin"
+    assert "StrictHostKeyChecking=yes" in web["ansible_ssh_common_args"]
     assert web["virtkit_memory"] == 256 * 2**20
 
 

@@ -87,6 +87,7 @@ def counted(settings: Settings) -> tuple[Client, list[str]]:
 def env_of(tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
+    (home / "ansible.cfg").write_text("")  # empty: no machine's ansible.cfg takes part
     return {
         **os.environ,
         "HOME": str(home),
@@ -94,7 +95,7 @@ def env_of(tmp_path: Path) -> dict[str, str]:
         "VIRTKIT_CACHE_DIR": str(tmp_path / "c"),
         "VIRTKIT_STATE_DIR": str(tmp_path / "s"),
         "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-        "ANSIBLE_CONFIG": str(home / "ansible.cfg"),  # none: no machine's ansible.cfg
+        "ANSIBLE_CONFIG": str(home / "ansible.cfg"),
         "ANSIBLE_INVENTORY_PLUGINS": str(PLUGINS),
         "ANSIBLE_LOCAL_TEMP": str(home / "tmp"),
         "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",  # a source that fails fails the run

@@ -94,7 +94,7 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def ansible(
-    bed: Bed, workdir: Path, tool: str, *args: str, timeout: float = 300
+    bed: Bed, workdir: Path, tool: str, *args: str, timeout: float = 300, **more: str
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **bed.env(),  # VIRTKIT_URI and the directories of the test bed: the plugin reads them
@@ -108,6 +108,7 @@ def ansible(
         "ANSIBLE_TIMEOUT": "60",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_LOCAL_TEMP": str(workdir / "home" / "tmp"),
+        **more,
     }
     return subprocess.run(
         [str(BIN / tool), *args],
@@ -186,7 +187,9 @@ def test_ansible_ping_needs_no_trust_on_first_use(
                          "-o", "StrictHostKeyChecking=yes"])  # fmt: skip
     refused = ansible(bed, workdir, "ansible", web, "-i", "virtkit.yml", "-m", "ping",
                       "--private-key", key,
-                      "-e", json.dumps({"ansible_ssh_common_args": common}))  # fmt: skip
+                      "-e", json.dumps({"ansible_ssh_common_args": common}),
+                      # a new connection: not the master the ping above left open (60 s)
+                      ANSIBLE_SSH_ARGS="-o ControlMaster=no")  # fmt: skip
     assert refused.returncode != 0
     assert "UNREACHABLE" in refused.stdout and "Host key verification failed" in refused.stdout
 

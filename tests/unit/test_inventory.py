@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from virtkit.backend.faults import FaultyHost
 from virtkit.backend.host import LibvirtHost
 from virtkit.services.access import pinned_known_hosts, ssh_endpoint
 from virtkit.services.inventory import group_name, tag_groups
+from virtkit.services.store import Store
+from virtkit.services.vmmeta import VMMeta
 from virtkit.specs import GuestAddress
 from virtkit.xml.base import VIRTKIT_NS
 from virtkit.xml.domain import Domain
@@ -256,6 +259,33 @@ def test_built_from_one_listing_and_one_address_pass(settings: Settings) -> None
     # the live definitions of the running VMs, read once each by the address pass
     assert calls.count("definition") == 2
     assert "lookup" not in calls
+
+
+def test_the_metadata_copy_reads_user_and_pins_as_the_definition_does(client: Client) -> None:
+    for name in ("vkinv-web1", "vkinv-db1", "vkinv-plain"):
+        guest = client.host.lookup(name)
+        element = guest.metadata_xml(VIRTKIT_NS)
+        copy = VMMeta.of_element(element) if element else VMMeta()
+        assert copy == VMMeta.of_domain(guest.definition(inactive=True))
+    web = VMMeta.of_domain(client.host.lookup("vkinv-web1").definition(inactive=True))
+    assert web.login_user == "admin" and web.host_keys == (WEB_KEY,)
+
+
+def test_a_store_from_before_the_new_columns_is_read_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "virtkit.db"
+    with sqlite3.connect(path) as db:  # the table as an earlier virtkit made it
+        db.execute(
+            "CREATE TABLE vm_meta (uuid TEXT PRIMARY KEY, tags TEXT NOT NULL, "
+            "virtkit INTEGER NOT NULL, owner TEXT, template TEXT, seen_at REAL NOT NULL)"
+        )
+        db.execute("INSERT INTO vm_meta VALUES ('u1', '[\"web\"]', 1, NULL, NULL, 0)")
+    db.close()
+    store = Store(path)
+    assert store.vm_meta(["u1"]) == {}  # a copy without the user and pins: not trusted
+    store.put_vm_meta({"u1": (["web"], True, None, "p/t", "admin", ["ssh-ed25519 AAA"])})
+    assert store.vm_meta(["u1"]) == {
+        "u1": (["web"], True, None, "p/t", "admin", ["ssh-ed25519 AAA"])
+    }
 
 
 # -- the CLI and ansible-inventory ----------------------------------------------------------

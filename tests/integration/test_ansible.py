@@ -212,7 +212,7 @@ PLAYBOOK = """\
         written: "{{ inventory_hostname }} has {{ virtkit_tags | sort | join(' ') }}\n"
       ansible.builtin.assert:
         that:
-          - (back.content | b64decode) == written
+          - (back.content | b64decode | trim) == (written | trim)
     - name: and cat agrees
       ansible.builtin.command: cat /tmp/virtkit-ansible.txt
       register: cat

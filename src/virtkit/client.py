@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from virtkit.services.graphics import GraphicsService
     from virtkit.services.host import HostService
     from virtkit.services.images import ImageService
+    from virtkit.services.inventory import InventoryService
     from virtkit.services.networks import NetworkService
     from virtkit.services.nics import NicService
     from virtkit.services.pools import PoolService
@@ -170,6 +171,23 @@ class Client:
         from virtkit.services.access import AccessService
 
         return AccessService(self.host, self.nics, self.vms.files)
+
+    @cached_property
+    def inventory(self) -> InventoryService:
+        """The Ansible inventory of this host's VMs (``virtkit inventory``, docs/ansible.md)."""
+        from virtkit.services.inventory import InventoryService
+
+        def template_os() -> dict[str, str]:
+            rows = self.store.images(self._host_uuid(), templates_only=True)
+            return {f"{r['pool']}/{r['name']}": r["os"] for r in rows if r["os"]}
+
+        return InventoryService(
+            self.host,
+            self.vms,
+            self.nics,
+            self.settings.cache_dir / "ansible" / "known_hosts",
+            template_os,
+        )
 
     @cached_property
     def ksm(self) -> KsmService:

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import Bed, run_cli
 from tests.testbed.libvirtd import PrivateLibvirtd
 from virtkit.backend import kvmdev
+from virtkit.services import storage
 
 QEMU_USER = "libvirt-qemu"
+TEMPLATE = "vktest-debian12"
 
 
 def _has_user(name: str) -> bool:
@@ -21,6 +24,21 @@ def _has_user(name: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+@pytest.fixture(scope="session")
+def template(bed: Bed) -> Iterator[str]:
+    """`virtkit image build` end to end, once for the session (debootstrap from the host's
+    mirror, about 1.5 min): the debian-12 template the cloud-init guests boot (test_cloudinit,
+    test_ansible), and what test_image_build_makes_a_template_that_boots_its_own_kernel
+    checks. One build, not one per module."""
+    with bed.client() as vk:
+        storage.ensure_pool(vk.host, bed.settings.storage_pool, bed.pool_dir)
+    built = run_cli(bed, "image", "build", TEMPLATE, timeout=900)
+    assert built.returncode == 0, built.stderr
+    yield TEMPLATE
+    with bed.client() as vk:
+        vk.pools.delete_volume(bed.settings.storage_pool, TEMPLATE)
 
 
 @pytest.fixture

@@ -26,22 +26,8 @@ from virtkit.services import storage
 from virtkit.services.hostkeys import PendingHostKeys
 
 pytestmark = pytest.mark.integration
-TEMPLATE = "vktest-debian12"
 MARKER = "VIRTKIT-RUNCMD-DONE"
-
-
-@pytest.fixture(scope="module")
-def template(bed: Bed) -> Iterator[str]:
-    """`virtkit image build` end to end, once for the module (debootstrap from the host's
-    mirror, about 1.5 min): the template the cloud-init guests boot, and what
-    test_image_build_makes_a_template_that_boots_its_own_kernel checks. One build, not two."""
-    with bed.client() as vk:
-        storage.ensure_pool(vk.host, bed.settings.storage_pool, bed.pool_dir)
-    built = run_cli(bed, "image", "build", TEMPLATE, timeout=900)
-    assert built.returncode == 0, built.stderr
-    yield TEMPLATE
-    with bed.client() as vk:
-        vk.pools.delete_volume(bed.settings.storage_pool, TEMPLATE)
+# `template`: the debian-12 template, built once per session (tests/integration/conftest.py)
 
 
 @pytest.fixture

@@ -60,6 +60,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "host": ("virtkit.cli.host", "host", "Facts about the libvirt host."),
     "image": ("virtkit.cli.image", "image", "Disk images and templates."),
+    "inventory": (
+        "virtkit.cli.inventory", "inventory",
+        "Ansible dynamic inventory of the VMs: groups from tags, host, state, template, OS.",
+    ),
     "ksm": (
         "virtkit.cli.ksm", "ksm", "KSM: memory saved, per host and per VM; enable, disable, tune."
     ),

@@ -11,6 +11,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from typing import get_args
 
 from virtkit.backend.host import Host
@@ -19,7 +20,7 @@ from virtkit.services.domainbuilder import ssh_forward_port
 from virtkit.services.nics import NicService
 from virtkit.services.tinyguest import BOOT_MARKER
 from virtkit.services.vmfiles import VMFiles
-from virtkit.specs import validate_name
+from virtkit.specs import GuestAddress, validate_name
 from virtkit.specs.vm import WaitFor
 from virtkit.xml.domain import Domain
 
@@ -54,10 +55,9 @@ class AccessService:
         """(address, port) of the guest's SSH server."""
         dom = self._dom(name)
         port = ssh_forward_port(dom)
-        if port is not None:
-            return "127.0.0.1", port
-        for address in self.nics.ip(name):
-            return address.ip, 22
+        target = ssh_endpoint(dom, self.nics.ip(name) if port is None else [])
+        if target is not None:
+            return target
         raise NotFound(
             f"VM {name!r} has no address yet (no lease, agent or neighbour entry)",
             code="no_address",
@@ -130,8 +130,24 @@ class AccessService:
         """(host key alias, known_hosts text) pinning the guest's host keys, for ``ssh -o
         HostKeyAlias=ALIAS -o UserKnownHostsFile=FILE -o StrictHostKeyChecking=yes``; None when
         virtkit did not make them."""
-        keys = self.host_keys(name)
-        if not keys:
-            return None
-        alias = f"virtkit-{name}"
-        return alias, "".join(f"{alias} {key}\n" for key in keys)
+        return pinned_known_hosts(name, self.host_keys(name))
+
+
+def ssh_endpoint(dom: Domain, addresses: Sequence[GuestAddress]) -> tuple[str, int] | None:
+    """(address, port) of a running guest's SSH server: a user-mode NIC's forward on 127.0.0.1,
+    else its first address, port 22; None when it has neither."""
+    port = ssh_forward_port(dom)
+    if port is not None:
+        return "127.0.0.1", port
+    for address in addresses:
+        return address.ip, 22
+    return None
+
+
+def pinned_known_hosts(name: str, keys: Sequence[str]) -> tuple[str, str] | None:
+    """(host key alias, known_hosts text) for the host keys virtkit pinned for VM ``name``;
+    None when it pinned none (the guest made its own)."""
+    if not keys:
+        return None
+    alias = f"virtkit-{name}"
+    return alias, "".join(f"{alias} {key}\n" for key in keys)

@@ -244,6 +244,13 @@ class NicService:
         """Every running VM's addresses (or those of ``names``), in one pass: each network's
         leases are read once; the agent and the neighbour table are asked only for NICs the
         leases do not cover."""
+        return {name: found for name, (_dom, found) in self.address_pass(names).items()}
+
+    def address_pass(
+        self, names: builtins.list[str] | None = None
+    ) -> dict[str, tuple[Domain, builtins.list[GuestAddress]]]:
+        """What :meth:`addresses` finds, with the live definition of each VM it read (its SSH
+        forward, its metadata): a caller needing both reads each definition once."""
         wanted = set(names) if names else None
         for name in wanted or ():
             validate_name(name)
@@ -274,11 +281,11 @@ class NicService:
                     )  # fmt: skip
             except NotFound:
                 continue
-        result: dict[str, builtins.list[GuestAddress]] = {}
+        result: dict[str, tuple[Domain, builtins.list[GuestAddress]]] = {}
         for name, (guest, dom) in sorted(doms.items()):
             found: builtins.list[GuestAddress] = []
             if not guest.is_active():
-                result[name] = []
+                result[name] = (dom, [])
                 continue
             boot = started.get(dom.uuid or "")
             uncovered = []
@@ -298,7 +305,7 @@ class NicService:
                 uncovered += [n.mac for n in _user_nics(dom) if n.mac]
             if uncovered:
                 found += self._ask(guest, dom, set(uncovered))
-            result[name] = found
+            result[name] = (dom, found)
         return result
 
     def _ask(self, guest: Guest, dom: Domain, macs: set[str]) -> builtins.list[GuestAddress]:

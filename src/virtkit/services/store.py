@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from virtkit.errors import BackendError
 
@@ -41,7 +42,7 @@ CREATE TABLE IF NOT EXISTS vm_meta (
 _SCHEMAS: list[str] = [SCHEMA]
 
 # a VM's metadata copy: tags, made by virtkit, owner, template, and the rest by name (site, ...)
-VMMetaRow = tuple[list[str], bool, str | None, str | None, dict[str, str | None]]
+VMMetaRow = tuple[list[str], bool, str | None, str | None, dict[str, Any]]
 
 
 def register_schema(sql: str) -> None:

@@ -1,5 +1,6 @@
-"""What a VM listing shows of virtkit's own metadata (tags, made by virtkit), without reading
-each domain's XML.
+"""What a VM listing shows of virtkit's own metadata (tags, made by virtkit, owner, template,
+the managing site and its spec digests; for the Ansible inventory the cloud-init user and the
+pinned SSH host keys), without reading each domain's XML.
 
 libvirt has no bulk call for ``<metadata>``, and one call per domain costs about ten times
 the whole bulk stats call. So the listing reads a copy: in memory, kept right by libvirt's
@@ -44,6 +45,7 @@ class VMMeta:
     site: str | None = None  # the site that manages it (`virtkit apply`)
     site_spec: str | None = None  # digest of the site's spec it was made or last changed from
     login_user: str | None = None  # the user cloud-init made
+    host_keys: tuple[str, ...] = ()  # the public SSH host keys virtkit made and pinned
 
     @classmethod
     def of(cls, meta: VirtkitMetadata | None) -> VMMeta:
@@ -57,6 +59,7 @@ class VMMeta:
             meta.site or None,
             meta.site_spec or None,
             meta.login_user or None,
+            tuple(meta.pinned_host_keys),
         )
 
     @classmethod
@@ -78,6 +81,7 @@ class VMMeta:
             found = (el.get(attribute) for el in root.iter() if _local(el.tag) == element)
             return next((v for v in found if v), None)
 
+        keys = [(el.text or "").strip() for el in root.iter() if _local(el.tag) == "host-key"]
         return cls(
             tuple(tags),
             True,
@@ -86,11 +90,17 @@ class VMMeta:
             first("site", "name"),
             first("site", "spec"),
             first("cloud-init", "user"),
+            tuple(k for k in keys if k),
         )
 
     def row(self) -> VMMetaRow:
         """As the store keeps it."""
-        extra = {"site": self.site, "site_spec": self.site_spec, "login_user": self.login_user}
+        extra = {
+            "site": self.site,
+            "site_spec": self.site_spec,
+            "login_user": self.login_user,
+            "host_keys": list(self.host_keys),
+        }
         return (list(self.tags), self.virtkit, self.owner, self.template, extra)
 
     @classmethod
@@ -104,6 +114,7 @@ class VMMeta:
             extra.get("site"),
             extra.get("site_spec"),
             extra.get("login_user"),
+            tuple(extra.get("host_keys") or ()),
         )
 
 

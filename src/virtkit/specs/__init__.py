@@ -93,6 +93,7 @@ _MODULES = {
         "KsmSamples",
         "KsmEstimate",
     ],
+    "inventory": ["Inventory"],
     "tuning": ["TuneProfile", "TuneChange", "TuneReport", "HostTuneKnob", "HostTuneReport"],
 }
 _EXPORTS = {name: f"virtkit.specs.{module}" for module, names in _MODULES.items() for name in names}
@@ -110,6 +111,7 @@ if TYPE_CHECKING:
     )
     from virtkit.specs.doctor import DoctorReport, Finding, FixResult, Severity
     from virtkit.specs.host import HostInfo, HugePages, KsmState, KvmFix, KvmStatus, NumaNode
+    from virtkit.specs.inventory import Inventory
     from virtkit.specs.ksm import (
         KsmEstimate,
         KsmHistoryPoint,
@@ -222,6 +224,7 @@ __all__ = [
     "HostTuneReport",
     "HugePages",
     "ImageInfo",
+    "Inventory",
     "KiB",
     "KsmEstimate",
     "KsmHistoryPoint",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import PREFIX, Bed, run_cli
 from virtkit.errors import NotFound
@@ -51,29 +52,44 @@ def free_port() -> int:
 def ansible_guests(
     bed: Bed, template: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Guests]:
-    """Two cloud-init guests, one per role, created and started side by side, then waited for
-    (SSH, and cloud-init done); removed afterwards. (The site file's `virtkit apply` is to
-    make them, once it exists.)"""
-    key = tmp_path_factory.mktemp("ansible-key") / "id_ed25519"
+    """Two cloud-init guests, one per role, brought up by `virtkit apply` of a site file (side
+    by side), then waited for (SSH, and cloud-init done); pruned away afterwards."""
+    work = tmp_path_factory.mktemp("ansible-site")
+    key = work / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     suffix = secrets.token_hex(2)
     names = {role: f"{PREFIX}ans-{role}-{suffix}" for role in ROLES}
     ports = {name: free_port() for name in names.values()}
+    site = work / "site.yaml"
+    made = False
+    vms = [
+        {
+            "name": name,
+            "memory": "512M",
+            "disks": [{"image": template}],
+            "nics": [{"user": True, "ssh_forward": ports[name]}],
+            "cloud_init": {"user": "admin", "ssh_keys": [Path(f"{key}.pub").read_text()]},
+            "tags": [f"role={role}", "site=vktest"],
+        }
+        for role, name in names.items()
+    ]
+    site.write_text(yaml.safe_dump({"site": f"{PREFIX}ansible", "vms": vms}))
     try:
-        for role, name in names.items():
-            created = run_cli(
-                bed, "vm", "create", name, "--image", template, "--memory", "512M",
-                "--user", "admin", "--ssh-key", f"{key}.pub", "--tag", f"role={role}",
-                "--tag", "site=vktest", "--ssh-forward", str(ports[name]), "--start",
-            )  # fmt: skip
-            assert created.returncode == 0, created.stderr
+        applied = run_cli(bed, "apply", "-f", str(site), timeout=600)
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        assert "Applied 2 change(s)" in applied.stdout
         for name in names.values():
             for what in ("ssh", "cloud-init"):
                 waited = run_cli(bed, "vm", "wait", name, "--for", what, "--timeout", "420",
                                  timeout=480)  # fmt: skip
                 assert waited.returncode == 0, f"{name}: {waited.stderr}"
+        again = run_cli(bed, "apply", "-f", str(site))
+        assert "No changes" in again.stdout, again.stdout  # the guests are as the file says
         yield Guests(names, ports, key)
+        made = True
     finally:
+        site.write_text(yaml.safe_dump({"site": f"{PREFIX}ansible", "vms": []}))
+        pruned = run_cli(bed, "apply", "-f", str(site), "--prune", "--yes", timeout=300)
         with bed.client() as vk:
             for name in names.values():
                 with contextlib.suppress(NotFound):
@@ -81,6 +97,8 @@ def ansible_guests(
         for name in names.values():
             for leftover in bed.pool_dir.glob(f"{name}-*"):
                 leftover.unlink()
+        if made:  # else the set-up's own error is the one to see
+            assert pruned.returncode == 0, pruned.stdout + pruned.stderr
 
 
 @pytest.fixture

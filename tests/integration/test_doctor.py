@@ -294,8 +294,17 @@ def test_missing_kernel_is_named_with_its_path(bed: Bed, vm_name: str, tmp_path:
     missing = findings(report, "vm.kernel")
     assert missing and missing[0]["severity"] == "error", report
     assert str(kernel) in missing[0]["summary"] and missing[0]["fix"]
-    # the fix it names: restore the file; then the VM starts
+    # a trial start hears libvirt's own reason, and names the file
+    _rc, tried, _err = doctor(bed.env(), "vm", vm_name, "--try-start")
+    trial = [f for f in tried["findings"] if f["summary"].startswith("a trial start failed")]
+    assert trial and trial[0]["severity"] == "error", tried
+    assert str(kernel) in trial[0]["summary"] + trial[0]["explanation"]
+    # the fix it names: restore the file; then a trial start works and the VM starts
     shutil.copyfile(bed.guest.kernel, kernel)
+    _rc, tried, _err = doctor(bed.env(), "vm", vm_name, "--try-start", "--all")
+    assert findings(tried, "start.trial")[0]["severity"] == "ok"
+    with bed.client() as client:
+        assert client.vms.get(vm_name).state is VMState.SHUTOFF  # stopped again
     with bed.client() as client:
         client.vms.start(vm_name)
         wait_state(client, vm_name, VMState.RUNNING)

@@ -140,6 +140,11 @@ def doctor(
 @doctor.command("vm")
 @click.argument("name")
 @_options
+@click.option(
+    "--try-start",
+    is_flag=True,
+    help="Start a shut-off VM paused (no guest code runs) and stop it again, to hear libvirt.",
+)
 @pass_state
 def vm(
     state: State,
@@ -149,7 +154,12 @@ def vm(
     fix: bool,
     yes: bool,
     only: tuple[str, ...],
+    try_start: bool,
 ) -> None:
     """Why a VM will not start or is paused, and whether its disks, agent, console, network
     and memory are sound."""
-    _check(state, lambda: state.client.doctor.vm_report(name), as_json, show_ok, fix, yes, only)
+
+    def report() -> Any:
+        return state.client.doctor.vm_report(name, try_start=try_start)
+
+    _check(state, report, as_json, show_ok, fix, yes, only)

@@ -90,7 +90,9 @@ class DoctorService:
             uri=self.host.uri, subject=subject, checked_at=time.time(), findings=findings
         )
 
-    def vm_report(self, name: str) -> DoctorReport:
+    def vm_report(self, name: str, *, try_start: bool = False) -> DoctorReport:
+        """``try_start``: a shut-off VM is started paused (no guest code runs) and stopped
+        again, to hear libvirt's own reason when it will not start."""
         validate_name(name)
         guest = self.host.lookup(name)
         state, reason = guest.state_reason()
@@ -115,6 +117,7 @@ class DoctorService:
             ksm_profit=ksm_profit,
             console_answers=lambda: self.console_answers(name),
             root=self.root,
+            try_start=try_start,
         )
         findings = _run(VM_CHECKS, ctx, f"vm {name}")
         return DoctorReport(

@@ -43,6 +43,7 @@ class VMContext:
     # InUse when another client holds it.
     console_answers: Callable[[], bool]
     root: Path = lf.ROOT
+    try_start: bool = False  # start a shut-off VM paused (then stop it) to hear libvirt
 
     @property
     def name(self) -> str:
@@ -475,6 +476,53 @@ def last_log(ctx: VMContext) -> list[Finding]:
     ]
 
 
+def trial_start(ctx: VMContext) -> list[Finding]:
+    """``--try-start``: start the shut-off VM paused, so that no guest code runs, and stop it
+    again; libvirt's error, when it refuses, goes through the known patterns."""
+    if not ctx.try_start or ctx.state is not VMState.SHUTOFF:
+        return []
+    try:
+        ctx.guest.start(paused=True)
+    except VirtkitError as exc:
+        matched = match(exc.message)
+        if not matched:
+            return [
+                finding(
+                    "start.refused",
+                    ERROR,
+                    ctx.subject,
+                    f"a trial start failed: {exc.message}",
+                    "libvirt's own words: no known pattern matched them.",
+                    None,
+                )
+            ]
+        return [
+            finding(
+                m.check,
+                ERROR,
+                ctx.subject,
+                f"a trial start failed: {m.cause}",
+                f"libvirt: {exc.message[:300]}",
+                m.fix,
+            )
+            for m in matched
+        ]
+    try:
+        ctx.guest.destroy()
+    except VirtkitError as exc:
+        return [
+            finding(
+                "start.trial",
+                WARNING,
+                ctx.subject,
+                f"it started (paused) but could not be stopped again: {exc.message}",
+                "It is left paused: stop it with virtkit vm stop.",
+                None,
+            )
+        ]
+    return [finding("start.trial", OK, ctx.subject, "a trial start (paused) worked; stopped again")]
+
+
 def agent_and_console(ctx: VMContext) -> list[Finding]:
     if ctx.state is not VMState.RUNNING:
         return []
@@ -666,6 +714,7 @@ VM_CHECKS: tuple[Callable[[VMContext], list[Finding]], ...] = (
     paused,
     files,
     start_needs,
+    trial_start,
     last_log,
     agent_and_console,
     network,

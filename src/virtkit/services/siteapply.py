@@ -173,13 +173,8 @@ class Applier:
         return f"created ({spec.type}{f' at {spec.path}' if spec.path else ''})"
 
     def _update_pool(self, host: SiteHost, step: Step) -> str:
-        name = step.change.name
-        for what, value in step.actions:
-            if what == "start":
-                host.pools.start_pool(name)
-            elif what == "autostart":
-                host.pools.set_pool_autostart(name, bool(value))
-        return "; ".join(step.change.details)
+        pools = host.pools
+        return _start_and_autostart(step, pools.start_pool, pools.set_pool_autostart)
 
     def _delete_pool(self, host: SiteHost, step: Step) -> str:
         host.pools.delete_pool(step.change.name)
@@ -204,13 +199,8 @@ class Applier:
         return f"created ({spec.kind})"
 
     def _update_network(self, host: SiteHost, step: Step) -> str:
-        name = step.change.name
-        for what, value in step.actions:
-            if what == "start":
-                host.networks.start(name)
-            elif what == "autostart":
-                host.networks.set_autostart(name, bool(value))
-        return "; ".join(step.change.details)
+        nets = host.networks
+        return _start_and_autostart(step, nets.start, nets.set_autostart)
 
     def _delete_network(self, host: SiteHost, step: Step) -> str:
         host.networks.delete(step.change.name)
@@ -310,3 +300,16 @@ class Applier:
     def _replace_vm(self, host: SiteHost, step: Step) -> str:
         self._delete_vm(host, step)
         return "replaced: " + self._create_vm(host, step)
+
+
+def _start_and_autostart(
+    step: Step, start: Callable[[str], None], set_autostart: Callable[[str, bool], None]
+) -> str:
+    """A pool's or network's update: start it, and set its autostart flag."""
+    name = step.change.name
+    for what, value in step.actions:
+        if what == "start":
+            start(name)
+        elif what == "autostart":
+            set_autostart(name, bool(value))
+    return "; ".join(step.change.details)

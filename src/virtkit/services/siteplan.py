@@ -266,20 +266,7 @@ def _pool(site: Site, want: Want, host: SiteHost, now: HostNow) -> Step | None:
             ),
             want,
         )
-    details, actions = [], []
-    if not current.active:
-        details.append("start (it is stopped)")
-        actions.append(("start", True))
-    if current.autostart != spec.autostart:
-        details.append(f"autostart {'on' if spec.autostart else 'off'}")
-        actions.append(("autostart", spec.autostart))
-    if not actions:
-        return None
-    return Step(
-        Change(action="update", kind="pool", name=want.name, host=want.host, details=details),
-        want,
-        actions,
-    )
+    return _running_and_autostart(want, True, current.active, spec.autostart, current.autostart)
 
 
 def _network(site: Site, want: Want, host: SiteHost, now: HostNow) -> Step | None:
@@ -310,20 +297,29 @@ def _network(site: Site, want: Want, host: SiteHost, now: HostNow) -> Step | Non
             ),
             want,
         )
-    details, actions = [], []
-    if spec.start and not current.active:
+    return _running_and_autostart(
+        want, spec.start, current.active, spec.autostart, current.autostart
+    )
+
+
+def _running_and_autostart(
+    want: Want, start: bool, active: bool, autostart: bool, has_autostart: bool
+) -> Step | None:
+    """A pool's or network's changes in place: start it, and its autostart flag."""
+    details: list[str] = []
+    actions: list[tuple[str, Any]] = []
+    if start and not active:
         details.append("start (it is stopped)")
         actions.append(("start", True))
-    if current.autostart != spec.autostart:
-        details.append(f"autostart {'on' if spec.autostart else 'off'}")
-        actions.append(("autostart", spec.autostart))
+    if has_autostart != autostart:
+        details.append(f"autostart {'on' if autostart else 'off'}")
+        actions.append(("autostart", autostart))
     if not actions:
         return None
-    return Step(
-        Change(action="update", kind="network", name=want.name, host=want.host, details=details),
-        want,
-        actions,
+    change = Change(
+        action="update", kind=want.kind, name=want.name, host=want.host, details=details
     )
+    return Step(change, want, actions)
 
 
 def _template(site: Site, want: Want, host: SiteHost, now: HostNow) -> Step | None:

@@ -6,24 +6,18 @@ writes a file and reads it back."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 import shlex
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.conftest import PREFIX, Bed, run_cli
-from virtkit.errors import NotFound
+from tests.conftest import Bed
+from tests.integration.conftest import CloudGuests
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -35,70 +29,11 @@ if not (BIN / "ansible").exists():
     pytest.skip("ansible-core is not installed (the dev extra has it)", allow_module_level=True)
 
 
-@dataclass
-class Guests:
-    names: dict[str, str]  # role -> VM name
-    ports: dict[str, int]  # VM name -> the 127.0.0.1 port forwarded to its SSH
-    key: Path  # the private key of the SSH key the guests' user accepts
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def ansible_guests(
-    bed: Bed, template: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Guests]:
-    """Two cloud-init guests, one per role, brought up by `virtkit apply` of a site file (side
-    by side), then waited for (SSH, and cloud-init done); pruned away afterwards."""
-    work = tmp_path_factory.mktemp("ansible-site")
-    key = work / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    suffix = secrets.token_hex(2)
-    names = {role: f"{PREFIX}ans-{role}-{suffix}" for role in ROLES}
-    ports = {name: free_port() for name in names.values()}
-    site = work / "site.yaml"
-    made = False
-    vms = [
-        {
-            "name": name,
-            "memory": "512M",
-            "disks": [{"image": template}],
-            "nics": [{"user": True, "ssh_forward": ports[name]}],
-            "cloud_init": {"user": "admin", "ssh_keys": [Path(f"{key}.pub").read_text()]},
-            "tags": [f"role={role}", "site=vktest"],
-        }
-        for role, name in names.items()
-    ]
-    site.write_text(yaml.safe_dump({"site": f"{PREFIX}ansible", "vms": vms}))
-    try:
-        applied = run_cli(bed, "apply", "-f", str(site), timeout=600)
-        assert applied.returncode == 0, applied.stdout + applied.stderr
-        assert "Applied 2 change(s)" in applied.stdout
-        for name in names.values():
-            for what in ("ssh", "cloud-init"):
-                waited = run_cli(bed, "vm", "wait", name, "--for", what, "--timeout", "420",
-                                 timeout=480)  # fmt: skip
-                assert waited.returncode == 0, f"{name}: {waited.stderr}"
-        again = run_cli(bed, "apply", "-f", str(site))
-        assert "No changes" in again.stdout, again.stdout  # the guests are as the file says
-        yield Guests(names, ports, key)
-        made = True
-    finally:
-        site.write_text(yaml.safe_dump({"site": f"{PREFIX}ansible", "vms": []}))
-        pruned = run_cli(bed, "apply", "-f", str(site), "--prune", "--yes", timeout=300)
-        with bed.client() as vk:
-            for name in names.values():
-                with contextlib.suppress(NotFound):
-                    vk.vms.delete(name, force=True, remove_storage=True)
-        for name in names.values():
-            for leftover in bed.pool_dir.glob(f"{name}-*"):
-                leftover.unlink()
-        if made:  # else the set-up's own error is the one to see
-            assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+def ansible_guests(cloud_guests: CloudGuests) -> CloudGuests:
+    """The two cloud-init guests `virtkit apply` made from a site file (role=web, role=db;
+    tests/integration/conftest.py), shared with the cloud-init tests."""
+    return cloud_guests
 
 
 @pytest.fixture
@@ -152,7 +87,7 @@ def unsafe(value: Any) -> Any:
 
 @pytest.mark.timeout(1200)  # the set-up may build the template, then boots two TCG guests
 def test_ansible_inventory_shows_the_guests_in_their_tag_groups(
-    bed: Bed, ansible_guests: Guests, workdir: Path
+    bed: Bed, ansible_guests: CloudGuests, workdir: Path
 ) -> None:
     done = ansible(bed, workdir, "ansible-inventory", "-i", "virtkit.yml", "--list")
     assert done.returncode == 0, done.stderr
@@ -181,7 +116,7 @@ def test_ansible_inventory_shows_the_guests_in_their_tag_groups(
 
 
 def test_ansible_ping_needs_no_trust_on_first_use(
-    bed: Bed, ansible_guests: Guests, workdir: Path
+    bed: Bed, ansible_guests: CloudGuests, workdir: Path
 ) -> None:
     limit = ",".join(ansible_guests.names.values())
     key = str(ansible_guests.key)
@@ -241,7 +176,7 @@ PLAYBOOK = """\
 
 
 def test_a_playbook_writes_a_file_and_reads_it_back(
-    bed: Bed, ansible_guests: Guests, workdir: Path
+    bed: Bed, ansible_guests: CloudGuests, workdir: Path
 ) -> None:
     (workdir / "site.yml").write_text(PLAYBOOK)
     played = ansible(bed, workdir, "ansible-playbook", "-i", "virtkit.yml", "site.yml",

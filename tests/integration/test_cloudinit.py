@@ -6,27 +6,23 @@ address seen from inside. Bad input is refused before anything is made."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import PREFIX, Bed, console_log, run_cli
+from tests.conftest import Bed, console_log, run_cli
+from tests.integration.conftest import MARKER, PASSWORD, CloudGuests
 from virtkit import Client
 from virtkit.cloudinit import key_fingerprint, read_seed
-from virtkit.errors import NotFound
 from virtkit.services import storage
 from virtkit.services.hostkeys import PendingHostKeys
 
 pytestmark = pytest.mark.integration
-MARKER = "VIRTKIT-RUNCMD-DONE"
 # `template`: the debian-12 template, built once per session (tests/integration/conftest.py)
 
 
@@ -35,33 +31,6 @@ def key(tmp_path: Path) -> Path:
     path = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
     return path
-
-
-@pytest.fixture(scope="module")
-def configdrive_guest(
-    bed: Bed, template: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, Path]]:
-    """The ConfigDrive guest (name, SSH key), created and started at once, without waiting:
-    the NoCloud test asks for it too, so the two guests boot side by side (on 2 cores, two
-    single-vCPU TCG guests boot in about the time of one: minutes off the suite)."""
-    key = tmp_path_factory.mktemp("configdrive") / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    name = PREFIX + "cd" + secrets.token_hex(3)
-    # user-mode networking forwards SSH to 10.0.2.15: the static address the seed gives
-    created = run_cli(
-        bed, "vm", "create", name, "--image", template, "--memory", "512M",
-        "--user", "admin", "--ssh-key", f"{key}.pub", "--seed", "configdrive",
-        "--ip", "10.0.2.15/24", "--gateway", "10.0.2.2", "--dns", "10.0.2.3",
-        "--run", f"echo {MARKER} > /dev/ttyS0", "--ssh-forward", str(free_port()), "--start",
-    )  # fmt: skip
-    try:
-        assert created.returncode == 0, created.stderr
-        yield name, key
-    finally:
-        with bed.client() as vk, contextlib.suppress(NotFound):
-            vk.vms.delete(name, force=True, remove_storage=True)
-        for leftover in bed.pool_dir.glob(f"{name}-*"):
-            leftover.unlink()
 
 
 def free_port() -> int:
@@ -88,22 +57,27 @@ def tamper_host_key_pins(bed: Bed, name: str, pins: list[str]) -> None:
                    capture_output=True)  # fmt: skip
 
 
-@pytest.mark.timeout(600)  # its set-up builds the image (about 2.5 min) before its guest boots
+def restore_metadata(bed: Bed, name: str, original: str) -> None:
+    """Put virtkit's metadata back as it was (after tamper_host_key_pins)."""
+    ns = "https://virtkit.dev/xmlns/virtkit/1"
+    virsh = ["virsh", "-c", bed.settings.uri, "metadata", name, "--uri", ns]
+    subprocess.run([*virsh, "--live", "--config", "--key", "vk", "--set", original], check=True,
+                   capture_output=True)  # fmt: skip
+
+
+def metadata_of(bed: Bed, name: str) -> str:
+    ns = "https://virtkit.dev/xmlns/virtkit/1"
+    virsh = ["virsh", "-c", bed.settings.uri, "metadata", name, "--uri", ns]
+    return subprocess.run(virsh, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.timeout(900)  # its set-up may build the image, then boots the shared guests
 def test_nocloud_user_key_sudo_hostname_runcmd_and_ssh(
-    bed: Bed,
-    vk: Client,
-    template: str,
-    key: Path,
-    vm_name: str,
-    configdrive_guest: tuple[str, Path],  # booting beside this one, for the next test
+    bed: Bed, vk: Client, template: str, cloud_guests: CloudGuests
 ) -> None:
-    created = run_cli(
-        bed, "vm", "create", vm_name, "--image", template, "--memory", "512M",
-        "--user", "admin", "--ssh-key", f"{key}.pub", "--password", "Sup3r-s3cret",
-        "--hostname", "web1", "--run", f"echo {MARKER} > /dev/ttyS0",
-        "--ssh-forward", str(free_port()), "--start",
-    )  # fmt: skip
-    assert created.returncode == 0, created.stderr
+    """The NoCloud guest of the shared pair (tests/integration/conftest.py): made by a site
+    file with a user, an SSH key, a password, a hostname and a runcmd."""
+    vm_name, key = cloud_guests.names["web"], cloud_guests.key
     seed = vk.pools.get_volume(bed.settings.storage_pool, f"{vm_name}-seed.iso")
     cdroms = [d for d in vk.vms.get(vm_name).disks if d.device == "cdrom"]
     assert seed.format in ("raw", "iso")  # libvirt probes the ISO 9660 signature
@@ -141,25 +115,28 @@ def test_nocloud_user_key_sudo_hostname_runcmd_and_ssh(
     assert (user_mac, "10.0.2.15", "agent") in [(a["mac"], a["ip"], a["source"]) for a in found]
     assert {a["source"] for a in found} == {"agent"}  # (and QEMU's IPv6 fec0::/64 address)
     # a guest answering with another key is refused
+    original = metadata_of(bed, vm_name)
     tamper_host_key_pins(bed, vm_name, pins)
-    refused = run_cli(bed, "vm", "ssh", vm_name, "-i", str(key), "--", "true", timeout=60)
-    assert refused.returncode != 0 and "Host key verification failed" in refused.stderr
-    assert "--no-host-key-check" in refused.stderr  # and virtkit says what to do about it
-    unchecked = run_cli(bed, "vm", "ssh", vm_name, "-i", str(key), "--no-host-key-check", "--",
-                        "hostname", timeout=60)  # fmt: skip
-    assert unchecked.returncode == 0 and unchecked.stdout.strip() == "web1", unchecked.stderr
+    try:
+        refused = run_cli(bed, "vm", "ssh", vm_name, "-i", str(key), "--", "true", timeout=60)
+        assert refused.returncode != 0 and "Host key verification failed" in refused.stderr
+        assert "--no-host-key-check" in refused.stderr  # and virtkit says what to do about it
+        unchecked = run_cli(bed, "vm", "ssh", vm_name, "-i", str(key), "--no-host-key-check",
+                            "--", "hostname", timeout=60)  # fmt: skip
+        assert unchecked.returncode == 0 and unchecked.stdout.strip() == "web1", unchecked.stderr
+    finally:
+        restore_metadata(bed, vm_name, original)  # the guest is shared with other tests
+    assert ssh(bed, vm_name, key, "true") == ""
     # the plain password is nowhere: not in the domain, the seed, or the console
     xml = run_cli(bed, "vm", "xml", vm_name).stdout
     seed_bytes = Path(seed.path).read_bytes()
     for place in (xml, seed_bytes.decode(errors="replace"), console_log(bed, vm_name)):
-        assert "Sup3r-s3cret" not in place
-    deleted = run_cli(bed, "vm", "delete", vm_name, "--force", "--remove-storage", "--yes")
-    assert deleted.returncode == 0, deleted.stderr
-    assert not Path(seed.path).exists()  # the seed goes with the VM
+        assert PASSWORD not in place
+    # (the seed goes with the VM: the pair's teardown prunes it, and checks)
 
 
-def test_configdrive_with_a_static_address(bed: Bed, configdrive_guest: tuple[str, Path]) -> None:
-    vm_name, key = configdrive_guest
+def test_configdrive_with_a_static_address(bed: Bed, cloud_guests: CloudGuests) -> None:
+    vm_name, key = cloud_guests.names["db"], cloud_guests.key
     waited = run_cli(bed, "vm", "wait", vm_name, "--for", "ssh", "--timeout", "240", timeout=300)
     assert waited.returncode == 0, waited.stderr + console_log(bed, vm_name)[-3000:]
     assert "DataSourceConfigDrive" in ssh(bed, vm_name, key, "cat",

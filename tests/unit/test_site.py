@@ -244,3 +244,24 @@ def test_two_hosts_each_get_their_own(tmp_path: Path) -> None:
         other = vk._site_hosts(site)["b"]
         assert other.uri == uris["b"] and other.networks.host.networks.names() == ["vkst-nb"]
         assert vk.sites.plan(site).empty
+
+
+def test_a_replace_is_refused_until_allowed(vk: Client, tmp_path: Path) -> None:
+    def with_address(address: str | None) -> Site:
+        net: dict[str, object] = {"name": "vkst-n1", "kind": "isolated"}
+        if address:
+            net["ipv4"] = address
+        return Site.model_validate({"site": "lab", "networks": [net]})
+
+    assert vk.sites.apply(with_address(None))[1].ok
+    changed = with_address("198.18.7.1/24")
+    plan = vk.sites.plan(changed)
+    assert [(c.action, c.name) for c in plan.changes] == [("replace", "vkst-n1")]
+    assert plan.changes[0].destroys
+    with pytest.raises(InvalidState) as err:
+        vk.sites.apply(changed)
+    assert err.value.code == "site_replace_refused"
+    assert "--allow-replace" in err.value.message
+    assert vk.sites.plan(changed).changes[0].action == "replace"  # nothing changed
+    assert vk.sites.apply(changed, allow_replace=True)[1].ok
+    assert vk.sites.plan(changed).empty

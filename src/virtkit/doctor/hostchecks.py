@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -40,7 +40,6 @@ class HostContext:
     pools: Callable[[], list[PoolInfo]]
     root: Path = lf.ROOT
     kernel_lines: list[str] | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def local(self) -> bool:

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from virtkit.errors import VirtkitError
 from virtkit.services.sitestate import HostNow, SiteHost
 from virtkit.services.vmmeta import VMMeta
 from virtkit.specs import NicSpec, VMSpec, VMSummary, format_size
@@ -343,7 +344,7 @@ def _template(site: Site, want: Want, host: SiteHost, now: HostNow) -> Step | No
 def _delete_vm(host: SiteHost, summary: VMSummary) -> Step:
     try:
         destroys = host.vms.storage_to_remove(summary.name)
-    except Exception:
+    except VirtkitError:  # advice only: the delete itself says what it removes
         destroys = []
     return Step(
         Change(

@@ -26,6 +26,30 @@ PREFIX = "vktest-"
 VIRTKIT = str(Path(sys.executable).with_name("virtkit"))
 
 
+# `make test` runs the suite on two workers (pytest-xdist, --dist loadgroup), each with its own
+# private libvirtd: a module's tests stay together on one worker (its module fixtures are made
+# once), and modules that share a session fixture or touch this machine's own state (/dev/kvm's
+# mode, hugepages, KSM's knobs) share a group, so never run side by side.
+XDIST_GROUPS = {
+    # the Debian template and the two cloud-init guests (`template`, `cloud_guests`)
+    "test_ansible": "cloud",
+    "test_cloudinit": "cloud",
+    "test_storage": "cloud",
+    # this machine's /dev/kvm, hugepages and KSM
+    "test_doctor": "machine",
+    "test_kvm_verdict": "machine",
+    "test_ksm": "machine",
+    "test_tuning": "machine",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(module, module)))
+
+
 def cli_env(s: Settings) -> dict[str, str]:
     """Environment that points the virtkit CLI at these settings (and no config file)."""
     return {

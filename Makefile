@@ -12,7 +12,7 @@ test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -q -n 2 --dist loadgroup --durations=30
+	$(VENV)/bin/pytest -q -n 2 --dist loadscope --durations=30
 
 # The inner loop: lint, types and the unit tests (pure logic and libvirt's test:// driver), no
 # daemon and no guest; well under 2 minutes.

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,10 +27,11 @@ PREFIX = "vktest-"
 VIRTKIT = str(Path(sys.executable).with_name("virtkit"))
 
 
-# `make test` runs the suite on two workers (pytest-xdist, --dist loadgroup), each with its own
-# private libvirtd: a module's tests stay together on one worker (its module fixtures are made
-# once), and modules that share a session fixture or touch this machine's own state (/dev/kvm's
-# mode, hugepages, KSM's knobs) share a group, so never run side by side.
+# `make test` runs the suite on two workers (pytest-xdist), each with its own private libvirtd.
+# The scheduler below hands out whole modules (their module fixtures are made once), and modules
+# that share a session fixture or touch this machine's own state (/dev/kvm's mode, hugepages,
+# KSM's knobs) as one unit, so they never run side by side. (xdist's own loadgroup marks do not
+# reach its scheduler under pytest 9.)
 XDIST_GROUPS = {
     # the Debian template and the two cloud-init guests (`template`, `cloud_guests`)
     "test_ansible": "cloud",
@@ -43,11 +45,32 @@ XDIST_GROUPS = {
 }
 
 
-@pytest.hookimpl(tryfirst=True)
+def xdist_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module, or its module's group."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+    return XDIST_GROUPS.get(module, module)
+
+
+# the first test to use them pays for them (template build and boots, slower beside the other
+# worker): its timeout covers that
+SLOW_FIXTURES = {"template": 900, "cloud_guests": 900}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
-        item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(module, module)))
+        slow = [SLOW_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in SLOW_FIXTURES]
+        if slow:
+            item.add_marker(pytest.mark.timeout(max(slow)))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_unit(nodeid)
+
+    return ModuleGroups(config, log)
 
 
 def cli_env(s: Settings) -> dict[str, str]:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +40,16 @@ def ansible_guests(cloud_guests: CloudGuests) -> CloudGuests:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Path:
+def workdir() -> Iterator[Path]:
     """A directory holding the inventory file, an empty ansible.cfg and HOME: nothing of this
-    machine's Ansible or SSH configuration (no ~/.ssh/known_hosts) takes part."""
-    (tmp_path / "home").mkdir()
-    (tmp_path / "ansible.cfg").write_text("")
-    (tmp_path / "virtkit.yml").write_text("plugin: virtkit\n")
-    return tmp_path
+    machine's Ansible or SSH configuration (no ~/.ssh/known_hosts) takes part. A short path:
+    SSH's connection-sharing socket goes under HOME, and a socket's path has 107 bytes at most."""
+    path = Path(tempfile.mkdtemp(prefix="vkans-"))
+    (path / "home").mkdir()
+    (path / "ansible.cfg").write_text("")
+    (path / "virtkit.yml").write_text("plugin: virtkit\n")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def ansible(
@@ -60,6 +66,7 @@ def ansible(
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
         "ANSIBLE_TIMEOUT": "60",
         "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_PIPELINING": "True",  # one SSH round trip per task, not three
         "ANSIBLE_LOCAL_TEMP": str(workdir / "home" / "tmp"),
         **more,
     }

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from virtkit.services.consoles import ConsoleService
     from virtkit.services.disks import DiskService
     from virtkit.services.eventfeed import EventFeed
+    from virtkit.services.fleet import Fleet
     from virtkit.services.graphics import GraphicsService
     from virtkit.services.host import HostService
     from virtkit.services.images import ImageService
@@ -99,6 +100,18 @@ class Client:
                 generation=lambda: self.connection.generation,
             ),
         )
+
+    @cached_property
+    def fleet(self) -> Fleet:
+        """The hosts virtkit manages (``host add``): their registry, each one now, and the VMs
+        of all of them, read concurrently with a timeout per host."""
+        from virtkit.services.fleet import Fleet
+
+        return Fleet(self.settings, self.store, self.for_uri)
+
+    def for_uri(self, uri: str) -> Client:
+        """A new client of another host: these settings with its URI (the caller closes it)."""
+        return Client(settings=self.settings.model_copy(update={"uri": uri}))
 
     @cached_property
     def backups(self) -> BackupService:

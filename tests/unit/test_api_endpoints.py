@@ -120,7 +120,10 @@ def test_unmerge_splits_the_pages_and_leaves_ksm_stopped(api: Api) -> None:
     assert r.status_code == 200, r.text
     report = r.json()
     assert report["run"] == "stopped" and {"settings", "pages_shared", "vms"} <= set(report)
-    assert report == api.ada.get("/api/v1/host/ksm").json()  # what PATCH /host/ksm answers too
+    # what PATCH /host/ksm answers too (but for ksmd's CPU time: this machine's own ksmd, which
+    # runs while another worker's KSM tests do)
+    again = api.ada.get("/api/v1/host/ksm").json()
+    assert {**report, "ksmd_cpu_seconds": None} == {**again, "ksmd_cpu_seconds": None}
     assert (api.ksm / "run").read_text().strip() == "0"
 
 

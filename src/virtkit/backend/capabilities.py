@@ -276,6 +276,19 @@ class CapabilityProbe:
                 self._kept_for = local
         return verdict
 
+    def known_kvm_verdict(self, arch: str = "x86_64") -> KvmVerdict | None:
+        """The verdict if one is known (this process's, or a firm one kept on disk), without a
+        probe boot; None when only a boot could tell (``host list`` over many hosts)."""
+        hit = self._from_local(self._local_fingerprint())
+        if hit is not None:
+            return hit
+        caps = self.capabilities()
+        if "kvm" not in caps.domain_types(arch):
+            return self.kvm_verdict(caps, arch)  # decided by the capabilities: no boot
+        key = self._cache_key(caps)
+        memo = verdicts.process_verdicts.get(key)
+        return replace(memo, cached=True) if memo else self.store.by_key(key)
+
     def _precheck(self, caps: Capabilities) -> KvmVerdict | None:
         """A firm 'no' from local facts, in microseconds; None when only a boot can tell."""
         if not self.host.is_local:

@@ -58,7 +58,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "virtkit.cli.exporter", "exporter",
         "Serve Prometheus metrics of hosts and VMs (all VMs, KSM, the host) until Ctrl+C.",
     ),
-    "host": ("virtkit.cli.host", "host", "Facts about the libvirt host."),
+    "host": (
+        "virtkit.cli.host", "host",
+        "This host's facts; the hosts virtkit manages (add, list, show, remove, maintenance).",
+    ),
     "image": ("virtkit.cli.image", "image", "Disk images and templates."),
     "inventory": (
         "virtkit.cli.inventory", "inventory",
@@ -132,18 +135,35 @@ class LazyGroup(click.Group):
     envvar="VIRTKIT_URI",
     help="libvirt URI (default qemu:///system, or $VIRTKIT_URI).",
 )
+@click.option(
+    "-H",
+    "--host",
+    "host_name",
+    envvar="VIRTKIT_HOST",
+    help="A registered host by name (virtkit host add), instead of --connect.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what virtkit does.")
 @click.option("--debug", is_flag=True, help="Debug logs and tracebacks.")
 @click.option(
     "--log-json", is_flag=True, help="Logs as ECS JSON lines (the setting log_format=ecs)."
 )
 @click.pass_context
-def cli(ctx: click.Context, uri: str | None, verbose: bool, debug: bool, log_json: bool) -> None:
+def cli(
+    ctx: click.Context,
+    uri: str | None,
+    host_name: str | None,
+    verbose: bool,
+    debug: bool,
+    log_json: bool,
+) -> None:
     """virtkit: manage KVM virtual machines through libvirt."""
     from virtkit.cli.logs import early_format, setup_logging
 
     setup_logging(verbose, debug, early_format(log_json))
-    ctx.obj = State(uri, log_json=log_json)
+    chosen = ctx.get_parameter_source("uri") is click.core.ParameterSource.COMMANDLINE
+    ctx.obj = State(uri, log_json=log_json, uri_chosen=chosen)
+    if host_name:
+        ctx.obj.select_host(host_name)
     ctx.call_on_close(ctx.obj.close)
 
 

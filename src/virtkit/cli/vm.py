@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from virtkit.cli import render, vmdisk, vmnic, vmsnapshot, vmspec, vmssh
-from virtkit.cli.state import State, json_option, pass_state
+from virtkit.cli.state import HostAwareGroup, State, json_option, pass_state
 from virtkit.errors import InvalidInput
 from virtkit.specs.units import format_duration
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from virtkit.specs import VMInfo
 
 
-@click.group()
+@click.group(cls=HostAwareGroup)
 def vm() -> None:
     """Create, run, change and delete VMs."""
 
@@ -41,9 +41,16 @@ vmdisk.disk.add_command(vmsnapshot.disk_flatten)
 @vmspec.spec_options
 @click.option("--start", is_flag=True, help="Start the VM once created.")
 @click.option("--print-xml", is_flag=True, help="Print the domain XML instead of creating.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="With hosts registered: say which host placement chooses and why; create nothing.",
+)
 @json_option
 @pass_state
-def create(state: State, /, start: bool, print_xml: bool, as_json: bool, **flags: Any) -> None:
+def create(
+    state: State, /, start: bool, print_xml: bool, dry_run: bool, as_json: bool, **flags: Any
+) -> None:
     """Create a VM from flags and/or a YAML spec file.
 
     \b
@@ -54,6 +61,12 @@ def create(state: State, /, start: bool, print_xml: bool, as_json: bool, **flags
       virtkit vm create web2 --image debian-12 --network lab --start
     """
     spec = vmspec.spec_from_flags(**flags)
+    if not state.one_host and state.client.fleet.hosts():
+        _create_placed(state, spec, start=start, print_xml=print_xml, dry_run=dry_run,
+                       as_json=as_json)  # fmt: skip
+        return
+    if dry_run:
+        raise click.UsageError("--dry-run explains placement: it needs hosts (virtkit host add)")
     if print_xml:
         click.echo(state.client.vms.preview_xml(spec), nl=False)
         return
@@ -68,6 +81,40 @@ def create(state: State, /, start: bool, print_xml: bool, as_json: bool, **flags
     )
 
 
+def _create_placed(
+    state: State, spec: Any, *, start: bool, print_xml: bool, dry_run: bool, as_json: bool
+) -> None:
+    """``vm create`` across registered hosts: placement chooses the host (docs/hosts.md)."""
+    placement = state.client.fleet.place(spec.memory, spec.vcpus, spec.tags)
+    if dry_run or placement.host is None:
+        if as_json:
+            render.print_json(placement)
+        else:
+            click.echo(f"placement: {placement.summary}")
+            for c in placement.candidates:
+                mark = "*" if c.host == placement.host else ("+" if c.eligible else "-")
+                click.echo(f"  {mark} {c.host}: {'; '.join(c.reasons)}")
+        if placement.host is None:
+            raise InvalidInput(f"VM {spec.name} was not created: {placement.summary}",
+                               code="no_host_fits")  # fmt: skip
+        return
+    assert placement.uri is not None
+    with state.client.for_uri(placement.uri) as target:
+        if print_xml:
+            click.echo(target.vms.preview_xml(spec), nl=False)
+            return
+        progress = (lambda msg: click.echo(f"... {msg}", err=True)) if sys.stderr.isatty() else None
+        info = target.vms.create(spec, start=start, progress=progress)
+    if as_json:
+        render.print_json(info)
+        return
+    click.echo(
+        f"created VM {info.name} on host {placement.host} ({placement.summary.split(': ', 1)[1]})"
+        f": {info.vcpus} vCPU, {render.size(info.max_memory)}, {info.domain_type}; "
+        f"{info.state.value}"
+    )
+
+
 # -- reading ---------------------------------------------------------------------------------
 
 
@@ -76,9 +123,22 @@ def create(state: State, /, start: bool, print_xml: bool, as_json: bool, **flags
 @click.option(
     "--refresh", is_flag=True, help="Read each VM's tags from libvirt, not virtkit's copy."
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 600),
+    default=10.0,
+    show_default=True,
+    help="Across hosts: seconds to wait for them (all asked together).",
+)
 @pass_state
-def list_(state: State, as_json: bool, refresh: bool) -> None:
-    """List VMs: name, state, vCPUs, memory, uptime."""
+def list_(state: State, as_json: bool, refresh: bool, timeout: float) -> None:
+    """List VMs: name, state, vCPUs, memory, uptime.
+
+    With registered hosts (virtkit host add) and no --host or --connect: every host's VMs in
+    one table; a host that does not answer within --timeout is named, and the rest listed."""
+    if not state.one_host and state.client.fleet.hosts():
+        _list_across_hosts(state, as_json, refresh, timeout)
+        return
     vms = state.client.vms.list(refresh=refresh)
     if as_json:
         render.print_json(vms)
@@ -102,6 +162,33 @@ def list_(state: State, as_json: bool, refresh: bool) -> None:
             for v in vms
         ],
     )
+
+
+def _list_across_hosts(state: State, as_json: bool, refresh: bool, timeout: float) -> None:
+    listed = state.client.fleet.vms(timeout=timeout, refresh=refresh)
+    if as_json:
+        render.print_json(listed)
+        return
+    render.table(
+        ["HOST", "NAME", "STATE", "VCPUS", "MEMORY", "UPTIME", "AUTOSTART", "TAGS"],
+        [
+            [
+                h.host,
+                v.name,
+                v.state.value,
+                str(v.vcpus),
+                render.size(v.memory),
+                format_duration(v.uptime),
+                "yes" if v.autostart else "no",
+                ",".join(v.tags),
+            ]
+            for h in listed
+            for v in h.vms
+        ],
+    )
+    for h in listed:
+        if not h.reachable:
+            click.echo(f"host {h.host} ({h.uri}) unreachable: {h.error}", err=True)
 
 
 def _show(info: VMInfo) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from virtkit.cli import render
-from virtkit.cli.state import State, json_option, pass_state
+from virtkit.cli.state import HostAwareGroup, State, json_option, pass_state
 from virtkit.cli.vmspec import parse_disk
 
 
-@click.group()
+@click.group(cls=HostAwareGroup)
 def disk() -> None:
     """A VM's disks: list, attach (hot-plug on a running VM), detach."""
 
@@ -68,7 +68,7 @@ def disk_detach(state: State, name: str, target: str, remove_storage: bool) -> N
     click.echo(f"detached {target} from {name}" + "".join(f"; removed {p}" for p in removed))
 
 
-@click.group()
+@click.group(cls=HostAwareGroup)
 def cdrom() -> None:
     """Change or eject a VM's CD-ROM media."""
 

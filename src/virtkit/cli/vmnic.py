@@ -7,10 +7,10 @@ import json
 import click
 
 from virtkit.cli import render
-from virtkit.cli.state import State, json_option, pass_state
+from virtkit.cli.state import HostAwareGroup, State, json_option, pass_state
 
 
-@click.group()
+@click.group(cls=HostAwareGroup)
 def nic() -> None:
     """A VM's network interfaces: list, add (hot-plug), remove, link up/down."""
 

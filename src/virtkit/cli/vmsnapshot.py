@@ -9,10 +9,10 @@ import click
 
 from virtkit.cli import render
 from virtkit.cli.progress import PhasedProgress, confirm
-from virtkit.cli.state import State, json_option, pass_state
+from virtkit.cli.state import HostAwareGroup, State, json_option, pass_state
 
 
-@click.group()
+@click.group(cls=HostAwareGroup)
 def snapshot() -> None:
     """Snapshots: internal or external, with or without memory; revert and delete safely."""
 

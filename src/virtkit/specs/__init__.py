@@ -85,6 +85,7 @@ _MODULES = {
     ],
     "doctor": ["Severity", "Finding", "DoctorReport", "FixResult"],
     "host": ["KvmStatus", "KvmFix", "NumaNode", "HugePages", "KsmState", "HostInfo"],
+    "fleet": ["FleetHost", "HostStatus", "HostVMs", "Placement", "PlacementCandidate"],
     "ksm": [
         "KsmVM",
         "KsmReport",
@@ -110,6 +111,13 @@ if TYPE_CHECKING:
         validate_name,
     )
     from virtkit.specs.doctor import DoctorReport, Finding, FixResult, Severity
+    from virtkit.specs.fleet import (
+        FleetHost,
+        HostStatus,
+        HostVMs,
+        Placement,
+        PlacementCandidate,
+    )
     from virtkit.specs.host import HostInfo, HugePages, KsmState, KvmFix, KvmStatus, NumaNode
     from virtkit.specs.inventory import Inventory
     from virtkit.specs.ksm import (
@@ -214,14 +222,17 @@ __all__ = [
     "DoctorReport",
     "Finding",
     "FixResult",
+    "FleetHost",
     "GiB",
     "GraphicsType",
     "GraphicsView",
     "GuestAddress",
     "HostInfo",
     "HostName",
+    "HostStatus",
     "HostTuneKnob",
     "HostTuneReport",
+    "HostVMs",
     "HugePages",
     "ImageInfo",
     "Inventory",
@@ -248,6 +259,8 @@ __all__ = [
     "NicModel",
     "NicSpec",
     "NumaNode",
+    "Placement",
+    "PlacementCandidate",
     "PoolInfo",
     "PoolName",
     "PoolSpec",

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from virtkit import Client, Settings
+from virtkit.backend.migration import MigrateFlags
 from virtkit.errors import AlreadyExists, ConnectionFailed, InvalidInput, NotFound
 from virtkit.services.fleet import gather, place
+from virtkit.services.migrate import predict
 from virtkit.specs import FleetHost, HostStatus
 
 VIRTKIT = str(Path(sys.executable).with_name("virtkit"))
@@ -268,3 +270,33 @@ def test_cli_create_explains_a_placement_that_finds_no_host(
     assert "VM vkf-new was not created" in dry.stderr
     single = cli(tmp_path, "-c", nodes["a"], "vm", "create", "vkf-x", "--dry-run")
     assert single.returncode == 2 and "needs hosts" in single.stderr
+
+
+# -- migration: the prediction and libvirt's flags -------------------------------------------
+
+MIB = 1 << 20
+
+
+def test_prediction_of_pre_copy() -> None:
+    quiet = predict(128 * MIB, 0, 100 * MIB, 300)
+    assert quiet[0] and quiet[3] == 2 and abs(quiet[1] - 1.28) < 0.01 and quiet[2] == 0
+    busy = predict(1024 * MIB, 50 * MIB, 100 * MIB, 300)
+    assert busy[0] and busy[3] > 2 and busy[1] > 10.24 and busy[2] <= 300
+    assert not predict(128 * MIB, 200 * MIB, 100 * MIB, 300)[0]  # dirtier than the link
+    slow = predict(128 * MIB, 99 * MIB, 100 * MIB, 50)
+    assert not slow[0]  # 30 passes and still over the allowed downtime
+
+
+def test_migrate_flags_are_libvirts() -> None:
+    import libvirt
+
+    live = MigrateFlags(copy_storage=True, postcopy=True).value()
+    for flag in ("PEER2PEER", "LIVE", "PERSIST_DEST", "UNDEFINE_SOURCE", "NON_SHARED_DISK",
+                 "POSTCOPY", "ABORT_ON_ERROR"):  # fmt: skip
+        assert live & getattr(libvirt, f"VIR_MIGRATE_{flag}"), flag
+    assert not live & libvirt.VIR_MIGRATE_UNSAFE and not live & libvirt.VIR_MIGRATE_OFFLINE
+    offline = MigrateFlags(offline=True, persist=False, undefine_source=False).value()
+    assert offline & libvirt.VIR_MIGRATE_OFFLINE and offline & libvirt.VIR_MIGRATE_PERSIST_DEST
+    assert (
+        not offline & libvirt.VIR_MIGRATE_LIVE and not offline & libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+    )

@@ -123,6 +123,10 @@ def _kvm(status: Any) -> str:
 @click.option("--tag", "tags", multiple=True, help="A tag for placement rules (repeat).")
 @click.option("--no-check", is_flag=True, help="Add it without connecting first.")
 @click.option(
+    "--migration-uri",
+    help="How the other hosts' libvirtd reach this one for migrations (default: URI).",
+)
+@click.option(
     "--no-probe", is_flag=True, help="Do not decide the KVM verdict now (a test boot there)."
 )
 @timeout_option
@@ -134,6 +138,7 @@ def add(
     uri: str,
     tags: tuple[str, ...],
     no_check: bool,
+    migration_uri: str | None,
     no_probe: bool,
     timeout: float,
     as_json: bool,
@@ -147,7 +152,7 @@ def add(
     """
     status = state.client.fleet.add(
         name, uri, tags=tags, check=not no_check, probe=not no_probe,
-        timeout=max(timeout, 60.0) if not no_probe else timeout,
+        timeout=max(timeout, 60.0) if not no_probe else timeout, migration_uri=migration_uri,
     )  # fmt: skip
     if as_json:
         render.print_json(status)
@@ -288,3 +293,44 @@ def tag(state: State, name: str, tags: tuple[str, ...]) -> None:
     """Set a host's placement tags (none: clear them)."""
     h = state.client.fleet.set_tags(name, tags)
     click.echo(f"host {h.name}: tags {', '.join(h.tags) or 'none'}")
+
+
+@host.command("evacuate")
+@click.argument("name")
+@click.option("--parallel", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="Migrations at once.")  # fmt: skip
+@click.option("--copy-storage", is_flag=True, help="Copy disks other hosts do not share.")
+@click.option("--auto", is_flag=True, help="Let each live migration choose how to converge.")
+@click.option(
+    "--unsafe", is_flag=True, help="Migrate though libvirt cannot tell the storage is shared."
+)
+@click.option("--dry-run", is_flag=True, help="Say where each VM would go; move nothing.")
+@timeout_option
+@json_option
+@pass_state
+def evacuate(state: State, name: str, parallel: int, copy_storage: bool, auto: bool,
+             unsafe: bool, dry_run: bool, timeout: float, as_json: bool) -> None:  # fmt: skip
+    """Maintenance on, then move every VM off the host (running ones live, the others
+    offline), each placed as a new VM would be. A VM that cannot move is reported; the
+    others still go. Exit 1 if one could not."""
+    from virtkit.specs import MigrateOptions
+
+    opts = MigrateOptions(copy_storage=copy_storage, auto=auto, unsafe=unsafe)
+
+    def said(item: Any) -> None:
+        if not as_json and not dry_run:
+            mark = "moved" if item.ok else "NOT moved"
+            click.echo(f"{item.vm}: {mark} -> {item.target or '-'}: {item.detail}", err=True)
+
+    report = state.client.fleet.evacuate(
+        name, opts, parallel=parallel, dry_run=dry_run, timeout=timeout, report=said
+    )
+    if as_json:
+        render.print_json(report)
+    else:
+        for item in report.items:
+            click.echo(f"{item.vm}: {'ok' if item.ok else 'FAILED'} -> {item.target or '-'}: "
+                       f"{item.detail}")  # fmt: skip
+        click.echo(f"host {name}: {report.moved} moved, {report.failed} not")
+    if report.failed:
+        raise SystemExit(1)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from virtkit.cli import render, vmdisk, vmnic, vmsnapshot, vmspec, vmssh
+from virtkit.cli import render, vmdisk, vmmigrate, vmnic, vmsnapshot, vmspec, vmssh
 from virtkit.cli.state import HostAwareGroup, State, json_option, pass_state
 from virtkit.errors import InvalidInput
 from virtkit.specs.units import format_duration
@@ -27,7 +27,7 @@ def vm() -> None:
 
 for _command in (
     vmspec.spec_schema, vmdisk.disk, vmdisk.cdrom, vmnic.nic, vmnic.ip, vmssh.console,
-    vmssh.wait, vmssh.ssh, vmsnapshot.snapshot,
+    vmssh.wait, vmssh.ssh, vmsnapshot.snapshot, vmmigrate.migrate,
 ):  # fmt: skip
     vm.add_command(_command)
 vmdisk.disk.add_command(vmsnapshot.disk_chain)

@@ -15,14 +15,30 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from virtkit.errors import AlreadyExists, ConnectionFailed, InvalidInput, NotFound, VirtkitError
+from virtkit.errors import (
+    AlreadyExists,
+    ConnectionFailed,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    VirtkitError,
+)
 from virtkit.services.store import Store, register_schema
-from virtkit.specs.fleet import FleetHost, HostStatus, HostVMs, Placement, PlacementCandidate
+from virtkit.specs.fleet import (
+    EvacuationItem,
+    EvacuationReport,
+    FleetHost,
+    HostStatus,
+    HostVMs,
+    Placement,
+    PlacementCandidate,
+)
 from virtkit.specs.host import KvmStatus
 
 if TYPE_CHECKING:
@@ -30,8 +46,10 @@ if TYPE_CHECKING:
 
     from virtkit.backend.capabilities import CapabilityProbe
     from virtkit.backend.host import Host
+    from virtkit.services.migrate import MigrationService
     from virtkit.services.vms import VMService
     from virtkit.settings import Settings
+    from virtkit.specs.fleet import MigrateOptions
 
 
 class HostClient(Protocol):
@@ -60,6 +78,7 @@ CREATE TABLE IF NOT EXISTS hosts (
     maintenance_since   REAL,
     maintenance_reason  TEXT,
     host_uuid           TEXT,
+    migration_uri       TEXT,
     reachable           INTEGER,
     state_since         REAL,
     last_seen           REAL,
@@ -182,6 +201,7 @@ def _row(row: sqlite3.Row) -> FleetHost:
         maintenance_since=row["maintenance_since"],
         maintenance_reason=row["maintenance_reason"],
         host_uuid=row["host_uuid"],
+        migration_uri=row["migration_uri"],
         reachable=flag(row["reachable"]),
         state_since=row["state_since"],
         last_seen=row["last_seen"],
@@ -225,12 +245,15 @@ class Fleet:
         check: bool = True,
         probe: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
+        migration_uri: str | None = None,
     ) -> HostStatus:
         """Register a host. With ``check`` (the default) it must answer first: nothing is
         stored for a host that cannot be reached (ConnectionFailed says why); with ``probe``
         its KVM verdict is decided now (a test boot there, once; kept afterwards)."""
         check_name(name)
         check_uri(uri)
+        if migration_uri is not None:
+            check_uri(migration_uri)
         tagged = check_tags(tags)
         for other in self.hosts():
             if other.name == name:
@@ -250,8 +273,8 @@ class Fleet:
                 )
         with self.store.db() as db:
             db.execute(
-                "INSERT INTO hosts (name, uri, added, tags) VALUES (?, ?, ?, ?)",
-                (name, uri, now, json.dumps(tagged)),
+                "INSERT INTO hosts (name, uri, added, tags, migration_uri) VALUES (?, ?, ?, ?, ?)",
+                (name, uri, now, json.dumps(tagged), migration_uri),
             )
         if status is None:
             return HostStatus(host=self.get(name), reachable=False, error="not checked",
@@ -306,6 +329,116 @@ class Fleet:
                 "last_error = ?, host_uuid = COALESCE(?, host_uuid) WHERE name = ?",
                 (int(reachable), changed, now, reachable, now, error, host_uuid, name),
             )  # fmt: skip
+
+    # -- moving VMs -------------------------------------------------------------------------
+
+    def find_vm(self, name: str, *, timeout: float = DEFAULT_TIMEOUT) -> str:
+        """The registered host a VM is on (all asked together)."""
+        listed = self.vms(timeout=timeout)
+        found = [h.host for h in listed if any(v.name == name for v in h.vms)]
+        if len(found) > 1:
+            raise InvalidInput(f"VM {name!r} is on several hosts ({', '.join(found)}): say "
+                               f"which with NAME@HOST or --host", code="vm_ambiguous")  # fmt: skip
+        if not found:
+            down = [h.host for h in listed if not h.reachable]
+            extra = f" (not asked: {', '.join(down)}, unreachable)" if down else ""
+            raise NotFound(f"no VM {name!r} on the registered hosts{extra}",
+                           code="vm_not_found")  # fmt: skip
+        return found[0]
+
+    @contextmanager
+    def migration(self, source: str, target: str) -> Iterator[MigrationService]:
+        """The migration service between two registered hosts (their clients closed after)."""
+        from virtkit.services.migrate import MigrationService
+
+        if source == target:
+            raise InvalidInput(f"the VM is on {target} already", code="same_host")
+        src, dst = self.get(source), self.get(target)
+        if dst.maintenance:
+            raise InvalidState(f"host {target} is in maintenance: nothing moves there",
+                               code="host_in_maintenance")  # fmt: skip
+        with self._client_for(src.uri) as a, self._client_for(dst.uri) as b:
+            yield MigrationService(a, b, source_name=source, target_name=target,
+                                   target_uri=dst.migration_uri or dst.uri)  # fmt: skip
+
+    def evacuate(
+        self,
+        name: str,
+        opts: MigrateOptions,
+        *,
+        parallel: int = 2,
+        dry_run: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        report: Callable[[EvacuationItem], None] | None = None,
+    ) -> EvacuationReport:
+        """Maintenance on, then every VM off the host: each placed by the same rules as a new
+        one (the VMs placed before it counted), moved live if it runs, offline if not, at most
+        ``parallel`` at a time. A VM that cannot move is reported; the others still go."""
+        source = self.get(name)
+        if not dry_run:
+            self.set_maintenance(name, True, source.maintenance_reason or "evacuation")
+        statuses = {s.host.name: s for s in self.status(timeout=timeout)}
+        listed = {h.host: h for h in self.vms(timeout=timeout)}
+        if not listed[name].reachable:
+            raise ConnectionFailed(f"host {name} cannot be reached: {listed[name].error}",
+                                   code="host_unreachable")  # fmt: skip
+        vm_tags = {h: [(v.name, list(v.tags)) for v in listed[h].vms] for h in listed}
+        others = [s for n, s in statuses.items() if n != name]
+        # running ones first: they are what maintenance waits for
+        vms = sorted(listed[name].vms, key=lambda v: (v.state.value != "running", v.name))
+        plans: list[tuple[str, Placement]] = []
+        for vm in vms:
+            placement = place(vm.memory, vm.vcpus, vm.tags, others, vm_tags)
+            plans.append((vm.name, placement))
+            if placement.host is not None:  # count it where it goes
+                others = [
+                    s.model_copy(update={
+                        "memory_free": (s.memory_free or 0) - vm.memory,
+                        "vcpus_running": (s.vcpus_running or 0)
+                        + (vm.vcpus if vm.state.value == "running" else 0),
+                    }) if s.host.name == placement.host else s
+                    for s in others
+                ]  # fmt: skip
+                vm_tags.setdefault(placement.host, []).append((vm.name, list(vm.tags)))
+        items: list[EvacuationItem] = []
+        lock = threading.Lock()
+
+        def done(item: EvacuationItem) -> None:
+            with lock:
+                items.append(item)
+            if report is not None:
+                report(item)
+
+        def move(vm_name: str, target: str) -> None:
+            start = time.monotonic()
+            try:
+                with self.migration(name, target) as service:
+                    result = service.migrate(vm_name, opts)
+                done(EvacuationItem(vm=vm_name, target=target, ok=True, seconds=result.seconds,
+                                    detail=f"{'live' if result.live else 'offline'}, "
+                                    f"{result.mode}"))  # fmt: skip
+            except VirtkitError as exc:
+                done(EvacuationItem(vm=vm_name, target=target, ok=False, detail=str(exc),
+                                    seconds=round(time.monotonic() - start, 3)))  # fmt: skip
+
+        todo = []
+        for vm_name, placement in plans:
+            if placement.host is None:
+                done(EvacuationItem(vm=vm_name, target=None, ok=False,
+                                    detail=placement.summary))  # fmt: skip
+            elif dry_run:
+                done(EvacuationItem(vm=vm_name, target=placement.host, ok=True,
+                                    detail=f"would go to {placement.summary}"))  # fmt: skip
+            else:
+                todo.append((vm_name, placement.host))
+        if todo:
+            with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+                for future in [pool.submit(move, v, t) for v, t in todo]:
+                    future.result()
+        order = {v: i for i, (v, _p) in enumerate(plans)}
+        items.sort(key=lambda i: order.get(i.vm, 0))
+        return EvacuationReport(host=name, moved=sum(1 for i in items if i.ok and not dry_run),
+                                failed=sum(1 for i in items if not i.ok), items=items)  # fmt: skip
 
     # -- looking at hosts -----------------------------------------------------------------
 

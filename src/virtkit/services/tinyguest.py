@@ -45,6 +45,7 @@ MODULES = (
 BLOCK_MARKER = "VIRTKIT-BLOCK:"
 VDA_MARKER = "VIRTKIT-VDA:"
 FILL_MARKER = "VIRTKIT-FILLED:"
+DIRTY_MARKER = "VIRTKIT-DIRTYING:"
 NET_MARKER = "VIRTKIT-NET:"  # "VIRTKIT-NET: [eth0:up eth1:down]" whenever NICs or links change
 IP_MARKER = "VIRTKIT-IP:"  # "VIRTKIT-IP: eth0 198.18.1.23/24" when DHCP gives an address
 
@@ -144,6 +145,23 @@ grep -q virtkit.ignore_acpi /proc/cmdline || (
     if [ "$n" != 0 ]; then echo "{POWEROFF_MARKER}"; sync; poweroff -f; fi
   done
 ) &
+# "virtkit.tick": a counter on the console every 100 ms (migration tests: it goes on, no gap)
+grep -q virtkit.tick /proc/cmdline && (
+  exec 3<>/tmp/tick
+  i=0
+  while true; do echo "TICK $i"; i=$((i + 1)); read -t 0.1 x <&3; done
+) &
+# "virtkit.dirty=N": rewrite N MiB of memory (not zeros, which migrate for free) over and over
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    virtkit.dirty=*)
+      n=${{arg#virtkit.dirty=}}; mkdir -p /dirty
+      mount -t tmpfs -o size=$((2 * n + 1))m tmpfs /dirty
+      dd if=/dev/urandom of=/dirty/src bs=1M count=$n 2>/dev/null
+      echo "{DIRTY_MARKER} $n MiB"
+      (while true; do cat /dirty/src > /dirty/d; done) & ;;
+  esac
+done
 while true; do setsid cttyhack sh; done
 """
 

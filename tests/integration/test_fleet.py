@@ -232,7 +232,7 @@ def test_live_migration_shared_and_copied_storage_and_refusals(fleet: Fleet) -> 
     log = fleet.settings.console_log_dir / f"{name}-serial0.log"
     spec = {"name": name, "memory": "128M", "vcpus": 1, "kernel": guest.kernel,
             "initrd": guest.initrd, "cmdline": guest.cmdline + " virtkit.tick virtkit.write=MOVED",
-            "disks": [{"size": "16M"}]}  # fmt: skip
+            "disks": [{"size": "16M"}], "tags": ["role=web"]}  # fmt: skip
     with client_of(fleet, 0, "vkflt-shared") as vk1:
         vk1.vms.create(parse_vm_spec(spec), start=True)
     watch = TickWatch(log)
@@ -263,6 +263,7 @@ def test_live_migration_shared_and_copied_storage_and_refusals(fleet: Fleet) -> 
     with client_of(fleet, 1) as vk2:
         info = vk2.vms.get(name)
         assert info.state.value == "running" and info.persistent
+        assert info.tags == ["role=web"]  # virtkit's metadata came along
 
     # to h3, which does not share the disk: refused without --copy-storage, then copied
     refused = fleet.cli("vm", "migrate", name, "--to", "h3")
@@ -292,12 +293,56 @@ def test_live_migration_shared_and_copied_storage_and_refusals(fleet: Fleet) -> 
             shell.close()
         assert (vk3.vms.get(own).disks[0].source or "").startswith(str(base / "own3"))
 
+    # the target's pool too small for the copy: refused before anything moves
+    h1 = fleet.hosts[0]
+    assert h1.daemon is not None and h1.daemon.proc is not None
+    tiny_dir = base / "tiny1"
+    tiny_dir.mkdir()
+    subprocess.run(["nsenter", "-t", str(h1.daemon.proc.pid), "-m", "mount", "-t", "tmpfs",
+                    "-o", "size=4m", "tmpfs", str(tiny_dir)], check=True)  # fmt: skip
+    try:
+        with client_of(fleet, 0) as vk1:  # (the disk the copy left on h1: source disks stay)
+            vk1.pools.delete_volume("vkflt-own", f"{own}-disk0.qcow2")
+            vk1.pools.delete_pool("vkflt-own")
+            vk1.pools.create_pool(PoolSpec(name="vkflt-own", type="dir", path=str(tiny_dir)))
+        full = fleet.cli("vm", "migrate", own, "--to", "h1", "--copy-storage")
+        assert full.returncode == 1, full.stderr
+        assert "the target's pool vkflt-own: 4 MiB free for 16 MiB" in full.stderr, full.stderr
+        with client_of(fleet, 0) as vk1:
+            assert not vk1.host.exists(own) and vk1.pools.list_volumes("vkflt-own") == []
+            vk1.pools.delete_pool("vkflt-own")
+    finally:
+        subprocess.run(["nsenter", "-t", str(h1.daemon.proc.pid), "-m", "umount",
+                        str(tiny_dir)], check=False)  # fmt: skip
+    pool_on(fleet, 0, "vkflt-own", base / "own1")
+
+    # offline: shut off, it moves with its disk copied through the volume streams
+    with client_of(fleet, 2) as vk3:
+        vk3.vms.stop(own)
+    offline = fleet.cli("vm", "migrate", own, "--to", "h1", "--copy-storage", "--json")
+    assert offline.returncode == 0, offline.stderr
+    moved_off = json.loads(offline.stdout)
+    assert not moved_off["live"] and moved_off["plan"]["disks"][0]["action"] == "upload"
+    with client_of(fleet, 0) as vk1:
+        assert vk1.vms.get(own).state.value == "shutoff"
+        vk1.vms.start(own)
+        shell = GuestShell(vk1, own)
+        try:
+            assert shell.read(1) == "COPIED"
+        finally:
+            shell.close()
+    back = fleet.cli("vm", "migrate", own, "--to", "h3", "--copy-storage")
+    assert back.returncode == 1 and "already has vkflt-o-disk0.qcow2" in back.stderr
+    with client_of(fleet, 2) as vk3:
+        vk3.pools.delete_volume("vkflt-own", f"{own}-disk0.qcow2")
+    assert fleet.cli("vm", "migrate", own, "--to", "h3", "--copy-storage").returncode == 0
+    with client_of(fleet, 0) as vk1:
+        vk1.pools.delete_volume("vkflt-own", f"{own}-disk0.qcow2")
+
     # the target lacks the VM's network: refused before anything moves
     with client_of(fleet, 2) as vk3:
         vk3.networks.create(NetworkSpec(name="vkfltnet", kind="isolated"))
         vk3.nics.add(own, network="vkfltnet")
-    with client_of(fleet, 0) as vk1:  # (the disk the copy left on h1: source disks stay)
-        vk1.pools.delete_volume("vkflt-own", f"{own}-disk0.qcow2")
     nonet = fleet.cli("vm", "migrate", own, "--to", "h1", "--copy-storage")
     assert nonet.returncode == 1 and "the target has no network vkfltnet" in nonet.stderr
     with client_of(fleet, 0) as vk1:

@@ -348,6 +348,8 @@ class Client:
     def close(self) -> None:
         if "metrics" in self.__dict__:  # made: its threads and event subscription go too
             self.metrics.close()
+        if "fleet" in self.__dict__:  # the connections it keeps to the other hosts
+            self.fleet.close()
         for other in self._others.values():
             other.close()
         self._others.clear()

@@ -9,6 +9,7 @@ others (its look goes on in a daemon thread, which closes its connection when it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -95,6 +96,7 @@ SCHEMES = {
     "test",
 }  # fmt: skip
 DEFAULT_TIMEOUT = 10.0
+SEEN_REFRESH = 30.0  # seconds: how stale the recorded "last answer" of a host may get
 
 T = TypeVar("T")
 
@@ -218,6 +220,17 @@ class Fleet:
         self.settings = settings
         self.store = store
         self._connect = connect  # a client of the host at this URI (the caller's settings)
+        # the looks (status, vms) keep one client per host: its connection stays open between
+        # looks (a long-lived caller, the API, pays the connection once), one look at a time
+        self._kept: dict[str, tuple[HostClient, threading.Lock]] = {}
+        self._kept_lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._kept_lock:
+            kept, self._kept = self._kept, {}
+        for client, _lock in kept.values():
+            with contextlib.suppress(Exception):
+                client.close()
 
     # -- the registry ---------------------------------------------------------------------
 
@@ -319,10 +332,17 @@ class Fleet:
         """What this look saw: reachable or not since when, the last answer, the host's UUID."""
         now = time.time()
         with self.store.db() as db:
-            row = db.execute("SELECT reachable FROM hosts WHERE name = ?", (name,)).fetchone()
+            row = db.execute(
+                "SELECT reachable, last_seen, last_error, host_uuid FROM hosts WHERE name = ?",
+                (name,),
+            ).fetchone()
             if row is None:  # removed meanwhile
                 return
             changed = row["reachable"] is None or bool(row["reachable"]) != reachable
+            fresh = not reachable or now - (row["last_seen"] or 0) < SEEN_REFRESH
+            if (not changed and fresh and row["last_error"] == error
+                    and host_uuid in (None, row["host_uuid"])):  # fmt: skip
+                return  # nothing new: no write (a look every few seconds costs no commit)
             db.execute(
                 "UPDATE hosts SET reachable = ?, state_since = CASE WHEN ? THEN ? "
                 "ELSE state_since END, last_seen = CASE WHEN ? THEN ? ELSE last_seen END, "
@@ -447,6 +467,15 @@ class Fleet:
         return self._connect(self.uri_of(name))
 
     @contextmanager
+    def _looking_at(self, uri: str) -> Iterator[HostClient]:
+        with self._kept_lock:
+            if uri not in self._kept:
+                self._kept[uri] = (self._connect(uri), threading.Lock())
+            client, lock = self._kept[uri]
+        with lock:
+            yield client
+
+    @contextmanager
     def _client_for(self, uri: str) -> Iterator[HostClient]:
         client = self._connect(uri)
         try:
@@ -491,7 +520,7 @@ class Fleet:
         return HostStatus(host=host, reachable=False, error=got.error, elapsed=got.elapsed)
 
     def _facts(self, host: FleetHost, *, probe: bool) -> HostStatus:
-        with self._client_for(host.uri) as vk:
+        with self._looking_at(host.uri) as vk:
             h = vk.host
             caps = vk.probe.capabilities()
             rows = h.domain_rows()
@@ -540,7 +569,7 @@ class Fleet:
         hosts = self._select(names)
 
         def listing(h: FleetHost) -> list[object]:
-            with self._client_for(h.uri) as vk:
+            with self._looking_at(h.uri) as vk:
                 return list(vk.vms.list(refresh=refresh))
 
         answers = gather({h.name: (lambda h=h: listing(h)) for h in hosts}, timeout)  # type: ignore[misc]

@@ -355,3 +355,44 @@ def test_a_wait_ends_when_the_service_stops(api: Api) -> None:
     task = tasks.get(r.json()["id"])
     assert task.state == "failed" and task.error is not None
     assert task.error.code == "service_stopping"
+
+
+# -- several hosts -------------------------------------------------------------------------------
+
+
+def test_hosts_placement_and_migration_refusals(api: Api, tmp_path: Path) -> None:
+    node = tmp_path / "other.xml"
+    node.write_text(
+        "<node><domain type='test'><name>vkep-far</name><memory unit='MiB'>64</memory>"
+        "<os><type>hvm</type></os></domain></node>"
+    )
+    assert api.ada.get("/api/v1/hosts").json() == []
+    body = {"name": "far", "uri": f"test://{node}", "tags": ["ssd"]}
+    assert error(api.vera.post("/api/v1/hosts", json=body), 403) == "forbidden"
+    added = api.ada.post("/api/v1/hosts", json=body)
+    assert added.status_code == 201, added.text
+    assert added.json()["reachable"] and added.json()["vms_total"] == 1
+    assert error(api.ada.post("/api/v1/hosts", json=body), 409) == "host_exists"
+    bad = {**body, "name": "other", "uri": "http://x/system"}
+    assert error(api.ada.post("/api/v1/hosts", json=bad), 422) == "invalid_uri"
+    listed = api.vera.get("/api/v1/hosts").json()
+    assert [h["host"]["name"] for h in listed] == ["far"] and listed[0]["host"]["tags"] == ["ssd"]
+    assert api.vera.get("/api/v1/hosts/far").json()["host"]["uri"] == f"test://{node}"
+    assert error(api.vera.get("/api/v1/hosts/nope"), 404) == "host_not_found"
+    on = api.ada.put("/api/v1/hosts/far/maintenance", json={"on": True, "reason": "RAM"})
+    assert on.json()["maintenance"] and on.json()["maintenance_reason"] == "RAM"
+    placed = api.vera.post("/api/v1/placement", json={"memory": 64 << 20, "vcpus": 1})
+    assert placed.status_code == 200 and placed.json()["host"] is None
+    assert "far: in maintenance (RAM)" in placed.json()["summary"]
+    # a migration to an unknown host, or of a VM on no registered host: refused at once
+    assert error(api.ada.post("/api/v1/vms/vkep-far/migrate", json={"to": "nope"}), 404) == (
+        "host_not_found"
+    )
+    assert error(api.ada.post("/api/v1/vms/vkep-gone/migrate", json={"to": "far"}), 404) == (
+        "vm_not_found"
+    )
+    assert error(api.otto.post("/api/v1/vms/vkep-far/migrate", json={"to": "far"}), 403) == (
+        "forbidden"
+    )
+    gone = api.ada.delete("/api/v1/hosts/far")
+    assert gone.status_code == 200 and api.ada.get("/api/v1/hosts").json() == []

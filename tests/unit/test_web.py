@@ -84,7 +84,7 @@ def test_an_admin_sees_every_page_with_relative_links(app: TestClient) -> None:
     csrf = login(app, "ada")
     for path in ("/", "/vms", "/vms/test", "/vms/test/console", "/create", "/storage",
                  "/networks", "/templates", "/tasks", "/users", "/audit", "/health",
-                 "/vms/test/health"):  # fmt: skip
+                 "/vms/test/health", "/hosts"):  # fmt: skip
         r = app.get(path)
         assert r.status_code == 200, (path, r.text[:500])
         assert f'<meta name="csrf-token" content="{csrf}">' in r.text
@@ -214,3 +214,31 @@ def test_a_viewer_sees_health_without_fix_buttons(app: TestClient) -> None:
     page = app.get("/health")
     assert page.status_code == 200 and 'data-check="pool.path"' in page.text
     assert "doctor/fix" not in page.text
+
+
+def test_the_hosts_page_lists_hosts_their_vms_and_migrate_forms(
+    app: TestClient, tmp_path: Path
+) -> None:
+    csrf = login(app, "ada")
+    assert "No hosts registered" in app.get("/hosts").text
+    for name in ("a", "b"):
+        node = tmp_path / f"{name}.xml"
+        node.write_text(
+            f"<node><domain type='test'><name>vkweb-{name}</name>"
+            "<memory unit='MiB'>64</memory><os><type>hvm</type></os></domain></node>"
+        )
+        added = app.post(
+            "/api/v1/hosts",
+            json={"name": name, "uri": f"test://{node}"},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert added.status_code == 201, added.text
+    page = app.get("/hosts").text
+    assert 'data-host="a"' in page and 'data-host="b"' in page
+    assert 'data-api-form="POST api/v1/vms/vkweb-a/migrate"' in page
+    form = page[page.index('data-api-form="POST api/v1/vms/vkweb-a/migrate"') :].split("</form>")[0]
+    assert "<option>b</option>" in form and "<option>a</option>" not in form
+    assert 'data-api="POST api/v1/hosts/a/evacuate"' in page
+    login(app, "vera")
+    viewer = app.get("/hosts").text
+    assert 'data-host="a"' in viewer and "migrate" not in viewer and "evacuate" not in viewer

@@ -357,6 +357,16 @@ def networks(request: Request, who: Who) -> Response:
     return page(request, "networks.html", who, networks=_ctx(request).client.networks.list())
 
 
+@router.get("/hosts", response_class=HTMLResponse)
+@html
+def hosts(request: Request, who: Who) -> Response:
+    need(who, "host.read")
+    fleet = _ctx(request).client.fleet
+    statuses = fleet.status(timeout=5)
+    listed = fleet.vms(timeout=5) if statuses else []
+    return page(request, "hosts.html", who, statuses=statuses, listed=listed)
+
+
 @router.get("/templates", response_class=HTMLResponse)
 @html
 def templates_page(request: Request, who: Who) -> Response:

@@ -228,9 +228,15 @@ class Fleet:
     def close(self) -> None:
         with self._kept_lock:
             kept, self._kept = self._kept, {}
-        for client, _lock in kept.values():
-            with contextlib.suppress(Exception):
-                client.close()
+        for client, lock in kept.values():
+            # one still in a look that never answered (a frozen host) is left to its thread:
+            # closing it would wait for that answer
+            if lock.acquire(blocking=False):
+                try:
+                    with contextlib.suppress(Exception):
+                        client.close()
+                finally:
+                    lock.release()
 
     # -- the registry ---------------------------------------------------------------------
 

@@ -254,7 +254,9 @@ def test_live_migration_shared_and_copied_storage_and_refusals(fleet: Fleet) -> 
         plan = json.loads(dry.stdout)
         assert plan["live"] and plan["mode"] == "precopy" and plan["dirty_rate"] is not None
         assert [d["action"] for d in plan["disks"]] == ["shared"]
-        moved = fleet.cli("vm", "migrate", name, "--to", "h2", "--unsafe", "--json")
+        moved = fleet.cli(
+            "vm", "migrate", name, "--to", "h2", "--unsafe", "--max-downtime", "500", "--json"
+        )
         assert moved.returncode == 0, moved.stderr
         result = json.loads(moved.stdout)
         assert result["live"] and result["state"] == "running" and result["target"] == "h2"

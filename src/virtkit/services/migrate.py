@@ -474,7 +474,8 @@ class MigrationService:
         iterations: list[tuple[int, int]] = []  # (iteration, data remaining) at each poll
         try:
             while worker.is_alive():
-                worker.join(POLL)
+                # quick looks until the job runs: the downtime limit goes on before the end
+                worker.join(0.05 if opts.max_downtime_ms and not downtime_set else POLL)
                 if not worker.is_alive() or not plan.live:
                     continue
                 try:

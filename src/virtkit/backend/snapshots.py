@@ -150,6 +150,23 @@ def _wait_job(
     raise Timeout(f"the block job on {disk} did not finish in {timeout:g} s")
 
 
+def _pivot(guest: Guest, disk: str, timeout: float = 30.0) -> None:
+    """Pivot the disk onto the job's target. ``cur == end`` can come a moment before QEMU
+    says the job is ready (its BLOCK_JOB_READY): libvirt then answers "not ready for pivot
+    yet", and the pivot is asked again until it is."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with seam(guest.connection):
+            try:
+                guest.handle.blockJobAbort(disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+                return
+            except libvirt.libvirtError as exc:
+                if (exc.get_error_code() != libvirt.VIR_ERR_BLOCK_COPY_ACTIVE
+                        or time.monotonic() > deadline):  # fmt: skip
+                    raise
+        time.sleep(0.05)
+
+
 def block_commit(
     guest: Guest,
     disk: str,
@@ -169,8 +186,7 @@ def block_commit(
     try:
         _wait_job(guest, disk, timeout=timeout, progress=progress, ready=top is None)
         if top is None:
-            with seam(guest.connection):
-                guest.handle.blockJobAbort(disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+            _pivot(guest, disk)
             _wait_job(guest, disk, timeout=60.0, progress=None, ready=False)
     except BaseException:
         abort_block_job(guest, disk)
